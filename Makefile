@@ -1,0 +1,32 @@
+# Two commands do all set-up: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch lies on this machine's disk; override e.g. `make demo TORCH=torch==2.5.1`.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/genlab demo
+
+test: $(STAMP)
+	$(BIN)/ruff check genlab tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check genlab tests
+	$(BIN)/ruff format --check genlab tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

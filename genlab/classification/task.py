@@ -1,0 +1,103 @@
+"""Training a classifier on the shared engine: cross-entropy on augmented batches, accuracy on validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.classification.evaluate import evaluate_classifier, predict
+from genlab.data import ImageDataset, load_dataset, save_grid
+from genlab.data.augment import random_affine
+from genlab.errors import GenlabError
+from genlab.nn.classifier import Classifier, ClassifierConfig
+from genlab.nn.pretrained import config_from_dict
+from genlab.train.engine import Batch, Task
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    image_size: int | None = None
+    augment: bool = True  # small random rotations, shifts and scalings (random_affine)
+
+
+def load_splits(data: DataConfig) -> tuple[ImageDataset, ImageDataset]:
+    train = load_dataset(
+        data.name, "train", seed=data.split_seed, val_fraction=data.val_fraction, image_size=data.image_size
+    )
+    val = load_dataset(
+        data.name, "val", seed=data.split_seed, val_fraction=data.val_fraction, image_size=data.image_size
+    )
+    return train, val
+
+
+class ClassifierTask(Task):
+    kind = "classifier"
+
+    def __init__(self, data: DataConfig, model_config: ClassifierConfig | None = None, **model_options: Any):
+        """Load the splits of ``data`` and build a Classifier fitted to them.
+
+        ``model_config`` rebuilds a saved model exactly (resume); otherwise ``model_options`` (widths,
+        hidden, dropout) shape a new one whose channels, size, classes and normalisation come from the data.
+        """
+        self.data = data
+        self.train_data, self.val_data = load_splits(data)
+        if self.train_data.labels is None:
+            raise GenlabError(
+                f"data set {data.name} has no class labels; a classifier needs class sub-folders or 'label' "
+                "entries in metadata.jsonl"
+            )
+        if model_config is None:
+            x = self.train_data.images
+            model_config = ClassifierConfig(
+                in_channels=x.shape[1],
+                image_size=x.shape[2],
+                num_classes=self.train_data.num_classes,
+                mean=tuple(x.mean(dim=(0, 2, 3)).tolist()),
+                std=tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()),
+                class_names=tuple(self.train_data.class_names or ()),
+                **model_options,
+            )
+        self.model = Classifier(model_config)
+
+    @classmethod
+    def from_run_config(cls, config: dict[str, Any]) -> ClassifierTask:
+        """Rebuild the task of a saved run (for --resume) from its config.json."""
+        data = config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'")
+        return cls(
+            data, model_config=config_from_dict(ClassifierConfig, config["model"], "config.json 'model'")
+        )
+
+    def config_sections(self) -> dict[str, Any]:
+        return {"data": asdict(self.data)}
+
+    def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        x = batch.images
+        if self.data.augment:
+            x = random_affine(x, generator)
+        logits = model(x)
+        loss = F.cross_entropy(logits, batch.labels)
+        return loss, {"train_acc": (logits.argmax(1) == batch.labels).float().mean().item()}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        m = evaluate_classifier(model, self.val_data)
+        return {"val_acc": m["accuracy"], "val_loss": m["loss"]}
+
+    def sample(self, model: nn.Module, path: Path) -> Path:
+        """A grid of validation images captioned with the predicted class; mistakes also show the truth."""
+        images, labels = self.val_data.images[:32], self.val_data.labels[:32]
+        probs = predict(model, images)
+        names = self.model.config.class_names or tuple(str(i) for i in range(probs.shape[1]))
+        captions = []
+        for p, y in zip(probs, labels.tolist(), strict=True):
+            k = int(p.argmax())
+            caption = f"{names[k]} ({p[k]:.0%})"
+            captions.append(caption if k == y else f"{caption} true {names[y]}")
+        return save_grid(path, images, captions, nrow=8)

@@ -1,0 +1,109 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from genlab.train import TrainConfig
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def echo(message: str) -> None:
+    """Print on the main process only, so a torchrun job says things once."""
+    if is_main_process():
+        click.echo(message)
+
+
+def fresh_run_dir(base: str | Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``... the first that does not exist yet, so no run is overwritten."""
+    base = Path(base)
+    if not base.exists():
+        return base
+    i = 2
+    while Path(f"{base}-{i}").exists():
+        i += 1
+    return Path(f"{base}-{i}")
+
+
+# (option name, TrainConfig field, click kwargs)
+_TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--steps", "steps", {"type": int, "help": "Optimizer steps (also the horizon of the cosine schedule)."}),
+    (
+        "--minutes",
+        "minutes",
+        {"type": float, "help": "Wall-clock budget; alone, it fits the schedule to it."},
+    ),
+    (
+        "--batch-size",
+        "batch_size",
+        {"type": int, "help": "Global batch size (split over torchrun processes)."},
+    ),
+    ("--lr", "lr", {"type": float, "help": "Peak learning rate of AdamW."}),
+    (
+        "--warmup-steps",
+        "warmup_steps",
+        {"type": int, "help": "Linear warm-up steps before the cosine decay."},
+    ),
+    ("--weight-decay", "weight_decay", {"type": float, "help": "AdamW weight decay (not on biases/norms)."}),
+    ("--grad-clip", "grad_clip", {"type": float, "help": "Clip the gradient norm to this (0: off)."}),
+    ("--ema-decay", "ema_decay", {"type": float, "help": "Decay of the EMA copy of the weights (0: off)."}),
+    ("--seed", "seed", {"type": int, "help": "Seed of initialisation, data order and all randomness."}),
+    ("--log-every", "log_every", {"type": int, "help": "Steps between metrics.jsonl records."}),
+    ("--eval-every", "eval_every", {"type": int, "help": "Steps between validations (0: at the end only)."}),
+    (
+        "--sample-every",
+        "sample_every",
+        {"type": int, "help": "Steps between sample grids (0: at the end only)."},
+    ),
+    (
+        "--checkpoint-every",
+        "checkpoint_every",
+        {"type": int, "help": "Steps between checkpoints (0: at the end)."},
+    ),
+    ("--device", "device", {"type": str, "help": "auto, cpu, cuda or cuda:N."}),
+]
+
+
+def train_options(**defaults: Any) -> Callable:
+    """Add the engine's options to a `genlab train KIND` command; ``defaults`` override TrainConfig's."""
+    base = TrainConfig(**{k: v for k, v in defaults.items() if k in TrainConfig.__dataclass_fields__})
+
+    def decorate(f: Callable) -> Callable:
+        f = click.option("--no-progress", is_flag=True, help="Hide the progress bar.")(f)
+        f = click.option(
+            "--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."
+        )(f)
+        f = click.option(
+            "--out", type=click.Path(file_okay=False), help="Run directory to create (or resume)."
+        )(f)
+        for name, field, kwargs in reversed(_TRAIN_OPTIONS):
+            default = getattr(base, field)
+            f = click.option(name, field, default=default, show_default=default is not None, **kwargs)(f)
+        return f
+
+    return decorate
+
+
+def train_config_from(ctx: click.Context, params: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """(TrainConfig from the options, the options the user typed explicitly: the overrides on --resume)."""
+    fields = {field: params[field] for _, field, _ in _TRAIN_OPTIONS}
+    fields["progress"] = not params["no_progress"]
+    explicit = {
+        field: params[field]
+        for _, field, _ in _TRAIN_OPTIONS
+        if ctx.get_parameter_source(field) == ParameterSource.COMMANDLINE
+    }
+    if params["no_progress"]:
+        explicit["progress"] = False
+    if "minutes" in explicit and "steps" not in explicit:
+        fields["steps"] = None  # --minutes alone: the engine fits the schedule horizon to the budget
+    return TrainConfig(**fields), explicit

@@ -1,0 +1,60 @@
+"""`genlab data`: see what data sets there are and look at them."""
+
+from __future__ import annotations
+
+import click
+
+from genlab.cli import cli
+
+
+@cli.group()
+def data() -> None:
+    """List and look at the data sets (mnist, digits, shapes, folder:PATH)."""
+
+
+@data.command("list")
+def data_list() -> None:
+    """List the built-in data sets with their size, channels, classes and number of images."""
+    from genlab.data import list_datasets
+
+    infos = list_datasets()
+    click.echo(f"{'name':<14}{'images':>8}{'size':>7}{'chan':>6}{'classes':>9}  description")
+    for info in infos:
+        click.echo(
+            f"{info.name:<14}{info.size:>8}{info.image_size:>7}{info.channels:>6}{info.num_classes:>9}  "
+            f"{info.description}"
+        )
+
+
+@data.command("show")
+@click.argument("name")
+@click.option("--out", default=None, help="PNG to write (default: NAME.png).")
+@click.option("--n", default=32, show_default=True, type=int, help="How many images.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "all"]))
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/validation split.")
+@click.option("--image-size", default=None, type=int, help="Resize to this side (folder data: default 32).")
+@click.option("--nrow", default=8, show_default=True, type=int, help="Images per row.")
+def data_show(
+    name: str, out: str | None, n: int, split: str, seed: int, image_size: int | None, nrow: int
+) -> None:
+    """Write a captioned grid of the first N images of a data set.
+
+    \b
+    Examples:
+      genlab data show mnist --out mnist.png
+      genlab data show shapes --n 16 --split val
+      genlab data show folder:./my_images --image-size 64
+    """
+    from genlab.data import load_dataset, save_grid
+    from genlab.errors import GenlabError
+
+    if n < 1:
+        raise GenlabError(f"--n must be at least 1 (got {n})")
+    ds = load_dataset(name, split, seed=seed, image_size=image_size)
+    k = min(n, len(ds))
+    out = out or f"{name.split(':', 1)[-1].rstrip('/').split('/')[-1] or 'data'}.png"
+    path = save_grid(out, ds.images[:k], ds.captions[:k], nrow=min(nrow, k))
+    click.echo(
+        f"{ds.name} ({split}: {len(ds)} images, {ds.channels}x{ds.image_size}x{ds.image_size}): "
+        f"wrote {k} to {path}"
+    )

@@ -1,0 +1,89 @@
+"""A small convolutional image classifier taking images in [0, 1], normalisation inside the model.
+
+Keeping normalisation inside means every caller (attacks, metrics, the server) feeds plain [0, 1] pixels,
+the convention of cleverhans and torchattacks, and an epsilon is always measured in pixel units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genlab.nn.pretrained import PretrainedMixin
+
+
+@dataclass
+class ClassifierConfig:
+    in_channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    widths: tuple[int, ...] = (32, 64)  # one stage per width: two 3x3 convolutions, then 2x2 max pooling
+    hidden: int = 128
+    dropout: float = 0.3
+    mean: tuple[float, ...] = (0.5,)  # per-channel statistics of the training data, measured at build time
+    std: tuple[float, ...] = (0.5,)
+    class_names: tuple[str, ...] = ()
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_stage(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class Classifier(PretrainedMixin, nn.Module):
+    """VGG-style CNN: [conv-BN-ReLU x2, max-pool] per stage, then a two-layer head.
+
+    ``features(x)`` returns the penultimate activations, used later as domain features for FID.
+    """
+
+    kind = "classifier"
+    config_class = ClassifierConfig
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        if len(config.mean) != config.in_channels or len(config.std) != config.in_channels:
+            raise ValueError("mean and std need one value per input channel")
+        self.normalize = Normalize(config.mean, config.std)
+        stages, c = [], config.in_channels
+        for w in config.widths:
+            stages.append(conv_stage(c, w))
+            c = w
+        self.body = nn.Sequential(*stages)
+        side = config.image_size // 2 ** len(config.widths)
+        if side < 1:
+            raise ValueError(
+                f"image_size {config.image_size} is too small for {len(config.widths)} pooling stages"
+            )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
+            nn.Linear(c * side * side, config.hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.out = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden, config.num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.normalize(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x))

@@ -1,0 +1,333 @@
+"""The training engine every model kind shares.
+
+A *task* says what to train (its model, data and loss); the engine does the rest the same way for all:
+AdamW, warm-up + cosine learning rate, gradient clipping, an EMA copy of the weights, a data order and
+randomness fixed by the seed, a tqdm bar with loss and images/s, ``metrics.jsonl``, periodic evaluation
+and sample grids, stopping by steps or minutes, Ctrl-C that saves and exits, ``resume`` that continues
+exactly where the run stopped, and DDP under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from genlab import rundir
+from genlab.data.base import ImageDataset
+from genlab.errors import GenlabError
+from genlab.nn.pretrained import config_from_dict, config_to_dict, load_state
+from genlab.train import distributed
+from genlab.train.config import TrainConfig
+from genlab.train.ema import EMA
+from genlab.train.optim import make_optimizer, optimizer_state_from_safe, optimizer_state_to_safe
+from genlab.train.order import BatchOrder, seed_step
+from genlab.train.schedule import warmup_cosine_lr
+
+_HORIZON_PROBE_STEPS = 20  # steps timed before a minutes-only run fixes its schedule horizon
+
+
+@dataclass
+class Batch:
+    """One process's share of a global batch, on the training device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    captions: list[str]
+    indices: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class Task:
+    """What to train. Subclasses set ``kind``, ``model`` (a PretrainedMixin module) and ``train_data``."""
+
+    kind: str
+    model: nn.Module
+    train_data: ImageDataset
+
+    def config_sections(self) -> dict[str, Any]:
+        """Extra sections of config.json besides ``model`` and ``train`` (e.g. ``data``)."""
+        return {}
+
+    def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The scalar to minimise and any extra numbers to log; ``model`` may be DDP-wrapped."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation numbers for ``model`` (the EMA copy when kept); called on the main process only."""
+        return {}
+
+    def sample(self, model: nn.Module, path: Path) -> Path | None:
+        """Write a picture of what ``model`` does now (a sample grid) to ``path``; main process only."""
+        return None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM ask for a clean stop at the next step boundary; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Runs a Task; one instance per run (``train()`` may be called once)."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, run_dir: str | Path, resume: bool = False):
+        if cfg.steps is None and cfg.minutes is None:
+            raise GenlabError("say how long to train: --steps N, --minutes M, or both")
+        self.task, self.cfg, self.run_dir, self.resume = task, cfg, Path(run_dir), resume
+        self.dist = distributed.setup(cfg.device)
+        if cfg.batch_size % self.dist.world_size:
+            raise GenlabError(
+                f"--batch-size {cfg.batch_size} does not split over {self.dist.world_size} processes; "
+                f"use a multiple of {self.dist.world_size}"
+            )
+        if len(task.train_data) == 0:
+            raise GenlabError("the training data set is empty")
+        self.stop = _StopFlag()
+
+    def request_stop(self) -> None:
+        """Stop cleanly (saving a checkpoint) after the current step, as Ctrl-C does."""
+        self.stop.requested = True
+
+    # ------------------------------------------------------------------------------------------------
+
+    def _check_run_dir(self) -> None:
+        has_ckpt = rundir.checkpoint_dir(self.run_dir) is not None
+        if self.resume and not has_ckpt:
+            raise GenlabError(
+                f"{self.run_dir} has no checkpoint to resume; drop --resume to start a new run there"
+            )
+        if not self.resume and (has_ckpt or (self.run_dir / rundir.CONFIG_FILE).exists()):
+            raise GenlabError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if self.resume:
+            rundir.read_config(self.run_dir, kind=self.task.kind)
+
+    def _save(self, step: int, horizon: int, elapsed: float) -> None:
+        if not self.dist.is_main:
+            return
+        opt_tensors, opt_meta = optimizer_state_to_safe(self.optimizer)
+        weights = {"model": self.model.state_dict(), "optimizer": opt_tensors}
+        if self.ema is not None:
+            weights["ema"] = self.ema.model.state_dict()
+        state = {
+            "step": step,
+            "horizon": horizon,
+            "elapsed_seconds": elapsed,
+            "optimizer": opt_meta,
+            "train": asdict(self.cfg),
+            "world_size": self.dist.world_size,
+        }
+        rundir.save_checkpoint(self.run_dir, weights, state)
+
+    def _restore(self) -> tuple[int, int | None, float]:
+        weights, state = rundir.load_checkpoint(self.run_dir)
+        load_state(self.model, weights["model"], self.run_dir / rundir.CHECKPOINT_DIR / "model.safetensors")
+        if self.ema is not None:
+            load_state(self.ema.model, weights.get("ema", weights["model"]), self.run_dir / "checkpoint")
+        try:
+            self.optimizer.load_state_dict(
+                optimizer_state_from_safe(weights["optimizer"], state["optimizer"])
+            )
+        except (KeyError, ValueError) as e:
+            raise GenlabError(
+                f"optimizer state in {self.run_dir}/checkpoint does not fit this model ({e})"
+            ) from None
+        return int(state["step"]), state.get("horizon"), float(state.get("elapsed_seconds", 0.0))
+
+    def _batch(self, order: BatchOrder, step: int) -> Batch:
+        idx = order.indices(step, self.dist.rank, self.dist.world_size)
+        data = self.task.train_data
+        dev = self.dist.device
+        labels = data.labels[idx].to(dev) if data.labels is not None else None
+        return Batch(data.images[idx].to(dev), labels, [data.captions[i] for i in idx.tolist()], idx)
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        model = self._eval_model()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate(model)
+        model.train(was_training)
+        if metrics:
+            rundir.append_metrics(self.run_dir, {"event": "eval", "step": step, **metrics})
+        return metrics
+
+    def _sample(self, step: int) -> None:
+        model = self._eval_model()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            self.task.sample(model, self.run_dir / "samples" / f"step_{step:06d}.png")
+        model.train(was_training)
+
+    # ------------------------------------------------------------------------------------------------
+
+    def train(self) -> TrainResult:
+        cfg, d = self.cfg, self.dist
+        if d.is_main:
+            self._check_run_dir()
+        self.model = self.task.model.to(d.device)
+        self.model.train()
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.optimizer = make_optimizer(self.model, cfg)
+        step, horizon, elapsed_before = 0, cfg.steps, 0.0
+        if self.resume:
+            step, saved_horizon, elapsed_before = self._restore()
+            horizon = cfg.steps if cfg.steps is not None else saved_horizon
+            if d.is_main:
+                rundir.truncate_metrics(self.run_dir, step)
+        elif d.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(
+                self.run_dir,
+                self.task.kind,
+                model=config_to_dict(self.model.config),
+                train=asdict(cfg),
+                **self.task.config_sections(),
+            )
+        net: nn.Module = self.model
+        if d.enabled:
+            net = DistributedDataParallel(
+                self.model, device_ids=[d.device] if d.device.type == "cuda" else None
+            )
+
+        order = BatchOrder(len(self.task.train_data), cfg.batch_size, cfg.seed)
+        start_step, t_start = step, time.perf_counter()
+        deadline = t_start + cfg.minutes * 60 if cfg.minutes is not None else math.inf
+        bar = tqdm(
+            total=horizon or 0,
+            initial=step,
+            desc=f"train {self.task.kind}",
+            unit="step",
+            disable=not (cfg.progress and d.is_main),
+            dynamic_ncols=True,
+        )
+        window_t, window_steps, window_loss, last_metrics = time.perf_counter(), 0, 0.0, {}
+        interrupted = False
+        with self.stop:
+            while horizon is None or step < horizon:
+                generator = seed_step(cfg.seed, step, d.rank)
+                lr = warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, horizon or 10**9, cfg.min_lr_ratio)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = self._batch(order, step)
+                loss, logs = self.task.loss(net, batch, generator)
+                if not torch.isfinite(loss):
+                    raise GenlabError(
+                        f"loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr}) "
+                        "or check the data"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model, step)
+                step += 1
+                window_steps += 1
+                window_loss += loss.item()
+                bar.update(1)
+
+                if horizon is None and step - start_step == _HORIZON_PROBE_STEPS:
+                    rate = (step - start_step) / (time.perf_counter() - t_start)
+                    remaining = deadline - time.perf_counter()
+                    horizon = distributed.broadcast_int(step + int(0.9 * rate * remaining), d)
+                    bar.total = horizon
+                    bar.refresh()
+
+                if step % cfg.log_every == 0 or step == horizon:
+                    dt = time.perf_counter() - window_t
+                    record = {
+                        "event": "train",
+                        "step": step,
+                        "epoch": round(order.epoch(step), 4),
+                        "loss": window_loss / window_steps,
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "images_per_s": window_steps * cfg.batch_size / max(dt, 1e-9),
+                        "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+                        **{k: float(v) for k, v in logs.items()},
+                    }
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                    if d.is_main:
+                        rundir.append_metrics(self.run_dir, record)
+                    window_t, window_steps, window_loss = time.perf_counter(), 0, 0.0
+
+                finished = horizon is not None and step >= horizon
+                stop = distributed.any_true(self.stop.requested or time.perf_counter() > deadline, d)
+                if finished or stop:
+                    interrupted = stop and not finished
+                    break
+                if d.is_main:
+                    if cfg.eval_every and step % cfg.eval_every == 0:
+                        last_metrics = self._evaluate(step)
+                    if cfg.sample_every and step % cfg.sample_every == 0:
+                        self._sample(step)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    self._save(step, horizon or step, elapsed_before + time.perf_counter() - t_start)
+        bar.close()
+
+        elapsed = elapsed_before + time.perf_counter() - t_start
+        self._save(step, horizon or step, elapsed)
+        if d.is_main:
+            last_metrics = self._evaluate(step) or last_metrics
+            self._sample(step)
+        if d.enabled:
+            torch.distributed.barrier()
+        return TrainResult(self.run_dir, step, interrupted, last_metrics, elapsed)
+
+
+def train(task: Task, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train ``task`` into ``run_dir`` (see Trainer)."""
+    return Trainer(task, cfg, run_dir, resume).train()
+
+
+def resolve_train_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a run was started with, updated by the options given again on the command line."""
+    config = rundir.read_config(run_dir)
+    saved = dict(config.get("train", {}))
+    saved.update(overrides)
+    return config_from_dict(TrainConfig, saved, f"{run_dir}/config.json")
