@@ -87,7 +87,8 @@ def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path):
         step = 0
         while True:
             step += 1
-            w = {"model": {"w": torch.full((256, 256), float(step))}, "ema": {"w": torch.full((256, 256), -float(step))}}
+            full = lambda v: {"w": torch.full((256, 256), v)}
+            w = {"model": full(float(step)), "ema": full(-float(step))}
             rundir.save_checkpoint(sys.argv[1], w, {"step": step})
             print(step, flush=True)
         """
