@@ -1,0 +1,16 @@
+"""Datasets (mnist, digits, shapes, folder:PATH) as in-memory tensors with captions, and image I/O."""
+
+from genlab.data.base import DatasetInfo, ImageDataset, split_indices
+from genlab.data.images import load_image, make_grid, save_grid
+from genlab.data.registry import list_datasets, load_dataset
+
+__all__ = [
+    "DatasetInfo",
+    "ImageDataset",
+    "list_datasets",
+    "load_dataset",
+    "load_image",
+    "make_grid",
+    "save_grid",
+    "split_indices",
+]

