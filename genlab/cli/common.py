@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from genlab.train import TrainConfig
+from genlab.train.config import TrainConfig
 
 
 def is_main_process() -> bool:

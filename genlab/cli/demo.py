@@ -6,11 +6,12 @@ import click
 
 from genlab.cli import cli
 from genlab.cli.common import fresh_run_dir
+from genlab.cli.train import CLASSIFIER_DEFAULTS
 
 
 @cli.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, help="Folder for everything the demo writes.")
-@click.option("--steps", default=1200, show_default=True, type=int, help="Training steps of the classifier.")
+@click.option("--steps", default=800, show_default=True, type=int, help="Training steps of the classifier.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: str, steps: int, no_progress: bool) -> None:
     """Show the data sets, train an MNIST classifier on the shared engine, and evaluate it.
@@ -40,16 +41,7 @@ def demo(out: str, steps: int, no_progress: bool) -> None:
     click.echo("1/3 data grids: " + ", ".join(str(g) for g in grids))
 
     click.echo(f"2/3 training a classifier on mnist ({len(task.train_data)} train images, {steps} steps)")
-    cfg = TrainConfig(
-        steps=steps,
-        batch_size=128,
-        lr=2e-3,
-        ema_decay=0.995,
-        eval_every=400,
-        sample_every=400,
-        checkpoint_every=400,
-        progress=not no_progress,
-    )
+    cfg = TrainConfig(**{**CLASSIFIER_DEFAULTS, "steps": steps, "progress": not no_progress})
     result = Trainer(task, cfg, root / "classifier").train()
 
     model = Classifier.from_pretrained(result.run_dir)

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from genlab import rundir
 from genlab.cli import cli
 from genlab.cli.common import echo, fresh_run_dir, train_config_from, train_options
 from genlab.errors import GenlabError
@@ -23,6 +22,8 @@ def train() -> None:
 
 
 def _report(result, metrics_names: dict[str, str]) -> None:
+    from genlab import rundir
+
     state = "stopped early (resume with --resume)" if result.interrupted else "finished"
     echo(f"{state} at step {result.step} after {result.seconds / 60:.1f} min")
     for key, label in metrics_names.items():
@@ -46,6 +47,19 @@ def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
     return str(fresh_run_dir(f"runs/{kind}-{name}"))
 
 
+# Measured on 2 CPU cores: ~99% validation accuracy on mnist in about 2 minutes (README).
+CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
+    steps=800,
+    batch_size=128,
+    lr=2e-3,
+    warmup_steps=100,
+    ema_decay=0.995,
+    eval_every=200,
+    sample_every=400,
+    checkpoint_every=200,
+)
+
+
 @train.command("classifier")
 @click.option("--data", default="mnist", show_default=True, help="mnist, digits, shapes or folder:PATH.")
 @click.option(
@@ -58,21 +72,12 @@ def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
     "--image-size", type=int, default=None, help="Resize images to this side (default: the data's)."
 )
 @click.option(
-    "--widths", default="32,64", show_default=True, help="Channels of each conv stage (one pool each)."
+    "--widths", default="16,32", show_default=True, help="Channels of each conv stage (one pool each)."
 )
 @click.option("--hidden", default=128, show_default=True, type=int, help="Width of the hidden dense layer.")
 @click.option("--dropout", default=0.3, show_default=True, type=float)
 @click.option("--no-augment", is_flag=True, help="Train without random rotations/shifts/scalings.")
-@train_options(
-    steps=1200,
-    batch_size=128,
-    lr=2e-3,
-    warmup_steps=100,
-    ema_decay=0.995,
-    eval_every=400,
-    sample_every=400,
-    checkpoint_every=400,
-)
+@train_options(**CLASSIFIER_DEFAULTS)
 @click.pass_context
 def train_classifier(ctx: click.Context, **params: Any) -> None:
     """Train a CNN classifier (normalisation inside; inputs in [0, 1]).
@@ -85,6 +90,7 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
       genlab train classifier --out runs/classifier-mnist --resume
       torchrun --nproc_per_node=2 -m genlab train classifier --data mnist
     """
+    from genlab import rundir
     from genlab.classification.task import ClassifierTask, DataConfig
     from genlab.train import Trainer, resolve_train_config
 

@@ -19,7 +19,7 @@ class ClassifierConfig:
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
-    widths: tuple[int, ...] = (32, 64)  # one stage per width: two 3x3 convolutions, then 2x2 max pooling
+    widths: tuple[int, ...] = (16, 32)  # one stage per width: two 3x3 convolutions, then 2x2 max pooling
     hidden: int = 128
     dropout: float = 0.3
     mean: tuple[float, ...] = (0.5,)  # per-channel statistics of the training data, measured at build time

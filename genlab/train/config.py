@@ -12,7 +12,7 @@ class TrainConfig:
     batch_size: int = 128  # global: split evenly over the processes of a distributed run
     lr: float = 1e-3
     min_lr_ratio: float = 0.05  # the cosine ends at lr * min_lr_ratio
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # capped at a tenth of the run, so short runs are not all warm-up
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.999

@@ -249,7 +249,8 @@ class Trainer:
         with self.stop:
             while horizon is None or step < horizon:
                 generator = seed_step(cfg.seed, step, d.rank)
-                lr = warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, horizon or 10**9, cfg.min_lr_ratio)
+                warmup = min(cfg.warmup_steps, (horizon or 10**9) // 10)
+                lr = warmup_cosine_lr(step, cfg.lr, warmup, horizon or 10**9, cfg.min_lr_ratio)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 batch = self._batch(order, step)

@@ -1,0 +1,193 @@
+"""The `genlab` command end to end: data, training, resume after SIGKILL, torchrun, predict, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from genlab import rundir
+from genlab.cli import cli
+from genlab.data import save_grid
+
+FAST = ["--data", "digits", "--widths", "8,16", "--hidden", "32", "--batch-size", "32", "--no-progress"]
+
+
+def genlab(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "genlab", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("data", "train", "predict", "demo"):
+        assert command in result.output
+    assert "Examples" in invoke("train", "classifier", "--help").output
+
+
+def test_data_list_and_show(tmp_path):
+    listing = invoke("data", "list")
+    assert listing.exit_code == 0
+    for name in ("mnist", "digits", "shapes", "folder:PATH"):
+        assert name in listing.output
+    out = tmp_path / "grid.png"
+    result = invoke("data", "show", "digits", "--out", str(out), "--n", "8")
+    assert result.exit_code == 0 and out.is_file()
+
+
+def test_bad_data_path_is_one_clear_line(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    proc = genlab("data", "show", f"folder:{missing}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0]
+    assert "Traceback" not in proc.stderr
+    proc = genlab("train", "classifier", "--data", "nonsense", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "nonsense" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()  # nothing half-made is left behind
+
+
+def test_train_predict_and_resume(tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", "classifier", *FAST, "--steps", "60", "--out", str(run))
+    assert result.exit_code == 0, result.output
+    assert "validation accuracy" in result.output
+    metrics = [r for r in rundir.read_metrics(run) if r["event"] == "eval"]
+    assert metrics[-1]["val_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert list((run / "samples").glob("step_*.png"))
+
+    result = invoke("train", "classifier", *FAST, "--out", str(run), "--resume", "--steps", "80")
+    assert result.exit_code == 0, result.output
+    assert rundir.load_checkpoint(run)[1]["step"] == 80
+
+    from genlab.data import load_dataset
+
+    digits = load_dataset("digits", "val")
+    paths = []
+    for i in range(3):
+        paths.append(save_grid(tmp_path / f"d{i}.png", digits.images[i : i + 1], nrow=1, scale=1))
+    result = invoke("predict", str(run), *map(str, paths))
+    assert result.exit_code == 0 and result.output.count("%") == 9
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "classifier", *FAST, "--steps", "2", "--out", str(run)).exit_code == 0
+    before = (run / "model.safetensors").read_bytes()
+    proc = genlab("train", "classifier", *FAST, "--steps", "2", "--out", str(run))
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
+    """N steps in one go versus a run killed with SIGKILL part-way and resumed: identical weights."""
+    args = [*FAST, "--steps", "40", "--checkpoint-every", "5", "--eval-every", "0", "--sample-every", "0"]
+    assert genlab("train", "classifier", *args, "--out", str(tmp_path / "full")).returncode == 0
+
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genlab", "train", "classifier", *args, "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = run / "checkpoint" / "state.json"
+        if state.is_file() and json.loads(state.read_text())["step"] >= 15:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = rundir.load_checkpoint(run)[1]["step"]
+    assert 15 <= killed_at < 40, "the kill must land part-way through training"
+
+    resumed = genlab("train", "classifier", "--out", str(run), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    (wa, sa), (wb, sb) = rundir.load_checkpoint(tmp_path / "full"), rundir.load_checkpoint(run)
+    assert sa["step"] == sb["step"] == 40
+    for name in ("model", "ema", "optimizer"):
+        for key in wa[name]:
+            assert torch.equal(wa[name][key], wb[name][key]), f"{name}.{key}"
+
+
+def test_sigint_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*FAST, "--steps", "100000", "--checkpoint-every", "0", "--log-every", "5"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genlab", "train", "classifier", *args, "--out", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not rundir.read_metrics(run):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped early" in out and "Traceback" not in err
+    step = rundir.load_checkpoint(run)[1]["step"]
+    assert 5 <= step < 100000
+    assert (run / "model.safetensors").is_file()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_torchrun_two_processes_train_and_save(tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "genlab",
+            "train",
+            "classifier",
+            *FAST,
+            "--steps",
+            "40",
+            "--out",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("validation accuracy") == 1  # only the main process reports
+    _, state = rundir.load_checkpoint(run)
+    assert state["world_size"] == 2 and state["step"] == 40
+    evals = [r for r in rundir.read_metrics(run) if r["event"] == "eval"]
+    assert evals[-1]["val_acc"] > 0.5
+    from genlab.nn import Classifier
+
+    assert Classifier.from_pretrained(run).config.num_classes == 10
