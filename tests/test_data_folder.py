@@ -86,6 +86,7 @@ def test_class_subfolders(tmp_path):
 def test_plain_images_grayscale_and_splits(tmp_path):
     for i in range(10):
         solid(tmp_path / f"dark_cat-{i}.png", 25 * i, mode="L")
+    (tmp_path / "._dark_cat-0.png").write_bytes(b"macOS resource fork, not an image")
     ds = load_dataset(f"folder:{tmp_path}", "all", image_size=8)
     assert ds.images.shape == (10, 1, 8, 8)
     assert ds.captions[0] == "dark cat 0"
@@ -96,6 +97,17 @@ def test_plain_images_grayscale_and_splits(tmp_path):
     assert sorted(train.captions + val.captions) == sorted(ds.captions)
     solid(tmp_path / "colour.png", GREEN)
     assert load_dataset(f"folder:{tmp_path}", "all", image_size=8).channels == 3
+
+
+def test_palette_images_count_as_gray_only_with_a_gray_palette(tmp_path):
+    solid(tmp_path / "gray.gif", 100, mode="L")  # GIF stores it as a palette image with a gray palette
+    solid(tmp_path / "plain.png", 30, mode="L")
+    with Image.open(tmp_path / "gray.gif") as img:
+        assert img.mode == "P"
+    ds = load_dataset(f"folder:{tmp_path}", "all", image_size=4)
+    assert ds.channels == 1 and ds.images[:, 0, 0, 0].tolist() == pytest.approx([100 / 255, 30 / 255])
+    solid(tmp_path / "red.gif", RED)
+    assert load_dataset(f"folder:{tmp_path}", "all", image_size=4).channels == 3
 
 
 # --------------------------------------------------------------------------------------- bad data

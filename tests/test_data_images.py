@@ -77,7 +77,10 @@ def test_save_grid_with_captions(tmp_path):
     short = save_grid(tmp_path / "short.png", images, ["a", "b", "c", "d"], nrow=2)
     long_caption = "a very long caption that cannot possibly fit on one line of a small cell " * 5
     long = save_grid(tmp_path / "long.png", images, ["a", long_caption, "c", "d"], nrow=2)
-    sizes = {p.name: Image.open(p).size for p in (plain, short, long)}
+    sizes = {}
+    for p in (plain, short, long):
+        with Image.open(p) as img:
+            sizes[p.name] = img.size
     assert sizes["plain.png"] == (2 * (96 + 2) + 2, 2 * (96 + 2) + 2)
     assert sizes["short.png"][0] == sizes["long.png"][0] == sizes["plain.png"][0]
     short_extra = sizes["short.png"][1] - sizes["plain.png"][1]
@@ -86,7 +89,8 @@ def test_save_grid_with_captions(tmp_path):
     # Every row gets room for the tallest caption, which is capped at MAX_CAPTION_LINES lines.
     line = (short_extra // 2) - 4
     assert long_extra == 2 * (MAX_CAPTION_LINES * line + 4)
-    pixels = np.asarray(Image.open(short))
+    with Image.open(short) as img:
+        pixels = np.asarray(img)
     under_first = pixels[2 + 96 : 2 + 96 + short_extra // 2, 2 : 2 + 96]
     assert (under_first < 128).any()  # the caption's text is drawn in dark ink on white
     assert (pixels[2 : 2 + 96, 2 : 2 + 96] == 0).all()  # and never over the image
@@ -134,7 +138,8 @@ def test_load_image_transparency_becomes_white(tmp_path):
 def test_load_image_scales_16_bit_gray(tmp_path):
     array = np.full((4, 4), 32768, dtype=np.uint16)
     Image.fromarray(array).save(tmp_path / "deep.png")
-    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")
     x = load_image(tmp_path / "deep.png", channels=3)
     assert x.shape == (3, 4, 4) and x.mean().item() == pytest.approx(0.5, abs=1e-3)
 

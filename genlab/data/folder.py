@@ -41,7 +41,7 @@ def _visible(path: Path) -> bool:
 
 
 def _is_image(path: Path) -> bool:
-    return _visible(path) and path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _words(name: str) -> str:
@@ -52,7 +52,10 @@ def _words(name: str) -> str:
 
 def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
     def fail(lineno: int, problem: str) -> GenlabError:
-        return GenlabError(f"{metadata}, line {lineno}: {problem}; each line must look like {_EXAMPLE_LINE}")
+        return GenlabError(f"{metadata}, line {lineno}: {problem}")
+
+    def malformed(lineno: int, problem: str) -> GenlabError:
+        return fail(lineno, f"{problem}; each line must look like {_EXAMPLE_LINE}")
 
     try:
         lines = metadata.read_text(encoding="utf-8").splitlines()
@@ -66,17 +69,19 @@ def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise fail(lineno, f"not valid JSON ({exc.msg})") from exc
+            raise malformed(lineno, f"not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
-            raise fail(lineno, "not a JSON object")
+            raise malformed(lineno, "not a JSON object")
         file_name, text = record.get("file_name"), record.get("text")
         if not isinstance(file_name, str) or not file_name.strip():
-            raise fail(lineno, 'missing "file_name" (a file name relative to the folder)')
+            raise malformed(lineno, 'missing "file_name" (a file name relative to the folder)')
         if not isinstance(text, str) or not text.strip():
-            raise fail(lineno, f'missing or empty "text" for {file_name!r}')
+            raise malformed(lineno, f'missing or empty "text" for {file_name!r}')
         image = root / file_name
         if not image.is_file():
-            raise fail(lineno, f"{file_name!r} does not exist in {root}")
+            raise fail(
+                lineno, f"{file_name!r} does not exist in {root}; file names are relative to that folder"
+            )
         if image.suffix.lower() not in IMAGE_EXTENSIONS:
             raise fail(lineno, f"{file_name!r} is not an image ({', '.join(IMAGE_EXTENSIONS)})")
         if file_name in seen:

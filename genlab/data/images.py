@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from genlab.errors import GenlabError
 
@@ -20,10 +20,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 MIN_CELL_WIDTH = 96  # px; below this a 28x28 digit is a smudge on a high-DPI screen
 MAX_CAPTION_LINES = 4  # longer captions are cut with "..." so one caption cannot stretch the whole grid
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def is_grayscale_file(path: str | os.PathLike) -> bool:
@@ -47,7 +43,9 @@ def _palette_is_gray(img: Image.Image) -> bool:
 def _unreadable(path: Path, exc: Exception) -> GenlabError:
     if isinstance(exc, FileNotFoundError):
         return GenlabError(f"image file not found: {path}")
-    reason = str(exc) or type(exc).__name__
+    # Pillow's own message for an unknown format repeats the path; say what it means instead.
+    reason = "not a recognised image format" if isinstance(exc, UnidentifiedImageError) else str(exc)
+    reason = reason or type(exc).__name__
     return GenlabError(f"cannot read image {path} ({reason}); replace it with a valid image or remove it")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Integral
 from pathlib import Path
 
 from genlab.data.base import DatasetInfo, ImageDataset, split_indices
@@ -98,10 +99,10 @@ def load_dataset(
     if not 0.0 <= val_fraction < 1.0:
         raise GenlabError(f"val_fraction must be in [0, 1), got {val_fraction}; e.g. 0.1 keeps 10% for val")
     if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+        isinstance(image_size, bool) or not isinstance(image_size, Integral) or image_size < 1
     ):
         raise GenlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
-    data = _load_all(spec, image_size)
+    data = _load_all(spec, None if image_size is None else int(image_size))
     if split == "all":
         return data
     train_idx, val_idx = split_indices(len(data), val_fraction, seed)
