@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.classification.evaluate import evaluate_classifier, predict
-from genlab.data import ImageDataset, load_dataset, save_grid
+from genlab.data import load_splits, save_grid
 from genlab.data.augment import random_affine
 from genlab.errors import GenlabError
 from genlab.nn.classifier import Classifier, ClassifierConfig
@@ -28,16 +28,6 @@ class DataConfig:
     augment: bool = True  # small random rotations, shifts and scalings (random_affine)
 
 
-def load_splits(data: DataConfig) -> tuple[ImageDataset, ImageDataset]:
-    train = load_dataset(
-        data.name, "train", seed=data.split_seed, val_fraction=data.val_fraction, image_size=data.image_size
-    )
-    val = load_dataset(
-        data.name, "val", seed=data.split_seed, val_fraction=data.val_fraction, image_size=data.image_size
-    )
-    return train, val
-
-
 class ClassifierTask(Task):
     kind = "classifier"
 
@@ -48,7 +38,9 @@ class ClassifierTask(Task):
         hidden, dropout) shape a new one whose channels, size, classes and normalisation come from the data.
         """
         self.data = data
-        self.train_data, self.val_data = load_splits(data)
+        self.train_data, self.val_data = load_splits(
+            data.name, data.split_seed, data.val_fraction, data.image_size
+        )
         if self.train_data.labels is None:
             raise GenlabError(
                 f"data set {data.name} has no class labels; a classifier needs class sub-folders or 'label' "
@@ -91,13 +83,18 @@ class ClassifierTask(Task):
         return {"val_acc": m["accuracy"], "val_loss": m["loss"]}
 
     def sample(self, model: nn.Module, path: Path) -> Path:
-        """A grid of validation images captioned with the predicted class; mistakes also show the truth."""
-        images, labels = self.val_data.images[:32], self.val_data.labels[:32]
-        probs = predict(model, images)
+        """Validation images captioned with the predicted class: the mistakes first (with the truth), then
+        images spread evenly over the split."""
+        probs = predict(model, self.val_data.images)
+        labels = self.val_data.labels
+        pred = probs.argmax(1)
+        wrong = (pred != labels).nonzero().flatten()[:8]
+        spread = torch.linspace(0, len(labels) - 1, 32 - len(wrong)).round().long()
+        chosen = torch.cat([wrong, spread])
         names = self.model.config.class_names or tuple(str(i) for i in range(probs.shape[1]))
         captions = []
-        for p, y in zip(probs, labels.tolist(), strict=True):
-            k = int(p.argmax())
-            caption = f"{names[k]} ({p[k]:.0%})"
+        for i in chosen.tolist():
+            k, y = int(pred[i]), int(labels[i])
+            caption = f"{names[k]} ({probs[i, k]:.0%})"
             captions.append(caption if k == y else f"{caption} true {names[y]}")
-        return save_grid(path, images, captions, nrow=8)
+        return save_grid(path, self.val_data.images[chosen], captions, nrow=8)

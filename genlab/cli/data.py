@@ -37,7 +37,7 @@ def data_list() -> None:
 def data_show(
     name: str, out: str | None, n: int, split: str, seed: int, image_size: int | None, nrow: int
 ) -> None:
-    """Write a captioned grid of the first N images of a data set.
+    """Write a captioned grid of N images spread evenly over a data set.
 
     \b
     Examples:
@@ -51,9 +51,10 @@ def data_show(
     if n < 1:
         raise GenlabError(f"--n must be at least 1 (got {n})")
     ds = load_dataset(name, split, seed=seed, image_size=image_size)
-    k = min(n, len(ds))
+    preview = ds.spread(n)
+    k = len(preview)
     out = out or f"{name.split(':', 1)[-1].rstrip('/').split('/')[-1] or 'data'}.png"
-    path = save_grid(out, ds.images[:k], ds.captions[:k], nrow=min(nrow, k))
+    path = save_grid(out, preview.images, preview.captions, nrow=min(nrow, k))
     click.echo(
         f"{ds.name} ({split}: {len(ds)} images, {ds.channels}x{ds.image_size}x{ds.image_size}): "
         f"wrote {k} to {path}"

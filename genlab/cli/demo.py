@@ -21,7 +21,7 @@ def demo(out: str, steps: int, no_progress: bool) -> None:
     """
     from genlab.classification import evaluate_classifier
     from genlab.classification.task import ClassifierTask, DataConfig
-    from genlab.data import save_grid
+    from genlab.data import load_dataset, save_grid
     from genlab.nn import Classifier
     from genlab.train import TrainConfig, Trainer, seed_step
 
@@ -31,13 +31,11 @@ def demo(out: str, steps: int, no_progress: bool) -> None:
 
     seed_step(0, -1)
     task = ClassifierTask(DataConfig("mnist"))
+    mnist, shapes = task.train_data.spread(32), load_dataset("shapes", "train").spread(32)
     grids = [
-        save_grid(root / "data_mnist.png", task.train_data.images[:32], task.train_data.captions[:32], nrow=8)
+        save_grid(root / "data_mnist.png", mnist.images, mnist.captions, nrow=8),
+        save_grid(root / "data_shapes.png", shapes.images, shapes.captions, nrow=8),
     ]
-    from genlab.data import load_dataset
-
-    shapes = load_dataset("shapes", "train")
-    grids.append(save_grid(root / "data_shapes.png", shapes.images[:32], shapes.captions[:32], nrow=8))
     click.echo("1/3 data grids: " + ", ".join(str(g) for g in grids))
 
     click.echo(f"2/3 training a classifier on mnist ({len(task.train_data)} train images, {steps} steps)")

@@ -2,7 +2,7 @@
 
 from genlab.data.base import DatasetInfo, ImageDataset, split_indices
 from genlab.data.images import load_image, make_grid, save_grid
-from genlab.data.registry import list_datasets, load_dataset
+from genlab.data.registry import list_datasets, load_dataset, load_splits
 
 __all__ = [
     "DatasetInfo",
@@ -10,6 +10,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_image",
+    "load_splits",
     "make_grid",
     "save_grid",
     "split_indices",

@@ -56,6 +56,12 @@ class ImageDataset:
         """Height of the (square) images in pixels."""
         return self.images.shape[2]
 
+    def spread(self, n: int) -> ImageDataset:
+        """``n`` images at evenly spaced positions (the whole set when smaller): a preview that shows
+        every class even when the data is stored sorted by label, as mnist is."""
+        k = min(n, len(self))
+        return self.subset(torch.linspace(0, len(self) - 1, k).round().long())
+
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageDataset:
         """A new dataset holding only ``indices`` (in that order); tensors are copied, not views."""
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)

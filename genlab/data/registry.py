@@ -96,14 +96,26 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise GenlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split == "all":
+        return _load_checked(spec, val_fraction, image_size)
+    train, val = load_splits(spec, seed, val_fraction, image_size)
+    return train if split == "train" else val
+
+
+def load_splits(
+    spec: str, seed: int = 0, val_fraction: float = 0.1, image_size: int | None = None
+) -> tuple[ImageDataset, ImageDataset]:
+    """(train, val) of a dataset, loading (or generating) it once; the split is the one of load_dataset."""
+    data = _load_checked(spec, val_fraction, image_size)
+    train_idx, val_idx = split_indices(len(data), val_fraction, seed)
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def _load_checked(spec: str, val_fraction: float, image_size: int | None) -> ImageDataset:
     if not 0.0 <= val_fraction < 1.0:
         raise GenlabError(f"val_fraction must be in [0, 1), got {val_fraction}; e.g. 0.1 keeps 10% for val")
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, Integral) or image_size < 1
     ):
         raise GenlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
-    data = _load_all(spec, None if image_size is None else int(image_size))
-    if split == "all":
-        return data
-    train_idx, val_idx = split_indices(len(data), val_fraction, seed)
-    return data.subset(train_idx if split == "train" else val_idx)
+    return _load_all(spec, None if image_size is None else int(image_size))
