@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
 .PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): $(TORCH) and genlab (about 2 minutes the first time)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install -qq "$(TORCH)"
+	$(BIN)/python -m pip install -qq -e ".[dev]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

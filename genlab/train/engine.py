@@ -318,6 +318,7 @@ class Trainer:
             self._sample(step)
         if d.enabled:
             torch.distributed.barrier()
+            distributed.teardown()
         return TrainResult(self.run_dir, step, interrupted, last_metrics, elapsed)
 
 
