@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import io
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from genlab.errors import GenlabError
+from genlab.rundir import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -235,18 +235,11 @@ def save_grid(
 
 
 def _write_png_atomic(image: Image.Image, path: Path) -> Path:
-    # A unique temporary name in the same directory: os.replace is atomic only within one filesystem.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
+        return atomic_write_bytes(path, buffer.getvalue())
     except OSError as exc:
         raise GenlabError(
             f"cannot write {path} ({exc.strerror or exc}); check that its directory is writable"
         ) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
