@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -47,6 +48,34 @@ def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
     return str(fresh_run_dir(f"runs/{kind}-{name}"))
 
 
+def int_tuple(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise GenlabError(f"{option} takes comma-separated integers like 1,2,2 (got {text!r})") from None
+    return values
+
+
+def _train(ctx: click.Context, params: dict[str, Any], kind: str, build: Callable, rebuild: Callable):
+    """Start a new run with ``build(cfg)`` or resume one with ``rebuild(config)``, then train it."""
+    from genlab import rundir
+    from genlab.train import Trainer, resolve_train_config, seed_step
+
+    cfg, explicit = train_config_from(ctx, params)
+    out = _run_dir(params["out"], params["resume"], kind, params.get("data") or "data")
+    if params["resume"]:
+        task = rebuild(rundir.read_config(out, kind=kind))
+        cfg = resolve_train_config(out, explicit)
+    else:
+        seed_step(cfg.seed, -1)  # the initial weights depend on the seed alone
+        task = build(cfg)
+    echo(
+        f"training {kind} on {task.data.name} ({len(task.train_data)} train / {len(task.val_data)} val "
+        f"images, {sum(p.numel() for p in task.model.parameters()) / 1e6:.2f}M parameters) into {out}"
+    )
+    return Trainer(task, cfg, out, resume=params["resume"]).train()
+
+
 # Measured on 2 CPU cores: ~99% validation accuracy on mnist in about 2 minutes (README).
 CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
     steps=800,
@@ -84,28 +113,15 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
 
     \b
     Examples:
-      genlab train classifier --data mnist                  # >= 97% validation accuracy in ~3 min
+      genlab train classifier --data mnist                  # ~99% validation accuracy in ~1.5 min
       genlab train classifier --data digits --steps 300
-      genlab train classifier --data folder:~/pets --image-size 64 --minutes 10
+      genlab train classifier --data folder:./pets --image-size 64 --minutes 10
       genlab train classifier --out runs/classifier-mnist --resume
       torchrun --nproc_per_node=2 -m genlab train classifier --data mnist
     """
-    from genlab import rundir
     from genlab.classification.task import ClassifierTask, DataConfig
-    from genlab.train import Trainer, resolve_train_config
 
-    cfg, explicit = train_config_from(ctx, params)
-    out = _run_dir(params["out"], params["resume"], "classifier", params["data"])
-    if params["resume"]:
-        task = ClassifierTask.from_run_config(rundir.read_config(out, kind="classifier"))
-        cfg = resolve_train_config(out, explicit)
-    else:
-        try:
-            widths = tuple(int(w) for w in params["widths"].split(","))
-        except ValueError:
-            raise GenlabError(
-                f"--widths takes comma-separated integers like 32,64 (got {params['widths']!r})"
-            ) from None
+    def build(cfg: Any) -> ClassifierTask:
         data = DataConfig(
             params["data"],
             split_seed=params["split_seed"],
@@ -113,13 +129,102 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
             image_size=params["image_size"],
             augment=not params["no_augment"],
         )
-        from genlab.train import seed_step
+        widths = int_tuple(params["widths"], "--widths")
+        return ClassifierTask(data, widths=widths, hidden=params["hidden"], dropout=params["dropout"])
 
-        seed_step(cfg.seed, -1)  # the initial weights depend on the seed alone
-        task = ClassifierTask(data, widths=widths, hidden=params["hidden"], dropout=params["dropout"])
-    echo(
-        f"training a classifier on {task.data.name} ({len(task.train_data)} train / {len(task.val_data)} val "
-        f"images) into {out}"
-    )
-    result = Trainer(task, cfg, out, resume=params["resume"]).train()
+    result = _train(ctx, params, "classifier", build, ClassifierTask.from_run_config)
     _report(result, {"val_acc": "validation accuracy", "val_loss": "validation loss"})
+
+
+DIFFUSION_DEFAULTS: dict[str, Any] = dict(
+    steps=4000,
+    batch_size=64,
+    lr=1e-3,
+    warmup_steps=200,
+    ema_decay=0.999,
+    grad_clip=1.0,
+    eval_every=1000,
+    sample_every=1000,
+    checkpoint_every=500,
+)
+
+
+@train.command("diffusion")
+@click.option("--data", default="mnist", show_default=True, help="mnist, digits, shapes or folder:PATH.")
+@click.option(
+    "--cond", default="none", show_default=True, type=click.Choice(["none", "class"]), help="Conditioning."
+)
+@click.option(
+    "--cond-dropout", default=0.1, show_default=True, type=float, help="Share trained unconditional."
+)
+@click.option(
+    "--schedule", default="linear", show_default=True, type=click.Choice(["linear", "cosine", "sigmoid"])
+)
+@click.option("--timesteps", default=1000, show_default=True, type=int, help="T of the forward process.")
+@click.option(
+    "--parameterization",
+    default="eps",
+    show_default=True,
+    type=click.Choice(["eps", "v", "x0"]),
+    help="What the network predicts.",
+)
+@click.option("--base-channels", default=32, show_default=True, type=int, help="U-Net width at full size.")
+@click.option("--channel-mults", default="1,2,2", show_default=True, help="Width multiplier of each level.")
+@click.option("--num-res-blocks", default=1, show_default=True, type=int, help="ResBlocks per level.")
+@click.option(
+    "--attention-levels", default="2", show_default=True, help="Levels with self-attention (0 = full)."
+)
+@click.option("--dropout", default=0.0, show_default=True, type=float)
+@click.option(
+    "--split-seed", default=0, show_default=True, type=int, help="Seed of the train/validation split."
+)
+@click.option(
+    "--val-fraction", default=0.1, show_default=True, type=float, help="Share of the data held out."
+)
+@click.option(
+    "--image-size", type=int, default=None, help="Resize images to this side (default: the data's)."
+)
+@train_options(**DIFFUSION_DEFAULTS)
+@click.pass_context
+def train_diffusion(ctx: click.Context, **params: Any) -> None:
+    """Train a denoising diffusion model (DDPM, Ho et al. 2020) with a U-Net.
+
+    Sample grids (20 DPM-Solver++ steps; one row per class with --cond class) are drawn into
+    RUN/samples during training; sample afterwards with `genlab sample RUN`.
+
+    \b
+    Examples:
+      genlab train diffusion --data mnist --cond class --minutes 20
+      genlab train diffusion --data shapes --schedule cosine --parameterization v
+      genlab train diffusion --out runs/diffusion-mnist --resume --steps 8000
+      torchrun --nproc_per_node=2 -m genlab train diffusion --data mnist --cond class
+    """
+    from genlab.diffusion.task import DiffusionConfig, DiffusionDataConfig, DiffusionTask
+
+    def build(cfg: Any) -> DiffusionTask:
+        data = DiffusionDataConfig(
+            params["data"],
+            split_seed=params["split_seed"],
+            val_fraction=params["val_fraction"],
+            image_size=params["image_size"],
+        )
+        diffusion = DiffusionConfig(
+            schedule=params["schedule"],
+            timesteps=params["timesteps"],
+            parameterization=params["parameterization"],
+            cond=params["cond"],
+            cond_dropout=params["cond_dropout"],
+        )
+        return DiffusionTask(
+            data,
+            diffusion,
+            base_channels=params["base_channels"],
+            channel_mults=int_tuple(params["channel_mults"], "--channel-mults"),
+            num_res_blocks=params["num_res_blocks"],
+            attention_levels=int_tuple(params["attention_levels"], "--attention-levels"),
+            dropout=params["dropout"],
+        )
+
+    result = _train(ctx, params, "diffusion", build, DiffusionTask.from_run_config)
+    _report(result, {"val_loss": "validation loss"})
+    echo(f"sample it: genlab sample {result.run_dir} --steps 20 --sampler dpmpp-2m --out grid.png")

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,6 +198,35 @@ def save_grid(
     cell is at least MIN_CELL_WIDTH pixels wide. Gray images are saved as gray-looking RGB. The file is
     written atomically (temporary file, then rename), so a crash never leaves a half-written PNG.
     """
+    return _write_atomic(render_grid(images, captions, nrow, scale), Path(path), "PNG")
+
+
+def save_gif(
+    path: str | os.PathLike,
+    frames: Sequence[torch.Tensor],
+    nrow: int | None = None,
+    scale: int | None = None,
+    duration_ms: int = 120,
+    hold_last_ms: int = 1500,
+) -> Path:
+    """Write an animated GIF whose frames are grids (as save_grid draws them) of the batches in ``frames``."""
+    if not frames:
+        raise GenlabError("save_gif needs at least one frame")
+    pictures = [
+        render_grid(f, None, nrow, scale).convert("P", palette=Image.Palette.ADAPTIVE) for f in frames
+    ]
+    durations = [duration_ms] * (len(pictures) - 1) + [hold_last_ms]
+    options = {"save_all": True, "append_images": pictures[1:], "duration": durations, "loop": 0}
+    return _write_atomic(pictures[0], Path(path), "GIF", **options)
+
+
+def render_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    captions: list[str] | None = None,
+    nrow: int | None = None,
+    scale: int | None = None,
+) -> Image.Image:
+    """The picture save_grid writes, as a Pillow image."""
     batch = _as_batch(images).detach().to("cpu", torch.float32)
     n, c, h, w = batch.shape
     if c not in (1, 3):
@@ -231,12 +261,12 @@ def save_grid(
             y = padding + row * (h * scale + caption_h + padding) + h * scale + 2
             for k, line in enumerate(lines):
                 draw.text((x, y + k * line_h), line, fill=(0, 0, 0), font=font)
-    return _write_png_atomic(canvas, Path(path))
+    return canvas
 
 
-def _write_png_atomic(image: Image.Image, path: Path) -> Path:
+def _write_atomic(image: Image.Image, path: Path, fmt: str, **options: Any) -> Path:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=fmt, **options)
     try:
         return atomic_write_bytes(path, buffer.getvalue())
     except OSError as exc:

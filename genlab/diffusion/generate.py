@@ -1,0 +1,105 @@
+"""From noise to images: a trained network, its schedule and parameterization, guidance and a sampler.
+
+Shared by the training task (sample grids) and the pipelines, so there is one way to generate.
+Images live in [0, 1]; the network works on [-1, 1] (Ho et al. 2020, section 3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from genlab.diffusion.denoiser import VPDenoiser
+from genlab.diffusion.guidance import CFGDenoiser
+from genlab.diffusion.samplers import SAMPLERS, sample
+from genlab.diffusion.schedules import NoiseSchedule
+from genlab.errors import GenlabError
+
+
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    return images * 2.0 - 1.0
+
+
+def to_images(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def check_sampling_args(sampler: str, steps: int, guidance_scale: float) -> None:
+    if sampler not in SAMPLERS:
+        raise GenlabError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
+    if steps < 1:
+        raise GenlabError(f"the number of sampling steps must be at least 1 (got {steps})")
+    if guidance_scale < 0:
+        raise GenlabError(f"the guidance scale must be >= 0 (got {guidance_scale}); 1 means no guidance")
+
+
+def check_class_labels(labels: torch.Tensor | None, num_classes: int) -> None:
+    if labels is None:
+        return
+    if num_classes == 0:
+        raise GenlabError("this model was trained without classes (--cond none); sample it without --class")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.numel():
+        raise GenlabError(
+            f"class {int(bad[0])} is out of range: this model knows classes 0..{num_classes - 1}"
+        )
+
+
+@torch.no_grad()
+def generate(
+    net: nn.Module,
+    schedule: NoiseSchedule,
+    parameterization: str,
+    shape: tuple[int, ...],
+    *,
+    class_labels: torch.Tensor | None = None,
+    steps: int = 20,
+    sampler: str = "dpmpp-2m",
+    guidance_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    sigmas_kind: str | None = None,
+    **sampler_kwargs: Any,
+) -> torch.Tensor:
+    """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
+
+    ``callback`` sees the start (i = -1, x at sigma_max) and then each step's result, as samplers report.
+
+    With class labels and ``guidance_scale`` != 1, classifier-free guidance mixes the conditional and the
+    unconditional ("no class") predictions (Ho & Salimans 2022); at scale 1 only the conditional one runs.
+    """
+    check_sampling_args(sampler, steps, guidance_scale)
+    num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
+    check_class_labels(class_labels, num_classes)
+    device = next(net.parameters()).device
+    denoiser: Callable = VPDenoiser(net, schedule, parameterization)
+    if class_labels is not None:
+        labels = class_labels.to(device)
+        if guidance_scale == 1.0:
+            cond = {"class_labels": labels}
+            base = denoiser
+            denoiser = lambda x, sigma: base(x, sigma, **cond)  # noqa: E731
+        else:
+            null = torch.full_like(labels, num_classes)
+            denoiser = CFGDenoiser(denoiser, guidance_scale, {"class_labels": labels}, {"class_labels": null})
+    noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu").to(
+        device
+    )
+    if callback is not None:  # the starting point, as the samplers report the x after each step
+        sigma_max = schedule.sigma_max
+        callback({"i": -1, "x": noise * sigma_max, "sigma": None, "sigma_next": sigma_max, "denoised": None})
+    x = sample(
+        sampler,
+        denoiser,
+        noise,
+        schedule,
+        steps,
+        callback=callback,
+        generator=generator,
+        sigmas_kind=sigmas_kind,
+        **sampler_kwargs,
+    )
+    return to_images(x)

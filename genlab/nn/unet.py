@@ -1,0 +1,159 @@
+"""The diffusion U-Net: contracting path, bottleneck and expanding path with skip connections.
+
+The denoiser of Ho et al. (2020, appendix B), after the PixelCNN++ / Wide-ResNet backbone, with the
+refinements of Nichol & Dhariwal (2021) and Dhariwal & Nichol (2021): ResBlocks with GroupNorm and an
+added timestep embedding, skip connections by concatenation (Ronneberger et al. 2015), self-attention at
+low resolution, an optional class embedding added to the timestep embedding, and zero-initialised last
+layers so that each block starts as the identity. The network knows nothing of noise schedules: it maps
+(x_t, t, class) to whatever the parameterization asks for (eps, v or x0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import GenlabError
+from genlab.nn.attention import SelfAttention2d
+from genlab.nn.embeddings import sinusoidal_embedding
+from genlab.nn.pretrained import PretrainedMixin
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 1
+    out_channels: int | None = None  # default: in_channels
+    image_size: int = 28
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # one resolution level per entry, halving between levels
+    num_res_blocks: int = 1  # ResBlocks per level on the way down (one more on the way up)
+    attention_levels: tuple[int, ...] = (2,)  # levels (0 = full resolution) with self-attention
+    head_dim: int = 32
+    dropout: float = 0.0
+    num_classes: int = 0  # 0: unconditional; else labels 0..K-1 and K, the "no class" of guidance
+    groups: int = 8  # GroupNorm groups
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.channel_mults) - 1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, plus the projected timestep embedding, GroupNorm-SiLU-dropout-conv, plus skip."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Level(nn.Module):
+    """The ResBlocks (each followed by attention where asked) of one resolution on one path."""
+
+    def __init__(self, channels_in: list[int], c_out: int, emb_dim: int, attention: bool, cfg: UNetConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(c, c_out, emb_dim, cfg.dropout, cfg.groups) for c in channels_in)
+        self.attns = nn.ModuleList(
+            SelfAttention2d(c_out, cfg.head_dim, cfg.groups) if attention else nn.Identity()
+            for _ in channels_in
+        )
+
+
+class UNet(PretrainedMixin, nn.Module):
+    """``forward(x, t, class_labels=None)``: x (N, C, H, W), t (N,) real timesteps -> (N, C_out, H, W)."""
+
+    kind = "diffusion"
+    config_class = UNetConfig
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        base, mults = cfg.base_channels, cfg.channel_mults
+        if any(base * m % cfg.groups for m in mults):
+            raise GenlabError(f"every level's channels must divide into {cfg.groups} GroupNorm groups")
+        if cfg.image_size % cfg.downsampling:
+            raise GenlabError(
+                f"image size {cfg.image_size} is not divisible by the U-Net's downsampling "
+                f"{cfg.downsampling} ({len(mults)} levels); resize the data or use fewer --channel-mults"
+            )
+        emb_dim = 4 * base
+        self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.conv_in = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
+
+        skips, c = [base], base
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        for i, m in enumerate(mults):
+            ins = []
+            for _ in range(cfg.num_res_blocks):
+                ins.append(c)
+                c = base * m
+                skips.append(c)
+            self.down.append(Level(ins, c, emb_dim, i in cfg.attention_levels, cfg))
+            if i < len(mults) - 1:
+                self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                skips.append(c)
+        self.mid1 = ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups)
+        self.mid_attn = SelfAttention2d(c, cfg.head_dim, cfg.groups)
+        self.mid2 = ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups)
+
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i, m in reversed(list(enumerate(mults))):
+            ins = []
+            for _ in range(cfg.num_res_blocks + 1):
+                ins.append(c + skips.pop())
+                c = base * m
+            self.up.append(Level(ins, c, emb_dim, i in cfg.attention_levels, cfg))
+            if i > 0:
+                self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
+        self.norm_out = nn.GroupNorm(cfg.groups, c)
+        self.conv_out = nn.Conv2d(c, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def embed(self, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        emb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels))
+        if self.class_emb is not None:
+            if class_labels is None:  # unconditional: the extra "no class" entry
+                class_labels = torch.full((t.shape[0],), self.config.num_classes, device=t.device)
+            emb = emb + self.class_emb(class_labels)
+        return emb
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = self.embed(t, class_labels)
+        h = self.conv_in(x)
+        hs = [h]
+        for i, level in enumerate(self.down):
+            for block, attn in zip(level.blocks, level.attns, strict=True):
+                h = attn(block(h, emb))
+                hs.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for i, level in enumerate(self.up):
+            for block, attn in zip(level.blocks, level.attns, strict=True):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            if i < len(self.upsample):
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,214 @@
+"""The diffusion U-Net, its training task, the pipeline and the `genlab sample` / `diffusion` commands."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from genlab.cli import cli
+from genlab.diffusion.task import DiffusionConfig, DiffusionDataConfig, DiffusionTask
+from genlab.errors import GenlabError
+from genlab.nn.embeddings import sinusoidal_embedding
+from genlab.nn.unet import UNet, UNetConfig
+from genlab.pipelines import DiffusionPipeline
+from genlab.train import TrainConfig, Trainer, seed_step
+
+TINY = dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,), head_dim=16)
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    """A class-conditional model on digits, trained for a few steps (enough to have weights, not quality)."""
+    run = tmp_path_factory.mktemp("runs") / "digits"
+    seed_step(0, -1)
+    task = DiffusionTask(DiffusionDataConfig("digits"), DiffusionConfig(cond="class", sample_steps=3), **TINY)
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=16,
+        lr=1e-3,
+        log_every=3,
+        eval_every=3,
+        sample_every=3,
+        checkpoint_every=0,
+        progress=False,
+    )
+    Trainer(task, cfg, run).train()
+    return run
+
+
+def test_sinusoidal_embedding_values():
+    e = sinusoidal_embedding(torch.tensor([0.0, 1.0]), 4)
+    assert torch.allclose(e[0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    # frequencies 1 and 10000^(-1/2) = 0.01
+    assert torch.allclose(e[1], torch.tensor([math.cos(1), math.cos(0.01), math.sin(1), math.sin(0.01)]))
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "mults"), [(12, 3, (1, 2, 2)), (28, 1, (1, 2, 2)), (10, 1, (1, 2))]
+)
+def test_unet_keeps_shape_and_dtype_for_any_divisible_size(size, channels, mults):
+    net = UNet(
+        UNetConfig(
+            in_channels=channels,
+            image_size=size,
+            base_channels=16,
+            channel_mults=mults,
+            attention_levels=(len(mults) - 1,),
+            head_dim=16,
+            num_classes=3,
+        )
+    )
+    x = torch.randn(2, channels, size, size)
+    for labels in (None, torch.tensor([0, 2])):
+        out = net(x, torch.tensor([3.0, 999.0]), labels)
+        assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.count_nonzero(out) == 0  # zero-initialised output layer: a new U-Net predicts 0
+
+
+def test_unet_learns_something_in_a_few_steps():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(image_size=8, **TINY))
+    x, t = torch.randn(8, 1, 8, 8), torch.full((8,), 10.0)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    first = None
+    for _ in range(20):
+        loss = (net(x, t) - x).pow(2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first  # gradients reach every part, including the zero-initialised ones
+
+
+def test_size_not_divisible_by_the_downsampling_is_a_clear_error():
+    with pytest.raises(GenlabError, match="not divisible"):
+        UNet(UNetConfig(image_size=10, channel_mults=(1, 2, 2)))
+
+
+def test_bad_diffusion_settings_are_clear():
+    with pytest.raises(GenlabError, match="unknown schedule"):
+        DiffusionConfig(schedule="quadratic")
+    with pytest.raises(GenlabError, match="parameterization"):
+        DiffusionConfig(parameterization="score")
+    with pytest.raises(GenlabError, match="cond-dropout"):
+        DiffusionConfig(cond_dropout=1.5)
+
+
+def test_training_writes_a_loadable_run_with_grids(class_run):
+    assert list((class_run / "samples").glob("step_*.png"))
+    pipe = DiffusionPipeline.from_pretrained(class_run)
+    assert pipe.num_classes == 10 and pipe.class_names[7] == "7"
+    assert pipe.class_index("7") == 7
+
+
+def test_pipeline_outputs_and_seeds(class_run):
+    pipe = DiffusionPipeline.from_pretrained(class_run)
+    a = pipe(3, class_labels=5, num_inference_steps=4, generator=torch.Generator().manual_seed(1))
+    b = pipe(3, class_labels=5, num_inference_steps=4, generator=torch.Generator().manual_seed(1))
+    c = pipe(3, class_labels=5, num_inference_steps=4, generator=torch.Generator().manual_seed(2))
+    assert len(a.images) == 3 and isinstance(a.images[0], Image.Image) and a.images[0].size == (8, 8)
+    assert a.tensors.shape == (3, 1, 8, 8) and 0 <= a.tensors.min() and a.tensors.max() <= 1
+    assert torch.equal(a.tensors, b.tensors) and not torch.equal(a.tensors, c.tensors)
+    assert a.class_labels.tolist() == [5, 5, 5]
+    traj = pipe(2, num_inference_steps=5, sampler="euler", return_trajectory=True).trajectory
+    assert len(traj) == 6 and torch.equal(traj[-1], traj[-1].clamp(0, 1))
+
+
+def test_guidance_scale_one_is_plain_conditional_sampling(class_run):
+    """At scale 1 the guided denoiser must equal the conditional one: same images as without CFG wrapper."""
+    from genlab.diffusion.denoiser import VPDenoiser
+    from genlab.diffusion.samplers import sample
+
+    pipe = DiffusionPipeline.from_pretrained(class_run)
+    labels = torch.tensor([1, 4])
+    guided = pipe(
+        2, labels, num_inference_steps=4, guidance_scale=1.0, generator=torch.Generator().manual_seed(3)
+    )
+    noise = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    denoiser = VPDenoiser(pipe.unet, pipe.schedule, "eps")
+    with torch.no_grad():
+        x = sample("dpmpp-2m", denoiser, noise, pipe.schedule, 4, extra_args={"class_labels": labels})
+    assert torch.allclose(guided.tensors, ((x + 1) / 2).clamp(0, 1), atol=1e-6)
+
+
+def test_bad_sampling_arguments_are_clear(class_run):
+    pipe = DiffusionPipeline.from_pretrained(class_run)
+    with pytest.raises(GenlabError, match="at least 1"):
+        pipe(2, 3, num_inference_steps=0)
+    with pytest.raises(GenlabError, match="unknown sampler"):
+        pipe(2, 3, sampler="plms")
+    with pytest.raises(GenlabError, match="out of range"):
+        pipe(2, 10)
+    with pytest.raises(GenlabError, match="unknown class"):
+        pipe.class_index("seven")
+
+
+def test_sample_command(class_run, tmp_path):
+    runner = CliRunner()
+    out, traj = tmp_path / "grid.png", tmp_path / "traj.gif"
+    args = ["sample", str(class_run), "--class", "all", "--n", "10", "--steps", "3", "--out", str(out)]
+    result = runner.invoke(cli, [*args, "--trajectory", str(traj)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and Image.open(traj).n_frames >= 3  # noise + 3 steps (Pillow merges equal frames)
+    strip = tmp_path / "traj.png"
+    result = runner.invoke(
+        cli,
+        [
+            "sample",
+            str(class_run),
+            "--class",
+            "3",
+            "--n",
+            "2",
+            "--steps",
+            "4",
+            "--sampler",
+            "ddim",
+            "--eta",
+            "0.5",
+            "--trajectory",
+            str(strip),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert strip.is_file()
+    result = runner.invoke(cli, ["sample", str(class_run), "--class", "12"])
+    assert result.exit_code == 2 and "out of range" in result.output
+    result = runner.invoke(cli, ["sample", str(class_run), "--sampler", "euler", "--eta", "1"])
+    assert result.exit_code == 2 and "--eta" in result.output
+
+
+def test_wrong_kind_of_run_is_refused(tmp_path):
+    from genlab.nn import Classifier, ClassifierConfig
+
+    Classifier(ClassifierConfig(widths=(4,), hidden=8)).save_pretrained(tmp_path)
+    with pytest.raises(GenlabError, match="not a 'diffusion' run"):
+        DiffusionPipeline.from_pretrained(tmp_path)
+
+
+def test_noise_command_draws_the_forward_process(tmp_path):
+    out = tmp_path / "strip.png"
+    result = CliRunner().invoke(
+        cli, ["diffusion", "noise", "--data", "digits", "--frames", "5", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] > 5 * 8
+
+
+def test_noising_strip_is_the_closed_form():
+    from genlab.diffusion.pictures import noising_strip
+    from genlab.diffusion.schedules import NoiseSchedule
+
+    image = torch.rand(1, 4, 4)
+    schedule = NoiseSchedule()
+    strip, captions = noising_strip(image, schedule, frames=3, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    for frame, t in zip(strip, (0, 500, 999), strict=True):  # linspace(0, 999, 3) rounded
+        abar = schedule.alphas_cumprod[t].item()
+        expected = ((math.sqrt(abar) * (2 * image - 1) + math.sqrt(1 - abar) * noise + 1) / 2).clamp(0, 1)
+        assert torch.allclose(frame, expected, atol=1e-5)
+    assert captions[0].startswith("t=0 ") and captions[2].startswith("t=999 ")
