@@ -1,4 +1,4 @@
-"""`genlab demo`: the main job of `make demo`, end to end on the CPU in a few minutes."""
+"""`genlab demo`: the main job of `make demo`, end to end on the CPU in under 10 minutes."""
 
 from __future__ import annotations
 
@@ -6,51 +6,89 @@ import click
 
 from genlab.cli import cli
 from genlab.cli.common import fresh_run_dir
-from genlab.cli.train import CLASSIFIER_DEFAULTS
+from genlab.cli.train import CLASSIFIER_DEFAULTS, DIFFUSION_DEFAULTS
 
 
 @cli.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, help="Folder for everything the demo writes.")
-@click.option("--steps", default=800, show_default=True, type=int, help="Training steps of the classifier.")
+@click.option("--classifier-steps", default=800, show_default=True, type=int, help="Steps of the classifier.")
+@click.option(
+    "--diffusion-minutes", default=5.0, show_default=True, type=float, help="Diffusion training budget."
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def demo(out: str, steps: int, no_progress: bool) -> None:
-    """Show the data sets, train an MNIST classifier on the shared engine, and evaluate it.
+def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress: bool) -> None:
+    """Train an MNIST classifier, then a class-conditional diffusion model, sample it and judge the samples.
 
-    Writes captioned grids of mnist and shapes, then a classifier run directory (weights, EMA,
-    metrics.jsonl, prediction grids); prints the validation accuracy and where everything is.
+    \b
+    1. captioned grids of the mnist and shapes data sets, and an MNIST digit drowning in noise;
+    2. a CNN classifier on the shared engine (about 99% validation accuracy in under 2 minutes);
+    3. a class-conditional diffusion U-Net (DDPM with condition dropout) for --diffusion-minutes;
+    4. one row of samples per digit (20 DPM-Solver++ steps, guidance 3), a denoising trajectory, and the
+       share of samples the classifier recognises as the digit asked for.
     """
+    import torch
+
     from genlab.classification import evaluate_classifier
     from genlab.classification.task import ClassifierTask, DataConfig
     from genlab.data import load_dataset, save_grid
+    from genlab.diffusion.pictures import noising_strip, trajectory_strip
+    from genlab.diffusion.task import DiffusionConfig, DiffusionDataConfig, DiffusionTask
+    from genlab.metrics import conditional_accuracy
     from genlab.nn import Classifier
+    from genlab.pipelines import DiffusionPipeline
     from genlab.train import TrainConfig, Trainer, seed_step
 
     root = fresh_run_dir(out)
     root.mkdir(parents=True)
+    progress = not no_progress
     click.echo(f"genlab demo -> {root}")
 
     seed_step(0, -1)
-    task = ClassifierTask(DataConfig("mnist"))
-    mnist, shapes = task.train_data.spread(32), load_dataset("shapes", "train").spread(32)
-    grids = [
+    clf_task = ClassifierTask(DataConfig("mnist"))
+    mnist, shapes = clf_task.train_data.spread(32), load_dataset("shapes", "train").spread(32)
+    sched = DiffusionConfig().noise_schedule()
+    strip, captions = noising_strip(mnist.images[5], sched, 8, torch.Generator().manual_seed(0))
+    pictures = [
         save_grid(root / "data_mnist.png", mnist.images, mnist.captions, nrow=8),
         save_grid(root / "data_shapes.png", shapes.images, shapes.captions, nrow=8),
+        save_grid(root / "noising.png", strip, captions, nrow=8),
     ]
-    click.echo("1/3 data grids: " + ", ".join(str(g) for g in grids))
+    click.echo("1/4 data grids and the forward process: " + ", ".join(str(p) for p in pictures))
 
-    click.echo(f"2/3 training a classifier on mnist ({len(task.train_data)} train images, {steps} steps)")
-    cfg = TrainConfig(**{**CLASSIFIER_DEFAULTS, "steps": steps, "progress": not no_progress})
-    result = Trainer(task, cfg, root / "classifier").train()
+    click.echo(f"2/4 classifier on mnist ({len(clf_task.train_data)} train images, {classifier_steps} steps)")
+    cfg = TrainConfig(**{**CLASSIFIER_DEFAULTS, "steps": classifier_steps, "progress": progress})
+    clf = Trainer(clf_task, cfg, root / "classifier").train()
+    judge = Classifier.from_pretrained(clf.run_dir)
+    clf_acc = evaluate_classifier(judge, clf_task.val_data)["accuracy"]
+    click.echo(f"    validation accuracy {clf_acc:.2%} on {len(clf_task.val_data)} held-out digits")
 
-    model = Classifier.from_pretrained(result.run_dir)
-    m = evaluate_classifier(model, task.val_data)
+    click.echo(f"3/4 class-conditional diffusion on mnist for {diffusion_minutes:g} minutes")
+    seed_step(0, -1)
+    diff_task = DiffusionTask(DiffusionDataConfig("mnist"), DiffusionConfig(cond="class"))
+    options = {**DIFFUSION_DEFAULTS, "steps": None, "minutes": diffusion_minutes, "progress": progress}
+    options.update(eval_every=0, sample_every=0)
+    diff = Trainer(diff_task, TrainConfig(**options), root / "diffusion").train()
+    click.echo(f"    {diff.step} steps of {options['batch_size']} images in {diff.seconds / 60:.1f} min")
+
+    click.echo("4/4 sampling (20 DPM-Solver++ steps, guidance 3) and judging the samples with the classifier")
+    pipe = DiffusionPipeline.from_pretrained(diff.run_dir)
+    g = torch.Generator().manual_seed(0)
+    rows = pipe(
+        40, torch.arange(10).repeat_interleave(4), 20, 3.0, "dpmpp-2m", generator=g, return_trajectory=True
+    )
+    samples = save_grid(root / "samples.png", rows.tensors, [str(int(k)) for k in rows.class_labels], nrow=4)
+    one_per_digit = [frame[::4] for frame in rows.trajectory]
+    traj = save_grid(root / "trajectory.png", trajectory_strip(one_per_digit, max_images=10), nrow=9)
+    judged = conditional_accuracy(pipe, judge, per_class=10, steps=20, guidance_scale=3.0, seed=1)
     click.echo(
-        f"3/3 reloaded from {result.run_dir}: validation accuracy {m['accuracy']:.2%} on {int(m['n'])} "
-        f"held-out MNIST digits, trained in {result.seconds / 60:.1f} min"
+        f"    the classifier recognises {judged['accuracy']:.0%} of {judged['n']} samples as the digit asked for"
     )
     click.echo("outputs:")
-    click.echo(f"  data grids          {grids[0]}, {grids[1]}")
-    click.echo(f"  classifier run      {result.run_dir} (config.json, model.safetensors, ema.safetensors)")
-    click.echo(f"  training log        {result.run_dir / 'metrics.jsonl'}")
-    click.echo(f"  prediction grids    {result.run_dir / 'samples'}")
-    click.echo(f"try: genlab predict {result.run_dir} IMAGE.png")
+    click.echo(f"  data and noising pictures  {', '.join(str(p) for p in pictures)}")
+    click.echo(f"  classifier run             {clf.run_dir}")
+    click.echo(
+        f"  diffusion run              {diff.run_dir} (config.json, model/ema.safetensors, metrics.jsonl)"
+    )
+    click.echo(f"  samples, one row per digit {samples}")
+    click.echo(f"  denoising trajectory       {traj}")
+    click.echo(f"next: genlab sample {diff.run_dir} --class 7 --n 16 --trajectory traj.gif")
