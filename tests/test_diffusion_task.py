@@ -172,6 +172,8 @@ def test_sample_command(class_run, tmp_path):
             "0.5",
             "--trajectory",
             str(strip),
+            "--out",
+            str(tmp_path / "b.png"),
         ],
     )
     assert result.exit_code == 0, result.output
