@@ -1,0 +1,79 @@
+"""What the network predicts, and how to read its output back as an estimate of x0 or of the noise.
+
+Three choices (all in the VP form x_t = sqrt(abar) x0 + sqrt(1 - abar) eps of Ho et al. 2020, eq. 4):
+"eps" the noise (Ho et al. 2020, eq. 11), "v" = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022,
+sec. 4 and appendix D), "x0" the clean data. They are interchangeable at sampling time: for fixed x_t and
+abar each is an affine function of the others, so samplers only ever see the x0 estimate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genlab.errors import GenlabError
+
+PARAMETERIZATIONS = ("eps", "v", "x0")
+
+
+def check_parameterization(param: str) -> str:
+    """Return ``param`` if it names a parameterization, else raise a GenlabError listing the valid ones."""
+    if param not in PARAMETERIZATIONS:
+        raise GenlabError(
+            f"unknown parameterization {param!r}; choose one of: {', '.join(PARAMETERIZATIONS)}"
+        )
+    return param
+
+
+def _coefficients(abar: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(abar) and sqrt(1 - abar), broadcast from (N,) (or a scalar) to ``like``'s shape and dtype."""
+    abar = torch.as_tensor(abar, device=like.device).to(like.dtype)
+    abar = abar.reshape(-1, *([1] * (like.ndim - 1))) if abar.ndim > 0 else abar
+    return abar.sqrt(), (1.0 - abar).sqrt()
+
+
+def training_target(param: str, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The regression target of ``param`` for x_t = sqrt(abar) x0 + sqrt(1 - abar) noise."""
+    check_parameterization(param)
+    if param == "eps":
+        return noise
+    if param == "x0":
+        return x0
+    a, b = _coefficients(abar, x0)
+    return a * noise - b * x0  # v, Salimans & Ho (2022) sec. 4
+
+
+def predict_x0(param: str, x_t: torch.Tensor, out: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The x0 estimate implied by network output ``out`` of kind ``param`` at x_t with noise level abar."""
+    check_parameterization(param)
+    if param == "x0":
+        return out
+    a, b = _coefficients(abar, x_t)
+    if param == "eps":
+        return (x_t - b * out) / a  # eq. 4 of Ho et al. solved for x0
+    return a * x_t - b * out  # x0 = alpha z - sigma v (Salimans & Ho 2022, appendix D)
+
+
+def predict_eps(param: str, x_t: torch.Tensor, out: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The noise estimate implied by network output ``out`` of kind ``param`` (undefined at abar = 1 for
+    "x0", where x_t carries no noise to estimate)."""
+    check_parameterization(param)
+    if param == "eps":
+        return out
+    a, b = _coefficients(abar, x_t)
+    if param == "v":
+        return b * x_t + a * out  # eps = sigma z + alpha v (Salimans & Ho 2022, appendix D)
+    return (x_t - a * out) / b
+
+
+def diffusion_loss(
+    param: str, net_out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared error between the network output and its target: the gradient step of Ho et al.
+    (2020) Algorithm 1, ||eps - eps_theta(x_t, t)||^2, generalised to the v and x0 targets.
+
+    Computed in float32 at least, so that a half-precision forward pass still gets an accurate loss.
+    """
+    target = training_target(param, x0, noise, abar)
+    dtype = torch.promote_types(torch.promote_types(net_out.dtype, target.dtype), torch.float32)
+    return F.mse_loss(net_out.to(dtype), target.to(dtype))

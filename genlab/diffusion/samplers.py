@@ -1,0 +1,357 @@
+"""Samplers as pure functions with one signature, after k-diffusion's ``sampling.py``.
+
+Every sampler is ``sampler(model, x, sigmas, extra_args=None, callback=None, generator=None)``:
+
+- ``model(x, sigma_batch, **extra_args)`` is a denoiser returning the x0 estimate (``VPDenoiser``,
+  ``CFGDenoiser``); samplers know nothing about the network behind it.
+- ``x`` is the starting noise at level ``sigmas[0]``, i.e. unit Gaussian noise times ``sigmas[0]``.
+- ``sigmas`` (n + 1,) decreases to a final 0; n steps are taken.
+- ``callback(dict(i=, x=, sigma=, sigma_next=, denoised=))`` runs after step i (sigma as a float).
+- ``generator`` (a ``torch.Generator``) makes every random draw, so a seed fixes the sample.
+
+They integrate in the variance-exploding form x = x0 + sigma eps of Karras et al. (2022), where the
+probability-flow ODE is dx/dsigma = (x - D(x; sigma)) / sigma. Step coefficients are computed as Python
+floats (float64) from the sigmas, so x keeps its dtype and device. Samplers run without autograd; a model
+that needs gradients (e.g. CLIP guidance) enables them inside its own call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+
+from genlab.diffusion.schedules import NoiseSchedule
+from genlab.errors import GenlabError
+
+Callback = Callable[[dict], None]
+
+
+def _sigma_list(sigmas: torch.Tensor) -> list[float]:
+    return torch.as_tensor(sigmas).detach().to("cpu", torch.float64).tolist()
+
+
+def _model_call(model: Callable, x: torch.Tensor, sigma: float, extra_args: dict | None) -> torch.Tensor:
+    s_in = x.new_full(
+        (x.shape[0],), sigma, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32
+    )
+    return model(x, s_in, **(extra_args or {}))
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    # Drawn in float32 on the generator's device and then moved, so one seed gives the same noise on CPU
+    # and CUDA and in float32 and float64.
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
+    return noise.to(device=x.device, dtype=x.dtype)
+
+
+def _report(callback: Callback | None, i: int, x, sigma: float, sigma_next: float, denoised) -> None:
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+
+
+def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
+    """(sigma_down, sigma_up) of a stochastic step from sigma_from to sigma_to (k-diffusion): go
+    deterministically to sigma_down, then add fresh noise of std sigma_up; sigma_down^2 + sigma_up^2 =
+    sigma_to^2. sigma_up = eta sigma_to sqrt(1 - sigma_to^2 / sigma_from^2) is DDIM's sigma_t(eta)
+    (Song et al. 2021, eq. 16) divided by sqrt(abar_{t-1}), i.e. the same noise in the VE form."""
+    if eta == 0.0 or sigma_to == 0.0:
+        return sigma_to, 0.0
+    up = min(sigma_to, eta * math.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2))
+    return math.sqrt(sigma_to**2 - up**2), up
+
+
+@torch.no_grad()
+def sample_euler(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Euler's method on the probability-flow ODE: Karras et al. (2022), Algorithm 2 without churn.
+
+    x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i with d_i = (x_i - D(x_i; sigma_i)) / sigma_i, written as
+    D + sigma_{i+1} d_i so that the last step lands exactly on D. NFE: n (one per step). Deterministic.
+    """
+    s = _sigma_list(sigmas)
+    for i in range(len(s) - 1):
+        denoised = _model_call(model, x, s[i], extra_args)
+        d = (x - denoised) / s[i]
+        x = denoised + s[i + 1] * d
+        _report(callback, i, x, s[i], s[i + 1], denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Heun's second-order method, Karras et al. (2022) Algorithm 1 (deterministic, S_churn = 0).
+
+    Each step takes an Euler step, evaluates the slope there and averages the two slopes; the last step,
+    to sigma = 0 where the slope is undefined, stays an Euler step. NFE: 2n - 1.
+    """
+    s = _sigma_list(sigmas)
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _model_call(model, x, sigma, extra_args)
+        d = (x - denoised) / sigma
+        if sigma_next == 0.0:
+            x = denoised  # Euler to sigma = 0: x + (0 - sigma) d
+        else:
+            x_euler = x + (sigma_next - sigma) * d
+            d_next = (x_euler - _model_call(model, x_euler, sigma_next, extra_args)) / sigma_next
+            x = x + (sigma_next - sigma) * 0.5 * (d + d_next)
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M): Lu et al. (2022) "DPM-Solver++", Algorithm 2, the multistep second-order solver
+    in data-prediction form.
+
+    In the VE variables lambda = -log sigma and h_i = lambda_{i+1} - lambda_i the update reads
+    x_{i+1} = (sigma_{i+1} / sigma_i) x_i - (e^{-h_i} - 1) D_i with D_i = (1 + 1/(2 r_i)) D(x_i) -
+    1/(2 r_i) D(x_{i-1}), r_i = h_{i-1} / h_i. The first step, and the last (to sigma = 0, infinite h),
+    are first order, i.e. DDIM. NFE: n.
+    """
+    s = _sigma_list(sigmas)
+    old_denoised = None
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _model_call(model, x, sigma, extra_args)
+        if sigma_next == 0.0:
+            x = denoised
+        else:
+            h = math.log(sigma / sigma_next)
+            if old_denoised is None:
+                denoised_d = denoised
+            else:
+                r = math.log(s[i - 1] / sigma) / h
+                denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            x = (sigma_next / sigma) * x - math.expm1(-h) * denoised_d
+        old_denoised = denoised
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """DDIM, Song et al. (2021) eq. 12: x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} -
+    sigma_t^2) eps_hat + sigma_t z, with sigma_t(eta) from their eq. 16.
+
+    Divided by sqrt(abar_{t-1}) this is x_next = x0_hat + sigma_down eps_hat + sigma_up z in the VE form
+    (``get_ancestral_step``). With eta = 0 it is deterministic, draws no noise and is exactly the Euler
+    step D + sigma_next (x - D) / sigma of ``sample_euler`` (Karras et al. 2022, sec. 4); eta = 1 on
+    consecutive timesteps is DDPM ancestral sampling. NFE: n.
+    """
+    if eta < 0:
+        raise GenlabError(f"DDIM eta must be >= 0, got {eta}")
+    s = _sigma_list(sigmas)
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _model_call(model, x, sigma, extra_args)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        eps = (x - denoised) / sigma
+        x = denoised + sigma_down * eps
+        if sigma_up > 0.0:
+            x = x + sigma_up * _randn_like(x, generator)
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_ddpm(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Ancestral sampling, Ho et al. (2020) Algorithm 2, with the posterior variance beta_tilde.
+
+    Each step draws from q(x_{t-1} | x_t, x0 = x0_hat), eqs. 6-7: mean sqrt(abar_{t-1}) beta_t /
+    (1 - abar_t) x0_hat + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t and variance beta_tilde_t =
+    (1 - abar_{t-1}) / (1 - abar_t) beta_t, with abar = 1 / (1 + sigma^2) and alpha_t = abar_t / abar_{t-1}
+    (so strided timesteps work too). Written in VP variables to be read against the paper; it equals
+    ``sample_ddim`` with eta = 1 (Song et al. 2021, sec. 4.1), and on all T discrete sigmas it is the
+    1000-step DDPM sampler. No noise is added on the last step. NFE: n.
+    """
+    s = _sigma_list(sigmas)
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _model_call(model, x, sigma, extra_args)
+        abar_t, abar_prev = 1.0 / (1.0 + sigma**2), 1.0 / (1.0 + sigma_next**2)
+        alpha_t = abar_t / abar_prev
+        beta_t = 1.0 - alpha_t
+        x_t = math.sqrt(abar_t) * x  # VE -> VP
+        mean = (math.sqrt(abar_prev) * beta_t / (1.0 - abar_t)) * denoised + (
+            math.sqrt(alpha_t) * (1.0 - abar_prev) / (1.0 - abar_t)
+        ) * x_t
+        variance = (1.0 - abar_prev) / (1.0 - abar_t) * beta_t
+        x_prev = mean + math.sqrt(variance) * _randn_like(x, generator) if variance > 0.0 else mean
+        x = x_prev / math.sqrt(abar_prev)  # VP -> VE
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+SAMPLERS: dict[str, Callable] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "euler": sample_euler,
+    "heun": sample_heun,
+}
+
+# The ancestral samplers were designed on the training timesteps; the ODE solvers do best on Karras sigmas.
+DEFAULT_SIGMAS = {
+    "ddpm": "discrete",
+    "ddim": "discrete",
+    "dpmpp-2m": "karras",
+    "euler": "karras",
+    "heun": "karras",
+}
+
+SIGMA_KINDS = ("karras", "discrete")
+
+
+def _check_steps(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GenlabError(f"the number of sampling steps must be an integer >= 1, got {n!r}")
+
+
+def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) eq. 5: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
+    sigma_max^(1/rho)))^rho for i = 0..n-1, then a final 0. float64, shape (n + 1,)."""
+    _check_steps(n)
+    if not 0.0 < sigma_min <= sigma_max:
+        raise GenlabError(f"Karras sigmas need 0 < sigma_min <= sigma_max, got {sigma_min} and {sigma_max}")
+    ramp = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def get_sigmas_discrete(schedule: NoiseSchedule, n: int) -> torch.Tensor:
+    """The sigmas of n training timesteps with "trailing" spacing (Lin et al. 2023, Table 2), then 0.
+
+    The timesteps are round(T - k T / n) - 1 for k = 0..n-1: T-1 first, so the first step starts at the
+    schedule's true sigma_max, and evenly T/n apart, down to T/n - 1, after which the last step goes to
+    sigma = 0 (clean data). For n = T these are all timesteps T-1 .. 0. float64, shape (n + 1,).
+    """
+    _check_steps(n)
+    T = schedule.timesteps
+    if n > T:
+        raise GenlabError(f"at most {T} steps on the discrete schedule (its number of timesteps), got {n}")
+    t = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round().long() - 1
+    sigmas = schedule.sigmas[t]
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def get_sigmas(schedule: NoiseSchedule, n: int, kind: str = "karras") -> torch.Tensor:
+    """n + 1 decreasing sigmas ending in 0: ``kind`` "karras" (eq. 5 between the schedule's sigma_min and
+    sigma_max) or "discrete" (the training timesteps, trailing spacing)."""
+    _check_steps(n)
+    if kind == "karras":
+        return get_sigmas_karras(n, schedule.sigma_min, schedule.sigma_max)
+    if kind == "discrete":
+        return get_sigmas_discrete(schedule, n)
+    raise GenlabError(f"unknown sigma spacing {kind!r}; choose one of: {', '.join(SIGMA_KINDS)}")
+
+
+def sample(
+    name: str,
+    model: Callable,
+    x_noise_unit: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    sigmas_kind: str | None = None,
+    **sampler_kwargs,
+) -> torch.Tensor:
+    """Run sampler ``name`` for ``steps`` steps from unit Gaussian noise ``x_noise_unit``.
+
+    Builds the sigmas (``DEFAULT_SIGMAS[name]`` unless ``sigmas_kind`` is given), scales the noise by
+    sigmas[0] and calls the sampler; ``sampler_kwargs`` go to it (e.g. ``eta`` for "ddim").
+    """
+    if name not in SAMPLERS:
+        raise GenlabError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    _check_steps(steps)
+    sampler = SAMPLERS[name]
+    accepted = set(inspect.signature(sampler).parameters) - {"model", "x", "sigmas", "extra_args", "callback"}
+    unknown = sorted(set(sampler_kwargs) - accepted)
+    if unknown:
+        options = ", ".join(sorted(accepted - {"generator"})) or "none"
+        raise GenlabError(f"sampler {name!r} takes no option {', '.join(unknown)} (its options: {options})")
+    sigmas = get_sigmas(schedule, steps, sigmas_kind or DEFAULT_SIGMAS[name])
+    x = x_noise_unit * float(sigmas[0])
+    return sampler(
+        model, x, sigmas, extra_args=extra_args, callback=callback, generator=generator, **sampler_kwargs
+    )
+
+
+@torch.no_grad()
+def invert_ddim(
+    model: Callable,
+    x0: torch.Tensor,
+    sigmas_increasing: torch.Tensor,
+    extra_args: dict | None = None,
+    fixed_point_iters: int = 0,
+) -> torch.Tensor:
+    """Deterministic DDIM inversion: Euler steps on the probability-flow ODE towards higher sigma
+    (Song et al. 2021, sec. 4.3; as used for editing by Mokady et al. 2023, "Null-text inversion").
+
+    ``sigmas_increasing`` is a sampling schedule reversed, e.g. ``get_sigmas(...).flip(0)`` = [0, ...,
+    sigma_max]; the result is the x at its last sigma, which ``sample_ddim`` (eta = 0) with the original
+    sigmas maps back to ``x0``. Each step uses the slope at its start; the first step, from sigma = 0
+    where the slope is undefined, uses the model's noise estimate for x0 at the next sigma, as DDIM
+    inversion does. The round trip then errs by O(1/n). NFE: n.
+
+    ``fixed_point_iters`` > 0 refines each step by fixed-point iteration towards the exact inverse of the
+    sampling step, x_next = x + (sigma_next - sigma) d(x_next; sigma_next) (Pan et al. 2023, "Effective
+    real image editing with accelerated iterative diffusion inversion"), so the round trip becomes exact
+    as the iteration converges. NFE: n (1 + fixed_point_iters).
+    """
+    if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, int) or fixed_point_iters < 0:
+        raise GenlabError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
+    s = _sigma_list(sigmas_increasing)
+    x = x0
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        sigma_eval = sigma if sigma > 0.0 else sigma_next
+        d = (x - _model_call(model, x, sigma_eval, extra_args)) / sigma_eval
+        x_next = x + (sigma_next - sigma) * d
+        for _ in range(fixed_point_iters):
+            d = (x_next - _model_call(model, x_next, sigma_next, extra_args)) / sigma_next
+            x_next = x + (sigma_next - sigma) * d
+        x = x_next
+    return x
