@@ -25,6 +25,12 @@ test: $(STAMP)
 	$(BIN)/ruff check genlab tests
 	$(BIN)/python -m pytest
 
+# Installs the bench extra (diffusers, the peer) once, then times our models against it (bench/README.md).
+.PHONY: bench
+bench: $(STAMP)
+	@$(BIN)/python -c "import diffusers" 2>/dev/null || $(BIN)/python -m pip install -qq -e ".[bench]"
+	$(BIN)/genlab bench diffusion
+
 lint: $(STAMP)
 	$(BIN)/ruff check genlab tests
 	$(BIN)/ruff format --check genlab tests
