@@ -30,9 +30,10 @@ class VPDenoiser:
 
     Karras et al. (2022), Table 1 (VP column) and k-diffusion ``external.py``: the network input is
     x_t = x / sqrt(1 + sigma^2) (c_in), its noise level abar = 1 / (1 + sigma^2) and its timestep
-    t = schedule.sigma_to_t(sigma), continuous between the training timesteps. For "eps" this gives
-    D = x - sigma eps_theta (c_skip = 1, c_out = -sigma); for "v", D = x / (1 + sigma^2)
-    - sigma / sqrt(1 + sigma^2) v_theta; for "x0", D is the output itself.
+    t = schedule.sigma_to_t(sigma): a float tensor (N,), continuous between the training timesteps and the
+    integer timestep (up to rounding) on the schedule's own sigmas, so the net must accept float timesteps.
+    For "eps" this gives D = x - sigma eps_theta (c_skip = 1, c_out = -sigma); for "v",
+    D = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) v_theta; for "x0", D is the output itself.
     """
 
     def __init__(self, net: Callable, schedule: NoiseSchedule, parameterization: str = "eps") -> None:

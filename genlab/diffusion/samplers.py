@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -73,7 +74,8 @@ def sample_euler(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Euler's method on the probability-flow ODE: Karras et al. (2022), Algorithm 2 without churn.
+    """Euler's method on the probability-flow ODE: the Euler step of Karras et al. (2022), Algorithm 2
+    with S_churn = 0 and without its second-order correction (k-diffusion's ``sample_euler``).
 
     x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i with d_i = (x_i - D(x_i; sigma_i)) / sigma_i, written as
     D + sigma_{i+1} d_i so that the last step lands exactly on D. NFE: n (one per step). Deterministic.
@@ -168,7 +170,7 @@ def sample_ddim(
 
     Divided by sqrt(abar_{t-1}) this is x_next = x0_hat + sigma_down eps_hat + sigma_up z in the VE form
     (``get_ancestral_step``). With eta = 0 it is deterministic, draws no noise and is exactly the Euler
-    step D + sigma_next (x - D) / sigma of ``sample_euler`` (Karras et al. 2022, sec. 4); eta = 1 on
+    step D + sigma_next (x - D) / sigma of ``sample_euler`` (Song et al. 2021, sec. 4.3, eq. 14); eta = 1 on
     consecutive timesteps is DDPM ancestral sampling. NFE: n.
     """
     if eta < 0:
@@ -243,7 +245,7 @@ SIGMA_KINDS = ("karras", "discrete")
 
 
 def _check_steps(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise GenlabError(f"the number of sampling steps must be an integer >= 1, got {n!r}")
 
 
@@ -312,7 +314,7 @@ def sample(
     if unknown:
         options = ", ".join(sorted(accepted - {"generator"})) or "none"
         raise GenlabError(f"sampler {name!r} takes no option {', '.join(unknown)} (its options: {options})")
-    sigmas = get_sigmas(schedule, steps, sigmas_kind or DEFAULT_SIGMAS[name])
+    sigmas = get_sigmas(schedule, int(steps), sigmas_kind or DEFAULT_SIGMAS[name])
     x = x_noise_unit * float(sigmas[0])
     return sampler(
         model, x, sigmas, extra_args=extra_args, callback=callback, generator=generator, **sampler_kwargs

@@ -9,6 +9,7 @@ k-diffusion's ``DiscreteSchedule`` does.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,8 @@ class ScheduleConfig:
 def _validate(config: ScheduleConfig) -> None:
     if config.kind not in SCHEDULES:
         raise GenlabError(f"unknown noise schedule {config.kind!r}; choose one of: {', '.join(SCHEDULES)}")
-    if isinstance(config.timesteps, bool) or not isinstance(config.timesteps, int) or config.timesteps < 2:
+    T = config.timesteps
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 2:
         raise GenlabError(f"schedule timesteps must be an integer >= 2, got {config.timesteps!r}")
     for name in ("beta_start", "beta_end"):
         value = getattr(config, name)
@@ -61,7 +63,7 @@ def make_betas(config: ScheduleConfig) -> torch.Tensor:
       sigmoid schedule of Jabri et al. (2022), which is defined on abar rather than on beta.
     """
     _validate(config)
-    T = config.timesteps
+    T = int(config.timesteps)
     if config.kind == "linear":
         return torch.linspace(config.beta_start, config.beta_end, T, dtype=torch.float64)
     if config.kind == "cosine":
@@ -87,7 +89,7 @@ class NoiseSchedule:
     def __init__(self, config: ScheduleConfig = ScheduleConfig()) -> None:
         self.config = config
         self.betas = make_betas(config)
-        self.timesteps = config.timesteps
+        self.timesteps = int(config.timesteps)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         self.sigmas = ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
         self.log_sigmas = self.sigmas.log()
