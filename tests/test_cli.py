@@ -191,3 +191,40 @@ def test_torchrun_two_processes_train_and_save(tmp_path):
     from genlab.nn import Classifier
 
     assert Classifier.from_pretrained(run).config.num_classes == 10
+
+
+def test_torchrun_trains_a_diffusion_model(tmp_path):
+    run = tmp_path / "ddp-diffusion"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    tiny = ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1", "--batch-size", "8"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "genlab",
+            "train",
+            "diffusion",
+            "--data",
+            "digits",
+            "--cond",
+            "class",
+            *tiny,
+            "--steps",
+            "6",
+            "--no-progress",
+            "--out",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, state = rundir.load_checkpoint(run)
+    assert state["world_size"] == 2 and state["step"] == 6
+    assert list((run / "samples").glob("step_*.png"))

@@ -125,14 +125,39 @@ def test_guidance_scale_one_is_plain_conditional_sampling(class_run):
 
     pipe = DiffusionPipeline.from_pretrained(class_run)
     labels = torch.tensor([1, 4])
-    guided = pipe(
-        2, labels, num_inference_steps=4, guidance_scale=1.0, generator=torch.Generator().manual_seed(3)
-    )
+    g = torch.Generator().manual_seed(3)
+    guided = pipe(2, labels, num_inference_steps=4, guidance_scale=1.0, generator=g, clip_denoised=False)
     noise = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(3))
     denoiser = VPDenoiser(pipe.unet, pipe.schedule, "eps")
     with torch.no_grad():
         x = sample("dpmpp-2m", denoiser, noise, pipe.schedule, 4, extra_args={"class_labels": labels})
     assert torch.allclose(guided.tensors, ((x + 1) / 2).clamp(0, 1), atol=1e-6)
+
+
+def test_clipped_sampling_sees_only_estimates_in_the_data_range(class_run):
+    """clip_denoised (as in Ho et al.'s sampler) clamps every x0 estimate the solver uses to [-1, 1]."""
+    from genlab.diffusion.generate import generate
+
+    pipe = DiffusionPipeline.from_pretrained(class_run)
+    seen: dict[bool, list[float]] = {True: [], False: []}
+    for clip in (True, False):
+        generate(
+            pipe.unet,
+            pipe.schedule,
+            "eps",
+            (4, 1, 8, 8),
+            class_labels=torch.tensor([3, 3, 5, 5]),
+            steps=5,
+            sampler="euler",
+            guidance_scale=6.0,
+            generator=torch.Generator().manual_seed(0),
+            clip_denoised=clip,
+            callback=lambda info, c=clip: (
+                info["i"] >= 0 and seen[c].append(float(info["denoised"].abs().max()))
+            ),
+        )
+    assert len(seen[True]) == 5 and max(seen[True]) <= 1.0
+    assert max(seen[False]) > 1.0  # a few steps of a barely trained model at guidance 6 overshoot
 
 
 def test_bad_sampling_arguments_are_clear(class_run):

@@ -80,9 +80,8 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     one_per_digit = [frame[::4] for frame in rows.trajectory]
     traj = save_grid(root / "trajectory.png", trajectory_strip(one_per_digit, max_images=10), nrow=9)
     judged = conditional_accuracy(pipe, judge, per_class=10, steps=20, guidance_scale=3.0, seed=1)
-    click.echo(
-        f"    the classifier recognises {judged['accuracy']:.0%} of {judged['n']} samples as the digit asked for"
-    )
+    share = f"{judged['accuracy']:.0%} of {judged['n']}"
+    click.echo(f"    the classifier recognises {share} samples as the digit asked for")
     click.echo("outputs:")
     click.echo(f"  data and noising pictures  {', '.join(str(p) for p in pictures)}")
     click.echo(f"  classifier run             {clf.run_dir}")

@@ -138,12 +138,12 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
 
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     steps=4000,
-    batch_size=64,
+    batch_size=32,
     lr=1e-3,
     warmup_steps=200,
     ema_decay=0.999,
     grad_clip=1.0,
-    eval_every=1000,
+    eval_every=500,
     sample_every=1000,
     checkpoint_every=500,
 )

@@ -62,9 +62,14 @@ def generate(
     generator: torch.Generator | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     sigmas_kind: str | None = None,
+    clip_denoised: bool = True,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
+
+    ``clip_denoised`` clamps every x0 estimate to the data range [-1, 1], as the sampler of Ho et al. (2020)
+    does (``clip_denoised`` in their code): guided estimates at high noise can overshoot far outside it,
+    and an ODE solver started from such a point lands off the data manifold (noise-filled samples).
 
     ``callback`` sees the start (i = -1, x at sigma_max) and then each step's result, as samplers report.
 
@@ -85,6 +90,9 @@ def generate(
         else:
             null = torch.full_like(labels, num_classes)
             denoiser = CFGDenoiser(denoiser, guidance_scale, {"class_labels": labels}, {"class_labels": null})
+    if clip_denoised:
+        unclipped = denoiser
+        denoiser = lambda x, sigma: unclipped(x, sigma).clamp(-1.0, 1.0)  # noqa: E731
     noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu").to(
         device
     )
