@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from genlab.cli import cli
-from genlab.diffusion.task import DiffusionConfig, DiffusionDataConfig, DiffusionTask
+from genlab.data import DataConfig
+from genlab.diffusion.task import DiffusionConfig, DiffusionTask
 from genlab.errors import GenlabError
 from genlab.nn.embeddings import sinusoidal_embedding
 from genlab.nn.unet import UNet, UNetConfig
@@ -25,7 +26,7 @@ def class_run(tmp_path_factory):
     """A class-conditional model on digits, trained for a few steps (enough to have weights, not quality)."""
     run = tmp_path_factory.mktemp("runs") / "digits"
     seed_step(0, -1)
-    task = DiffusionTask(DiffusionDataConfig("digits"), DiffusionConfig(cond="class", sample_steps=3), **TINY)
+    task = DiffusionTask(DataConfig("digits"), DiffusionConfig(cond="class", sample_steps=3), **TINY)
     cfg = TrainConfig(
         steps=6,
         batch_size=16,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.classification.evaluate import evaluate_classifier, predict
-from genlab.data import load_splits, save_grid
+from genlab.data import DataConfig, load_splits, save_grid
 from genlab.data.augment import random_affine
 from genlab.errors import GenlabError
 from genlab.nn.classifier import Classifier, ClassifierConfig
@@ -20,18 +20,16 @@ from genlab.train.engine import Batch, Task
 
 
 @dataclass
-class DataConfig:
-    name: str = "mnist"
-    split_seed: int = 0
-    val_fraction: float = 0.1
-    image_size: int | None = None
+class ClassifierDataConfig(DataConfig):
     augment: bool = True  # small random rotations, shifts and scalings (random_affine)
 
 
 class ClassifierTask(Task):
     kind = "classifier"
 
-    def __init__(self, data: DataConfig, model_config: ClassifierConfig | None = None, **model_options: Any):
+    def __init__(
+        self, data: ClassifierDataConfig, model_config: ClassifierConfig | None = None, **model_options: Any
+    ):
         """Load the splits of ``data`` and build a Classifier fitted to them.
 
         ``model_config`` rebuilds a saved model exactly (resume); otherwise ``model_options`` (widths,
@@ -62,7 +60,7 @@ class ClassifierTask(Task):
     @classmethod
     def from_run_config(cls, config: dict[str, Any]) -> ClassifierTask:
         """Rebuild the task of a saved run (for --resume) from its config.json."""
-        data = config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'")
+        data = config_from_dict(ClassifierDataConfig, config.get("data", {}), "config.json 'data'")
         return cls(
             data, model_config=config_from_dict(ClassifierConfig, config["model"], "config.json 'model'")
         )

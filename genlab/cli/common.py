@@ -34,6 +34,32 @@ def fresh_run_dir(base: str | Path) -> Path:
     return Path(f"{base}-{i}")
 
 
+def data_options(f: Callable) -> Callable:
+    """The data options of every `genlab train KIND`: --data, --split-seed, --val-fraction, --image-size."""
+    f = click.option(
+        "--image-size", type=int, default=None, help="Resize images to this side (default: the data's)."
+    )(f)
+    f = click.option(
+        "--val-fraction", default=0.1, show_default=True, type=float, help="Share of the data held out."
+    )(f)
+    f = click.option(
+        "--split-seed", default=0, show_default=True, type=int, help="Seed of the train/validation split."
+    )(f)
+    return click.option(
+        "--data", default="mnist", show_default=True, help="mnist, digits, shapes or folder:PATH."
+    )(f)
+
+
+def data_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The DataConfig fields from the options of ``data_options``."""
+    return {
+        "name": params["data"],
+        "split_seed": params["split_seed"],
+        "val_fraction": params["val_fraction"],
+        "image_size": params["image_size"],
+    }
+
+
 # (option name, TrainConfig field, click kwargs)
 _TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--steps", "steps", {"type": int, "help": "Optimizer steps (also the horizon of the cosine schedule)."}),

@@ -29,10 +29,10 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     import torch
 
     from genlab.classification import evaluate_classifier
-    from genlab.classification.task import ClassifierTask, DataConfig
-    from genlab.data import load_dataset, save_grid
+    from genlab.classification.task import ClassifierDataConfig, ClassifierTask
+    from genlab.data import DataConfig, load_dataset, save_grid
     from genlab.diffusion.pictures import noising_strip, trajectory_strip
-    from genlab.diffusion.task import DiffusionConfig, DiffusionDataConfig, DiffusionTask
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
     from genlab.metrics import conditional_accuracy
     from genlab.nn import Classifier
     from genlab.pipelines import DiffusionPipeline
@@ -44,7 +44,7 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     click.echo(f"genlab demo -> {root}")
 
     seed_step(0, -1)
-    clf_task = ClassifierTask(DataConfig("mnist"))
+    clf_task = ClassifierTask(ClassifierDataConfig("mnist"))
     mnist, shapes = clf_task.train_data.spread(32), load_dataset("shapes", "train").spread(32)
     sched = DiffusionConfig().noise_schedule()
     strip, captions = noising_strip(mnist.images[5], sched, 8, torch.Generator().manual_seed(0))
@@ -64,7 +64,7 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
 
     click.echo(f"3/4 class-conditional diffusion on mnist for {diffusion_minutes:g} minutes")
     seed_step(0, -1)
-    diff_task = DiffusionTask(DiffusionDataConfig("mnist"), DiffusionConfig(cond="class"))
+    diff_task = DiffusionTask(DataConfig("mnist"), DiffusionConfig(cond="class"))
     options = {**DIFFUSION_DEFAULTS, "steps": None, "minutes": diffusion_minutes, "progress": progress}
     options.update(eval_every=0, sample_every=0)
     diff = Trainer(diff_task, TrainConfig(**options), root / "diffusion").train()

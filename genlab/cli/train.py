@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import echo, fresh_run_dir, train_config_from, train_options
+from genlab.cli.common import data_fields, data_options, echo, fresh_run_dir, train_config_from, train_options
 from genlab.errors import GenlabError
 
 
@@ -90,16 +90,7 @@ CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
 
 
 @train.command("classifier")
-@click.option("--data", default="mnist", show_default=True, help="mnist, digits, shapes or folder:PATH.")
-@click.option(
-    "--split-seed", default=0, show_default=True, type=int, help="Seed of the train/validation split."
-)
-@click.option(
-    "--val-fraction", default=0.1, show_default=True, type=float, help="Share of the data held out."
-)
-@click.option(
-    "--image-size", type=int, default=None, help="Resize images to this side (default: the data's)."
-)
+@data_options
 @click.option(
     "--widths", default="16,32", show_default=True, help="Channels of each conv stage (one pool each)."
 )
@@ -119,16 +110,10 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
       genlab train classifier --out runs/classifier-mnist --resume
       torchrun --nproc_per_node=2 -m genlab train classifier --data mnist
     """
-    from genlab.classification.task import ClassifierTask, DataConfig
+    from genlab.classification.task import ClassifierDataConfig, ClassifierTask
 
     def build(cfg: Any) -> ClassifierTask:
-        data = DataConfig(
-            params["data"],
-            split_seed=params["split_seed"],
-            val_fraction=params["val_fraction"],
-            image_size=params["image_size"],
-            augment=not params["no_augment"],
-        )
+        data = ClassifierDataConfig(**data_fields(params), augment=not params["no_augment"])
         widths = int_tuple(params["widths"], "--widths")
         return ClassifierTask(data, widths=widths, hidden=params["hidden"], dropout=params["dropout"])
 
@@ -150,7 +135,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
 
 
 @train.command("diffusion")
-@click.option("--data", default="mnist", show_default=True, help="mnist, digits, shapes or folder:PATH.")
+@data_options
 @click.option(
     "--cond", default="none", show_default=True, type=click.Choice(["none", "class"]), help="Conditioning."
 )
@@ -175,15 +160,6 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     "--attention-levels", default="2", show_default=True, help="Levels with self-attention (0 = full)."
 )
 @click.option("--dropout", default=0.0, show_default=True, type=float)
-@click.option(
-    "--split-seed", default=0, show_default=True, type=int, help="Seed of the train/validation split."
-)
-@click.option(
-    "--val-fraction", default=0.1, show_default=True, type=float, help="Share of the data held out."
-)
-@click.option(
-    "--image-size", type=int, default=None, help="Resize images to this side (default: the data's)."
-)
 @train_options(**DIFFUSION_DEFAULTS)
 @click.pass_context
 def train_diffusion(ctx: click.Context, **params: Any) -> None:
@@ -199,15 +175,11 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
       genlab train diffusion --out runs/diffusion-mnist --resume --steps 8000
       torchrun --nproc_per_node=2 -m genlab train diffusion --data mnist --cond class
     """
-    from genlab.diffusion.task import DiffusionConfig, DiffusionDataConfig, DiffusionTask
+    from genlab.data import DataConfig
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
 
     def build(cfg: Any) -> DiffusionTask:
-        data = DiffusionDataConfig(
-            params["data"],
-            split_seed=params["split_seed"],
-            val_fraction=params["val_fraction"],
-            image_size=params["image_size"],
-        )
+        data = DataConfig(**data_fields(params))
         diffusion = DiffusionConfig(
             schedule=params["schedule"],
             timesteps=params["timesteps"],

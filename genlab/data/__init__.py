@@ -1,10 +1,11 @@
 """Datasets (mnist, digits, shapes, folder:PATH) as in-memory tensors with captions, and image I/O."""
 
-from genlab.data.base import DatasetInfo, ImageDataset, split_indices
+from genlab.data.base import DataConfig, DatasetInfo, ImageDataset, split_indices
 from genlab.data.images import load_image, make_grid, render_grid, save_gif, save_grid
 from genlab.data.registry import list_datasets, load_dataset, load_splits
 
 __all__ = [
+    "DataConfig",
     "DatasetInfo",
     "ImageDataset",
     "list_datasets",

@@ -76,6 +76,16 @@ class ImageDataset:
         )
 
 
+@dataclass
+class DataConfig:
+    """Which data a run trains on and how it is split; stored as config.json's ``data`` section."""
+
+    name: str = "mnist"
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    image_size: int | None = None
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """Catalogue entry for ``genlab data``: what a dataset holds, without loading it.

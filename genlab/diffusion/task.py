@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genlab.data import load_splits, save_grid
+from genlab.data import DataConfig, load_splits, save_grid
 from genlab.diffusion.generate import generate, to_model_space
 from genlab.diffusion.parameterization import PARAMETERIZATIONS, diffusion_loss
 from genlab.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
@@ -50,20 +50,12 @@ class DiffusionConfig:
         return NoiseSchedule(ScheduleConfig(kind=self.schedule, timesteps=self.timesteps))
 
 
-@dataclass
-class DiffusionDataConfig:
-    name: str = "mnist"
-    split_seed: int = 0
-    val_fraction: float = 0.1
-    image_size: int | None = None
-
-
 class DiffusionTask(Task):
     kind = "diffusion"
 
     def __init__(
         self,
-        data: DiffusionDataConfig,
+        data: DataConfig,
         diffusion: DiffusionConfig,
         model_config: UNetConfig | None = None,
         **unet_options: Any,
@@ -93,7 +85,7 @@ class DiffusionTask(Task):
     def from_run_config(cls, config: dict[str, Any]) -> DiffusionTask:
         """Rebuild the task of a saved run (for --resume) from its config.json."""
         return cls(
-            config_from_dict(DiffusionDataConfig, config.get("data", {}), "config.json 'data'"),
+            config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'"),
             config_from_dict(DiffusionConfig, config.get("diffusion", {}), "config.json 'diffusion'"),
             model_config=config_from_dict(UNetConfig, config["model"], "config.json 'model'"),
         )
