@@ -240,3 +240,10 @@ def test_noising_strip_is_the_closed_form():
         expected = ((math.sqrt(abar) * (2 * image - 1) + math.sqrt(1 - abar) * noise + 1) / 2).clamp(0, 1)
         assert torch.allclose(frame, expected, atol=1e-5)
     assert captions[0].startswith("t=0 ") and captions[2].startswith("t=999 ")
+
+
+def test_cli_sampler_names_are_the_samplers():
+    from genlab.cli.common import SAMPLER_NAMES
+    from genlab.diffusion import SAMPLERS
+
+    assert tuple(SAMPLERS) == SAMPLER_NAMES

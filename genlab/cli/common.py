@@ -60,6 +60,25 @@ def data_fields(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SAMPLER_NAMES = (
+    "ddpm",
+    "ddim",
+    "dpmpp-2m",
+    "euler",
+    "heun",
+)  # genlab.diffusion.SAMPLERS, without importing torch
+
+
+def sampling_options(f: Callable) -> Callable:
+    """--steps, --sampler, --guidance and --seed, for every command that samples a diffusion model."""
+    f = click.option("--seed", default=0, show_default=True, type=int, help="Seed of the starting noise.")(f)
+    f = click.option(
+        "--guidance", default=3.0, show_default=True, type=float, help="Classifier-free guidance scale."
+    )(f)
+    f = click.option("--sampler", default="dpmpp-2m", show_default=True, type=click.Choice(SAMPLER_NAMES))(f)
+    return click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")(f)
+
+
 # (option name, TrainConfig field, click kwargs)
 _TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--steps", "steps", {"type": int, "help": "Optimizer steps (also the horizon of the cosine schedule)."}),

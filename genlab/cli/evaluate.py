@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
+from genlab.cli.common import sampling_options
 
 
 @cli.command("eval")
@@ -17,17 +18,7 @@ from genlab.cli import cli
 @click.option(
     "--n", default=500, show_default=True, type=int, help="Samples in all (split evenly over classes)."
 )
-@click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")
-@click.option(
-    "--sampler",
-    default="dpmpp-2m",
-    show_default=True,
-    type=click.Choice(["ddpm", "ddim", "dpmpp-2m", "euler", "heun"]),
-)
-@click.option(
-    "--guidance", default=3.0, show_default=True, type=float, help="Classifier-free guidance scale."
-)
-@click.option("--seed", default=0, show_default=True, type=int)
+@sampling_options
 @click.option("--out", default=None, help="JSON to write (default: RUN/eval.json).")
 @click.option("--device", default="auto", show_default=True)
 def eval_cmd(

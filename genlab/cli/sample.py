@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
+from genlab.cli.common import sampling_options
 
 
 @cli.command("sample")
@@ -15,18 +16,8 @@ from genlab.cli import cli
     "--class", "class_", default=None, help="Class to draw: a name or index, a list 1,2,3, or 'all'."
 )
 @click.option("--n", default=16, show_default=True, type=int, help="How many images.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")
-@click.option(
-    "--sampler",
-    default="dpmpp-2m",
-    show_default=True,
-    type=click.Choice(["ddpm", "ddim", "dpmpp-2m", "euler", "heun"]),
-)
-@click.option(
-    "--guidance", default=3.0, show_default=True, type=float, help="Classifier-free guidance scale."
-)
+@sampling_options
 @click.option("--eta", default=None, type=float, help="DDIM noise: 0 deterministic (default), 1 like DDPM.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the starting noise.")
 @click.option("--out", default="samples.png", show_default=True, help="PNG grid to write.")
 @click.option("--nrow", default=None, type=int, help="Images per row of the grid.")
 @click.option(
