@@ -27,6 +27,7 @@ from torch import nn
 from genlab.bench.flops import forward_flops_per_image
 from genlab.bench.timing import Timing, matmul_op, matmul_peak_gflops, time_interleaved
 from genlab.nn.unet import UNet, UNetConfig
+from genlab.train.distributed import pick_device
 
 PEER = "diffusers"
 INSTALL_HINT = "pip install -e '.[bench]'  (or: make bench)"
@@ -71,16 +72,6 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked, but torch sees no CUDA device")
-    return device
 
 
 def load_diffusers() -> tuple[ModuleType | None, str | None]:
@@ -210,7 +201,7 @@ def run_diffusion_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Measure our U-Net (and diffusers' matched one where installed); return the results as JSON data."""
-    device = resolve_device(settings.device)
+    device = pick_device(settings.device)
     threads = settings.threads or default_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
