@@ -19,6 +19,12 @@ from genlab.cli.common import sampling_options
     "--n", default=500, show_default=True, type=int, help="Samples in all (split evenly over classes)."
 )
 @sampling_options
+@click.option(
+    "--metrics",
+    default="accuracy,fid,kid",
+    show_default=True,
+    help="Comma-separated: accuracy, fid, kid (fid/kid on the classifier's penultimate features).",
+)
 @click.option("--out", default=None, help="JSON to write (default: RUN/eval.json).")
 @click.option("--device", default="auto", show_default=True)
 def eval_cmd(
@@ -29,12 +35,16 @@ def eval_cmd(
     sampler: str,
     guidance: float,
     seed: int,
+    metrics: str,
     out: str | None,
     device: str,
 ) -> None:
-    """Classifier accuracy of class-conditional samples: how often the asked class is drawn.
+    """Judge class-conditional samples with a classifier: how often the asked class is drawn (accuracy),
+    and how far the samples' features lie from the real validation images' (FID, KID).
 
-    Writes RUN/eval.json and RUN/eval_samples.png (samples captioned 'asked -> judged').
+    FID and KID use the classifier's penultimate features (its `features()`), so they compare runs judged
+    by the same classifier, not numbers from papers (which use Inception features). Writes RUN/eval.json
+    and RUN/eval_samples.png (samples captioned 'asked -> judged').
 
     \b
     Example:
@@ -44,10 +54,17 @@ def eval_cmd(
 
     from genlab import rundir
     from genlab.data import save_grid
+    from genlab.errors import GenlabError
     from genlab.metrics import conditional_accuracy
     from genlab.nn import Classifier
     from genlab.pipelines import DiffusionPipeline
 
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {"accuracy", "fid", "kid"})
+    if unknown or not wanted:
+        raise GenlabError(
+            f"unknown --metrics {', '.join(unknown) or '(none)'}; choose from accuracy, fid, kid"
+        )
     pipe = DiffusionPipeline.from_pretrained(run, device=device)
     judge = Classifier.from_pretrained(classifier)
     per_class = max(1, n // max(1, pipe.num_classes))
@@ -68,6 +85,8 @@ def eval_cmd(
         "seconds": seconds,
         **result["settings"],
     }
+    if {"fid", "kid"} & set(wanted):
+        report.update(_feature_distances(run, judge, result["images"], wanted))
     out_path = Path(out) if out else Path(run) / "eval.json"
     rundir.atomic_write_json(out_path, report)
     show = min(per_class, 8)
@@ -79,4 +98,48 @@ def eval_cmd(
         f"({result['n']} samples, {sampler} {steps} steps, guidance {guidance}, seed {seed}; {seconds:.0f} s)"
     )
     click.echo("per class: " + ", ".join(f"{k} {v:.0%}" for k, v in report["per_class_accuracy"].items()))
+    for key in ("fid", "kid"):
+        if key in report:
+            value = report[key]
+            shown = f"{value['value']:.4f}" + (f" +- {value['std']:.4f}" if "std" in value else "")
+            click.echo(
+                f"{key.upper()}: {shown} ({value['real']} real validation vs {value['generated']} generated "
+                f"images, features: {value['features']})"
+            )
     click.echo(f"wrote {out_path} and {grid}")
+
+
+def _feature_distances(run: str, judge, images, wanted: list[str]) -> dict:
+    """FID and KID between the run's real validation images and ``images``, on ``judge.features``."""
+    import torch
+
+    from genlab import rundir
+    from genlab.data import DataConfig, load_splits
+    from genlab.metrics.distances import fid_from_features, kernel_inception_distance
+    from genlab.nn.pretrained import config_from_dict
+
+    data = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
+    _, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
+    with torch.no_grad():
+        judge.eval()
+        real = torch.cat([judge.features(b) for b in val.images.split(500)])
+        fake = torch.cat([judge.features(b) for b in images.split(500)])
+    source = f"classifier penultimate layer ({real.shape[1]} dims)"
+    out: dict = {}
+    if "fid" in wanted:
+        out["fid"] = {
+            "value": fid_from_features(real, fake),
+            "real": len(real),
+            "generated": len(fake),
+            "features": source,
+        }
+    if "kid" in wanted:
+        mean, std = kernel_inception_distance(real, fake, subset_size=min(len(real), len(fake), 1000))
+        out["kid"] = {
+            "value": mean,
+            "std": std,
+            "real": len(real),
+            "generated": len(fake),
+            "features": source,
+        }
+    return out
