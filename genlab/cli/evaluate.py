@@ -9,6 +9,8 @@ import click
 from genlab.cli import cli
 from genlab.cli.common import sampling_options
 
+METRICS = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
+
 
 @cli.command("eval")
 @click.argument("run", type=click.Path())
@@ -21,9 +23,9 @@ from genlab.cli.common import sampling_options
 @sampling_options
 @click.option(
     "--metrics",
-    default="accuracy,fid,kid",
+    default=",".join(METRICS),
     show_default=True,
-    help="Comma-separated: accuracy, fid, kid (fid/kid on the classifier's penultimate features).",
+    help="Comma-separated subset (fid, kid, pr on the classifier's penultimate features).",
 )
 @click.option("--out", default=None, help="JSON to write (default: RUN/eval.json).")
 @click.option("--device", default="auto", show_default=True)
@@ -60,10 +62,10 @@ def eval_cmd(
     from genlab.pipelines import DiffusionPipeline
 
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - {"accuracy", "fid", "kid"})
+    unknown = sorted(set(wanted) - set(METRICS))
     if unknown or not wanted:
         raise GenlabError(
-            f"unknown --metrics {', '.join(unknown) or '(none)'}; choose from accuracy, fid, kid"
+            f"unknown --metrics {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
         )
     pipe = DiffusionPipeline.from_pretrained(run, device=device)
     judge = Classifier.from_pretrained(classifier)
@@ -85,8 +87,7 @@ def eval_cmd(
         "seconds": seconds,
         **result["settings"],
     }
-    if {"fid", "kid"} & set(wanted):
-        report.update(_feature_distances(run, judge, result["images"], wanted))
+    report.update(_extra_metrics(run, judge, result, wanted, pipe.num_classes))
     out_path = Path(out) if out else Path(run) / "eval.json"
     rundir.atomic_write_json(out_path, report)
     show = min(per_class, 8)
@@ -98,6 +99,20 @@ def eval_cmd(
         f"({result['n']} samples, {sampler} {steps} steps, guidance {guidance}, seed {seed}; {seconds:.0f} s)"
     )
     click.echo("per class: " + ", ".join(f"{k} {v:.0%}" for k, v in report["per_class_accuracy"].items()))
+    if "pr" in report:
+        click.echo(f"precision {report['pr']['precision']:.3f}, recall {report['pr']['recall']:.3f} (k=3)")
+    if "coverage" in report:
+        c = report["coverage"]
+        click.echo(
+            f"modes covered {c['modes_covered']}/{c['num_classes']}, "
+            f"normalized entropy {c['normalized_entropy']:.3f}"
+        )
+    if "memorization" in report:
+        m = report["memorization"]
+        click.echo(
+            f"nearest training image: median distance {m['median_distance']:.2f} for samples, "
+            f"{m['held_out_median_distance']:.2f} for held-out real images; panel {m['panel']}"
+        )
     for key in ("fid", "kid"):
         if key in report:
             value = report[key]
@@ -109,37 +124,56 @@ def eval_cmd(
     click.echo(f"wrote {out_path} and {grid}")
 
 
-def _feature_distances(run: str, judge, images, wanted: list[str]) -> dict:
-    """FID and KID between the run's real validation images and ``images``, on ``judge.features``."""
+def _extra_metrics(run: str, judge, result: dict, wanted: list[str], num_classes: int) -> dict:
+    """FID, KID, precision/recall (on ``judge.features``), mode coverage and memorization of ``result``."""
     import torch
 
     from genlab import rundir
-    from genlab.data import DataConfig, load_splits
+    from genlab.data import DataConfig, load_splits, save_grid
+    from genlab.metrics.coverage import mode_coverage, nearest_neighbours
     from genlab.metrics.distances import fid_from_features, kernel_inception_distance
+    from genlab.metrics.precision_recall import precision_recall
     from genlab.nn.pretrained import config_from_dict
 
+    out: dict = {}
+    images = result["images"]
+    if "coverage" in wanted:
+        out["coverage"] = mode_coverage(result["predicted"], num_classes)
+    if not {"fid", "kid", "pr", "memorization"} & set(wanted):
+        return out
     data = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
-    _, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
+    train, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
     with torch.no_grad():
         judge.eval()
         real = torch.cat([judge.features(b) for b in val.images.split(500)])
         fake = torch.cat([judge.features(b) for b in images.split(500)])
-    source = f"classifier penultimate layer ({real.shape[1]} dims)"
-    out: dict = {}
+    sizes = {
+        "real": len(real),
+        "generated": len(fake),
+        "features": f"classifier penultimate layer ({real.shape[1]} dims)",
+    }
     if "fid" in wanted:
-        out["fid"] = {
-            "value": fid_from_features(real, fake),
-            "real": len(real),
-            "generated": len(fake),
-            "features": source,
-        }
+        out["fid"] = {"value": fid_from_features(real, fake), **sizes}
     if "kid" in wanted:
         mean, std = kernel_inception_distance(real, fake, subset_size=min(len(real), len(fake), 1000))
-        out["kid"] = {
-            "value": mean,
-            "std": std,
-            "real": len(real),
-            "generated": len(fake),
-            "features": source,
+        out["kid"] = {"value": mean, "std": std, **sizes}
+    if "pr" in wanted:
+        out["pr"] = {**precision_recall(real, fake), **sizes}
+    if "memorization" in wanted:
+        samples_nn = nearest_neighbours(images, train.images)
+        held_out_nn = nearest_neighbours(val.images, train.images)  # what "new, not copied" looks like
+        d = samples_nn["distances"]
+        order = d.argsort()[:8]
+        pairs = torch.stack([torch.stack([images[i], train.images[samples_nn["indices"][i]]]) for i in order])
+        captions = [c for i in order for c in (f"sample d={float(d[i]):.2f}", "nearest training")]
+        panel = save_grid(Path(run) / "eval_memorization.png", pairs.flatten(0, 1), captions, nrow=4)
+        out["memorization"] = {
+            "median_distance": float(d.median()),
+            "min_distance": float(d.min()),
+            "held_out_median_distance": float(held_out_nn["distances"].median()),
+            "pixels": "L2 over pixels in [0, 1]",
+            "panel": str(panel),
+            "generated": len(images),
+            "training": len(train),
         }
     return out
