@@ -267,6 +267,7 @@ def test_eval_command_reports_accuracy_fid_and_kid(class_run, tmp_path):
     report = json.loads(out.read_text())
     assert report["n"] == 20 and 0.0 <= report["accuracy"] <= 1.0
     assert report["fid"]["value"] >= 0 and report["fid"]["real"] == 180 and report["fid"]["generated"] == 20
+    assert report["fid"]["floor_real_train"] >= 0
     assert "kid" in report and "classifier penultimate" in report["kid"]["features"]
     assert 0.0 <= report["pr"]["precision"] <= 1.0 and report["pr"]["k"] == 3
     assert sum(report["coverage"]["histogram"]) == 20

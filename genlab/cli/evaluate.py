@@ -117,6 +117,10 @@ def eval_cmd(
         if key in report:
             value = report[key]
             shown = f"{value['value']:.4f}" + (f" +- {value['std']:.4f}" if "std" in value else "")
+            if "floor_real_train" in value:
+                shown += (
+                    f" (floor, {value['generated']} real training images: {value['floor_real_train']:.4f})"
+                )
             click.echo(
                 f"{key.upper()}: {shown} ({value['real']} real validation vs {value['generated']} generated "
                 f"images, features: {value['features']})"
@@ -153,7 +157,12 @@ def _extra_metrics(run: str, judge, result: dict, wanted: list[str], num_classes
         "features": f"classifier penultimate layer ({real.shape[1]} dims)",
     }
     if "fid" in wanted:
-        out["fid"] = {"value": fid_from_features(real, fake), **sizes}
+        # The floor: real training images, as many as the samples, scored the same way.
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: len(fake)]
+        with torch.no_grad():
+            floor_features = torch.cat([judge.features(b) for b in train.images[pick].split(500)])
+        floor = fid_from_features(real, floor_features)
+        out["fid"] = {"value": fid_from_features(real, fake), "floor_real_train": floor, **sizes}
     if "kid" in wanted:
         mean, std = kernel_inception_distance(real, fake, subset_size=min(len(real), len(fake), 1000))
         out["kid"] = {"value": mean, "std": std, **sizes}
