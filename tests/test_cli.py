@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,19 +17,15 @@ from genlab import rundir
 from genlab.cli import cli
 from genlab.data import save_grid
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses side by side must not oversubscribe 2 cores
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
 FAST = ["--data", "digits", "--widths", "8,16", "--hidden", "32", "--batch-size", "32", "--no-progress"]
 
 
-def genlab(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def genlab(*args: str, launcher: tuple[str, ...] = (sys.executable,)) -> subprocess.CompletedProcess:
+    """Run `python -m genlab ARGS` (or under another launcher, e.g. torchrun) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "genlab", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-        **kwargs,
+        [*launcher, "-m", "genlab", *args], capture_output=True, text=True, env=ENV, timeout=300
     )
 
 
@@ -106,12 +101,11 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     assert genlab("train", "classifier", *args, "--out", str(tmp_path / "full")).returncode == 0
 
     run = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "genlab", "train", "classifier", *args, "--out", str(run)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=ENV,
     )
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -135,14 +129,13 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
 
 def test_sigint_saves_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [*FAST, "--steps", "100000", "--checkpoint-every", "0", "--log-every", "5"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "genlab", "train", "classifier", *args, "--out", str(run)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=ENV,
     )
     deadline = time.time() + 120
     while time.time() < deadline and not rundir.read_metrics(run):
@@ -159,28 +152,15 @@ def test_sigint_saves_and_exits_cleanly(tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_torchrun_two_processes_train_and_save(tmp_path):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "genlab",
-            "train",
-            "classifier",
-            *FAST,
-            "--steps",
-            "40",
-            "--out",
-            str(run),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    proc = genlab(
+        "train",
+        "classifier",
+        *FAST,
+        "--steps",
+        "40",
+        "--out",
+        str(run),
+        launcher=TORCHRUN,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("validation accuracy") == 1  # only the main process reports
@@ -195,34 +175,21 @@ def test_torchrun_two_processes_train_and_save(tmp_path):
 
 def test_torchrun_trains_a_diffusion_model(tmp_path):
     run = tmp_path / "ddp-diffusion"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     tiny = ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1", "--batch-size", "8"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "genlab",
-            "train",
-            "diffusion",
-            "--data",
-            "digits",
-            "--cond",
-            "class",
-            *tiny,
-            "--steps",
-            "6",
-            "--no-progress",
-            "--out",
-            str(run),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    proc = genlab(
+        "train",
+        "diffusion",
+        "--data",
+        "digits",
+        "--cond",
+        "class",
+        *tiny,
+        "--steps",
+        "6",
+        "--no-progress",
+        "--out",
+        str(run),
+        launcher=TORCHRUN,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     _, state = rundir.load_checkpoint(run)
