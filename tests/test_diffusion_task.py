@@ -247,30 +247,3 @@ def test_cli_sampler_names_are_the_samplers():
     from genlab.diffusion import SAMPLERS
 
     assert tuple(SAMPLERS) == SAMPLER_NAMES
-
-
-def test_eval_command_reports_accuracy_fid_and_kid(class_run, tmp_path):
-    import json
-
-    from genlab.classification.task import ClassifierDataConfig, ClassifierTask
-
-    seed_step(0, -1)
-    task = ClassifierTask(ClassifierDataConfig("digits"), widths=(4,), hidden=8)
-    cfg = TrainConfig(
-        steps=3, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
-    )
-    Trainer(task, cfg, tmp_path / "judge").train()
-    out = tmp_path / "eval.json"
-    args = ["eval", str(class_run), "--classifier", str(tmp_path / "judge"), "--n", "20", "--steps", "2"]
-    result = CliRunner().invoke(cli, [*args, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
-    assert report["n"] == 20 and 0.0 <= report["accuracy"] <= 1.0
-    assert report["fid"]["value"] >= 0 and report["fid"]["real"] == 180 and report["fid"]["generated"] == 20
-    assert report["fid"]["floor_real_train"] >= 0
-    assert "kid" in report and "classifier penultimate" in report["kid"]["features"]
-    assert 0.0 <= report["pr"]["precision"] <= 1.0 and report["pr"]["k"] == 3
-    assert sum(report["coverage"]["histogram"]) == 20
-    assert report["memorization"]["generated"] == 20 and (class_run / "eval_memorization.png").is_file()
-    bad = CliRunner().invoke(cli, [*args, "--metrics", "fid,is"])
-    assert bad.exit_code == 2 and "unknown --metrics is" in bad.output

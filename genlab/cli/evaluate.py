@@ -1,4 +1,4 @@
-"""`genlab eval`: measure what a trained generator makes."""
+"""`genlab eval`: measure what a trained generator makes, and `genlab data floor`: what real data scores."""
 
 from __future__ import annotations
 
@@ -7,98 +7,157 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import sampling_options
+from genlab.cli.common import SAMPLER_NAMES, echo, sampling_options
+from genlab.cli.data import data
 
-METRICS = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
+METRIC_NAMES = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
+FEATURES_HELP = (
+    "Features for FID/KID/precision-recall: 'auto' (a classifier of the run's dataset, trained once and "
+    "cached), 'inception' (pip install 'genlab[inception]'), or a classifier run. Default: the --classifier "
+    "run when one is given, else auto."
+)
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    from genlab.errors import GenlabError
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise GenlabError(
+            f"{option} takes comma-separated whole numbers, e.g. 5,10,20,50 (got {text!r})"
+        ) from None
+    return values
 
 
 @cli.command("eval")
 @click.argument("run", type=click.Path())
 @click.option(
-    "--classifier", required=True, type=click.Path(), help="A classifier run that judges the samples."
+    "--classifier",
+    default=None,
+    type=click.Path(),
+    help="A classifier run that judges the samples "
+    "(accuracy, coverage). Default: the auto feature extractor, itself a classifier of the data.",
 )
+@click.option("--features", default=None, help=FEATURES_HELP)
 @click.option(
     "--n", default=500, show_default=True, type=int, help="Samples in all (split evenly over classes)."
 )
 @sampling_options
+@click.option("--metrics", default=",".join(METRIC_NAMES), show_default=True, help="Comma-separated subset.")
+@click.option("--sweep-steps", default="", help="Also FID at these step counts, e.g. 5,10,20,50 (plot).")
 @click.option(
-    "--metrics",
-    default=",".join(METRICS),
+    "--sweep-samplers",
+    default="all",
     show_default=True,
-    help="Comma-separated subset (fid, kid, pr on the classifier's penultimate features).",
+    help=f"Samplers of the sweep: 'all' ({', '.join(SAMPLER_NAMES)}) or a comma-separated list.",
 )
-@click.option("--out", default=None, help="JSON to write (default: RUN/eval.json).")
+@click.option(
+    "--out",
+    default=None,
+    help="JSON to write (default: RUN/eval.json); pictures and the HTML report go beside it.",
+)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar while an extractor trains.")
 def eval_cmd(
     run: str,
-    classifier: str,
+    classifier: str | None,
+    features: str | None,
     n: int,
     steps: int,
     sampler: str,
     guidance: float,
     seed: int,
     metrics: str,
+    sweep_steps: str,
+    sweep_samplers: str,
     out: str | None,
     device: str,
+    no_progress: bool,
 ) -> None:
-    """Judge class-conditional samples with a classifier: how often the asked class is drawn (accuracy),
-    and how far the samples' features lie from the real validation images' (FID, KID).
+    """Sample N images from a diffusion run and score them: classifier accuracy of the asked class, FID,
+    KID, precision/recall (k=3), mode coverage and memorization. Writes RUN/eval.json, an HTML report
+    RUN/eval.html with the pictures, and the pictures themselves (eval_*.png).
 
-    FID and KID use the classifier's penultimate features (its `features()`), so they compare runs judged
-    by the same classifier, not numbers from papers (which use Inception features). Writes RUN/eval.json
-    and RUN/eval_samples.png (samples captioned 'asked -> judged').
+    FID and KID here use a classifier's penultimate features (by default a classifier of the run's own
+    dataset, trained on first use and cached in $GENLAB_CACHE or ~/.cache/genlab): they compare runs
+    judged on the same features, not numbers from papers, which use Inception (--features inception).
+    Each number names its features and image counts. The FID floor is that of real training images.
 
     \b
-    Example:
-      genlab eval runs/diffusion-mnist --classifier runs/classifier-mnist --n 500 --steps 20
+    Examples:
+      genlab eval runs/diffusion-mnist --n 500 --steps 20
+      genlab eval runs/diffusion-mnist --metrics fid --n 250 --sweep-steps 5,10,20,50
+      genlab eval runs/diffusion-mnist --classifier runs/classifier-mnist --features inception
     """
-    import time
-
     from genlab import rundir
-    from genlab.data import save_grid
+    from genlab.data import DataConfig, load_splits
     from genlab.errors import GenlabError
-    from genlab.metrics import conditional_accuracy
-    from genlab.nn import Classifier
+    from genlab.metrics.evaluation import FEATURE_METRICS, EvalConfig, evaluate_generator
+    from genlab.metrics.features import classifier_extractor, resolve_extractor
+    from genlab.metrics.html import write_report
+    from genlab.metrics.plots import plot_training
+    from genlab.nn.pretrained import config_from_dict
     from genlab.pipelines import DiffusionPipeline
 
-    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - set(METRICS))
-    if unknown or not wanted:
-        raise GenlabError(
-            f"unknown --metrics {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
-        )
-    pipe = DiffusionPipeline.from_pretrained(run, device=device)
-    judge = Classifier.from_pretrained(classifier)
-    per_class = max(1, n // max(1, pipe.num_classes))
-    t0 = time.perf_counter()
-    result = conditional_accuracy(pipe, judge, per_class, steps, sampler, guidance, seed)
-    seconds = time.perf_counter() - t0
-    names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
-    judged = [r for r in rundir.read_metrics(classifier) if r.get("event") == "eval" and "val_acc" in r]
-    report = {
-        "metric": "classifier accuracy of class-conditional samples",
-        "accuracy": result["accuracy"],
-        "per_class_accuracy": dict(zip(names, result["per_class_accuracy"], strict=True)),
-        "predicted_histogram": dict(zip(names, result["predicted_histogram"], strict=True)),
-        "n": result["n"],
-        "classifier": str(classifier),
-        "classifier_val_acc": judged[-1]["val_acc"] if judged else None,
-        "run": str(run),
-        "seconds": seconds,
-        **result["settings"],
-    }
-    report.update(_extra_metrics(run, judge, result, wanted, pipe.num_classes))
-    out_path = Path(out) if out else Path(run) / "eval.json"
-    rundir.atomic_write_json(out_path, report)
-    show = min(per_class, 8)
-    pick = [c * per_class + i for c in range(pipe.num_classes) for i in range(show)]
-    captions = [f"{names[int(result['labels'][i])]} -> {names[int(result['predicted'][i])]}" for i in pick]
-    grid = save_grid(Path(run) / "eval_samples.png", result["images"][pick], captions, nrow=show)
-    click.echo(
-        f"classifier accuracy of class-conditional samples: {result['accuracy']:.1%} "
-        f"({result['n']} samples, {sampler} {steps} steps, guidance {guidance}, seed {seed}; {seconds:.0f} s)"
+    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    sweep = _int_list(sweep_steps, "--sweep-steps")
+    samplers = (
+        SAMPLER_NAMES if sweep_samplers == "all" else tuple(s.strip() for s in sweep_samplers.split(","))
     )
-    click.echo("per class: " + ", ".join(f"{k} {v:.0%}" for k, v in report["per_class_accuracy"].items()))
+    bad = sorted(set(samplers) - set(SAMPLER_NAMES))
+    if bad:
+        raise GenlabError(
+            f"unknown --sweep-samplers {', '.join(bad)}; choose from {', '.join(SAMPLER_NAMES)}"
+        )
+    cfg = EvalConfig(n, steps, sampler, guidance, seed, wanted, sweep, samplers)
+    pipe = DiffusionPipeline.from_pretrained(run, device=device)
+    data_cfg = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
+    train, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
+
+    judge_extractor = classifier_extractor(classifier) if classifier else None
+    extractor = None
+    if set(wanted) & FEATURE_METRICS or sweep:
+        spec = features or (classifier if classifier else "auto")
+        extractor = (
+            judge_extractor
+            if spec == classifier
+            else resolve_extractor(spec, data_cfg, progress=not no_progress, log=echo)
+        )
+    judge = None
+    if set(wanted) & {"accuracy", "coverage"}:
+        source = judge_extractor or extractor or resolve_extractor("auto", data_cfg, log=echo)
+        judge = source.classifier
+        if judge is None:
+            raise GenlabError("accuracy/coverage need a classifier: pass --classifier RUN")
+
+    out_path = Path(out) if out else Path(run) / "eval.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = out_path.stem
+    echo(f"sampling {cfg.n} images ({sampler}, {steps} steps, guidance {guidance}, seed {seed})")
+    report = evaluate_generator(pipe, train, val, extractor, judge, cfg, out_path.parent, prefix, log=echo)
+    report = {"run": str(run), "data": data_cfg.name, **report}
+    if judge_extractor is not None:
+        report["classifier"] = str(classifier)
+        report["classifier_val_acc"] = judge_extractor.val_accuracy
+    curve = plot_training(rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png")
+    if curve is not None:
+        report["pictures"]["training"] = curve.name
+    rundir.atomic_write_json(out_path, report)
+    page = write_report(out_path.with_suffix(".html"), report, f"genlab evaluation of {run}")
+    _print_report(report)
+    click.echo(f"wrote {out_path} and {page}")
+
+
+def _print_report(report: dict) -> None:
+    if "accuracy" in report:
+        a = report["accuracy"]
+        click.echo(
+            f"classifier accuracy of class-conditional samples: {a['value']:.1%} ({a['generated']} samples, "
+            f"{report['sampler']} {report['steps']} steps, guidance {report['guidance_scale']}, "
+            f"seed {report['seed']}; {report['sampling_seconds']:.0f} s; judge: {a['judge']})"
+        )
+        click.echo("per class: " + ", ".join(f"{k} {v:.0%}" for k, v in a["per_class"].items()))
     if "pr" in report:
         click.echo(f"precision {report['pr']['precision']:.3f}, recall {report['pr']['recall']:.3f} (k=3)")
     if "coverage" in report:
@@ -111,7 +170,7 @@ def eval_cmd(
         m = report["memorization"]
         click.echo(
             f"nearest training image: median distance {m['median_distance']:.2f} for samples, "
-            f"{m['held_out_median_distance']:.2f} for held-out real images; panel {m['panel']}"
+            f"{m['held_out_median_distance']:.2f} for held-out real images"
         )
     for key in ("fid", "kid"):
         if key in report:
@@ -125,64 +184,34 @@ def eval_cmd(
                 f"{key.upper()}: {shown} ({value['real']} real validation vs {value['generated']} generated "
                 f"images, features: {value['features']})"
             )
-    click.echo(f"wrote {out_path} and {grid}")
 
 
-def _extra_metrics(run: str, judge, result: dict, wanted: list[str], num_classes: int) -> dict:
-    """FID, KID, precision/recall (on ``judge.features``), mode coverage and memorization of ``result``."""
-    import torch
+@data.command("floor")
+@click.argument("name")
+@click.option("--n", default=500, show_default=True, type=int, help="Real training images to score.")
+@click.option("--features", default="auto", show_default=True, help=FEATURES_HELP)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/validation split.")
+@click.option("--image-size", default=None, type=int, help="Resize to this side (folder data: default 32).")
+def data_floor(name: str, n: int, features: str, seed: int, image_size: int | None) -> None:
+    """FID, KID and precision/recall of N real training images against the validation split: what a
+    perfect generator scores with N samples, the floor to read `genlab eval` numbers against.
 
-    from genlab import rundir
-    from genlab.data import DataConfig, load_splits, save_grid
-    from genlab.metrics.coverage import mode_coverage, nearest_neighbours
-    from genlab.metrics.distances import fid_from_features, kernel_inception_distance
-    from genlab.metrics.precision_recall import precision_recall
-    from genlab.nn.pretrained import config_from_dict
+    \b
+    Example:
+      genlab data floor mnist --n 500
+    """
+    from genlab.data import DataConfig, load_splits
+    from genlab.metrics.evaluation import real_data_floor
+    from genlab.metrics.features import resolve_extractor
 
-    out: dict = {}
-    images = result["images"]
-    if "coverage" in wanted:
-        out["coverage"] = mode_coverage(result["predicted"], num_classes)
-    if not {"fid", "kid", "pr", "memorization"} & set(wanted):
-        return out
-    data = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
-    train, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
-    with torch.no_grad():
-        judge.eval()
-        real = torch.cat([judge.features(b) for b in val.images.split(500)])
-        fake = torch.cat([judge.features(b) for b in images.split(500)])
-    sizes = {
-        "real": len(real),
-        "generated": len(fake),
-        "features": f"classifier penultimate layer ({real.shape[1]} dims)",
-    }
-    if "fid" in wanted:
-        # The floor: real training images, as many as the samples, scored the same way.
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: len(fake)]
-        with torch.no_grad():
-            floor_features = torch.cat([judge.features(b) for b in train.images[pick].split(500)])
-        floor = fid_from_features(real, floor_features)
-        out["fid"] = {"value": fid_from_features(real, fake), "floor_real_train": floor, **sizes}
-    if "kid" in wanted:
-        mean, std = kernel_inception_distance(real, fake, subset_size=min(len(real), len(fake), 1000))
-        out["kid"] = {"value": mean, "std": std, **sizes}
-    if "pr" in wanted:
-        out["pr"] = {**precision_recall(real, fake), **sizes}
-    if "memorization" in wanted:
-        samples_nn = nearest_neighbours(images, train.images)
-        held_out_nn = nearest_neighbours(val.images, train.images)  # what "new, not copied" looks like
-        d = samples_nn["distances"]
-        order = d.argsort()[:8]
-        pairs = torch.stack([torch.stack([images[i], train.images[samples_nn["indices"][i]]]) for i in order])
-        captions = [c for i in order for c in (f"sample d={float(d[i]):.2f}", "nearest training")]
-        panel = save_grid(Path(run) / "eval_memorization.png", pairs.flatten(0, 1), captions, nrow=4)
-        out["memorization"] = {
-            "median_distance": float(d.median()),
-            "min_distance": float(d.min()),
-            "held_out_median_distance": float(held_out_nn["distances"].median()),
-            "pixels": "L2 over pixels in [0, 1]",
-            "panel": str(panel),
-            "generated": len(images),
-            "training": len(train),
-        }
-    return out
+    cfg = DataConfig(name=name, split_seed=seed, image_size=image_size)
+    train, val = load_splits(cfg.name, cfg.split_seed, cfg.val_fraction, cfg.image_size)
+    extractor = resolve_extractor(features, cfg, log=echo)
+    result = real_data_floor(train, val, extractor, n)
+    fid, kid, pr = result["fid"], result["kid"], result["pr"]
+    click.echo(f"real {name}: {n} training images against {len(val)} validation images")
+    click.echo(f"features: {extractor.name}")
+    click.echo(
+        f"FID {fid['value']:.3f}, KID {kid['value']:.5f} +- {kid['std']:.5f}, "
+        f"precision {pr['precision']:.3f}, recall {pr['recall']:.3f} (k=3)"
+    )

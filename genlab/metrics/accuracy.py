@@ -11,6 +11,54 @@ from genlab.classification.evaluate import predict
 from genlab.errors import GenlabError
 
 
+def check_judge(pipe: Any, classifier: nn.Module) -> None:
+    """A one-line error unless ``classifier`` takes the generator's images and knows its classes."""
+    ccfg, ucfg = classifier.config, pipe.unet.config
+    if pipe.num_classes and ccfg.num_classes != pipe.num_classes:
+        raise GenlabError(
+            f"the classifier knows {ccfg.num_classes} classes, the generator {pipe.num_classes}"
+        )
+    if (ccfg.in_channels, ccfg.image_size) != (ucfg.in_channels, ucfg.image_size):
+        raise GenlabError(
+            f"the classifier takes {ccfg.in_channels}x{ccfg.image_size}x{ccfg.image_size} images, "
+            f"the generator makes {ucfg.in_channels}x{ucfg.image_size}x{ucfg.image_size}"
+        )
+
+
+@torch.no_grad()
+def generate_samples(
+    pipe: Any,
+    n: int,
+    steps: int = 20,
+    sampler: str = "dpmpp-2m",
+    guidance_scale: float = 3.0,
+    seed: int = 0,
+    batch_size: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` images from ``pipe`` and their labels: for a class model ``n // K`` of every class (at least
+    one), class by class; for an unconditional one ``n`` images and no labels. Deterministic in ``seed``."""
+    if n < 1:
+        raise GenlabError(f"--n must be at least 1 (got {n})")
+    k = pipe.num_classes
+    labels = torch.arange(k).repeat_interleave(max(1, n // k)) if k else None
+    total = len(labels) if labels is not None else n
+    generator = torch.Generator().manual_seed(seed)
+    chunks = labels.split(batch_size) if labels is not None else [None] * -(-total // batch_size)
+    images = []
+    for i, chunk in enumerate(chunks):
+        count = len(chunk) if chunk is not None else min(batch_size, total - i * batch_size)
+        images.append(pipe(count, chunk, steps, guidance_scale, sampler, generator=generator).tensors)
+    return torch.cat(images), labels
+
+
+def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Share of ``predicted`` equal to ``labels``, overall and per asked class (NaN for absent classes)."""
+    correct = (predicted == labels).double()
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    per = torch.bincount(labels, weights=correct, minlength=num_classes) / counts
+    return {"accuracy": float(correct.mean()), "per_class_accuracy": per.tolist()}
+
+
 @torch.no_grad()
 def conditional_accuracy(
     pipe: Any,
@@ -30,30 +78,15 @@ def conditional_accuracy(
     num_classes = pipe.num_classes
     if num_classes == 0:
         raise GenlabError("accuracy needs a class-conditional model (trained with --cond class)")
-    ccfg, ucfg = classifier.config, pipe.unet.config
-    if ccfg.num_classes != num_classes:
-        raise GenlabError(f"the classifier knows {ccfg.num_classes} classes, the generator {num_classes}")
-    if (ccfg.in_channels, ccfg.image_size) != (ucfg.in_channels, ucfg.image_size):
-        raise GenlabError(
-            f"the classifier takes {ccfg.in_channels}x{ccfg.image_size}x{ccfg.image_size} images, "
-            f"the generator makes {ucfg.in_channels}x{ucfg.image_size}x{ucfg.image_size}"
-        )
+    check_judge(pipe, classifier)
     if per_class < 1:
         raise GenlabError(f"--n must give at least one image per class (got {per_class} per class)")
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.cat(
-        [
-            pipe(len(chunk), chunk, steps, guidance_scale, sampler, generator=generator).tensors
-            for chunk in labels.split(batch_size)
-        ]
+    images, labels = generate_samples(
+        pipe, per_class * num_classes, steps, sampler, guidance_scale, seed, batch_size
     )
     predicted = predict(classifier, images).argmax(1)
-    correct = predicted == labels
-    per = correct.float().view(num_classes, per_class).mean(1)
     return {
-        "accuracy": float(correct.float().mean()),
-        "per_class_accuracy": per.tolist(),
+        **class_accuracy(predicted, labels, num_classes),
         "predicted_histogram": torch.bincount(predicted, minlength=num_classes).tolist(),
         "n": int(labels.numel()),
         "settings": {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale, "seed": seed},

