@@ -12,10 +12,15 @@ from genlab.cli.common import sampling_options
 
 @cli.command("sample")
 @click.argument("run", type=click.Path())
+@click.argument("prompts", nargs=-1)
+@click.option("--negative-prompt", default=None, help="Text-to-image: what the images should not show.")
+@click.option(
+    "--attention-maps", default=None, help="Text-to-image: also write per-token cross-attention maps (PNG)."
+)
 @click.option(
     "--class", "class_", default=None, help="Class to draw: a name or index, a list 1,2,3, or 'all'."
 )
-@click.option("--n", default=16, show_default=True, type=int, help="How many images.")
+@click.option("--n", default=16, show_default=True, type=int, help="How many images (per prompt).")
 @sampling_options
 @click.option("--eta", default=None, type=float, help="DDIM noise: 0 deterministic (default), 1 like DDPM.")
 @click.option("--out", default="samples.png", show_default=True, help="PNG grid to write.")
@@ -26,6 +31,9 @@ from genlab.cli.common import sampling_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def sample_cmd(
     run: str,
+    prompts: tuple[str, ...],
+    negative_prompt: str | None,
+    attention_maps: str | None,
     class_: str | None,
     n: int,
     steps: int,
@@ -38,7 +46,7 @@ def sample_cmd(
     trajectory: str | None,
     device: str,
 ) -> None:
-    """Sample images from the diffusion model in RUN.
+    """Sample images from the diffusion model in RUN; a text-to-image run takes one or more PROMPTS.
 
     \b
     Examples:
@@ -46,13 +54,14 @@ def sample_cmd(
       genlab sample runs/diffusion-mnist --class all --n 40 --out digits.png
       genlab sample runs/diffusion-mnist --sampler ddim --eta 0 --steps 50 --trajectory traj.gif
       genlab sample runs/diffusion-shapes --n 64 --sampler heun --steps 10
+      genlab sample runs/t2i-shapes "a small red circle at the top left" --negative-prompt "blue" --n 8
+      genlab sample runs/t2i-shapes "a large green square on the right" --attention-maps maps.png
     """
     import time
 
     import torch
 
-    from genlab.data import save_gif, save_grid
-    from genlab.diffusion.pictures import trajectory_strip
+    from genlab.data import save_grid
     from genlab.errors import GenlabError
     from genlab.pipelines import DiffusionPipeline
 
@@ -60,6 +69,33 @@ def sample_cmd(
         raise GenlabError(f"--trajectory must end in .gif or .png (got {trajectory})")
     if eta is not None and sampler != "ddim":
         raise GenlabError("--eta applies to --sampler ddim only")
+    from genlab import rundir
+
+    kwargs = {"eta": eta} if eta is not None else {}
+    if rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond") == "text":
+        if class_ is not None:
+            raise GenlabError(f"{run} is a text-to-image run: give a prompt instead of --class")
+        _sample_text(
+            run,
+            prompts,
+            negative_prompt,
+            attention_maps,
+            n,
+            steps,
+            sampler,
+            guidance,
+            seed,
+            out,
+            nrow,
+            trajectory,
+            device,
+            kwargs,
+        )
+        return
+    if prompts or negative_prompt is not None or attention_maps is not None:
+        raise GenlabError(
+            f"{run} is not a text-to-image run (trained without --cond text): it takes no prompt"
+        )
     pipe = DiffusionPipeline.from_pretrained(run, device=device)
     labels = None
     if class_ is not None:
@@ -71,7 +107,6 @@ def sample_cmd(
             n, nrow = len(labels), nrow or per
         else:
             labels = torch.tensor([pipe.class_index(c.strip()) for c in class_.split(",") if c.strip()])
-    kwargs = {"eta": eta} if eta is not None else {}
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     result = pipe(
@@ -88,9 +123,98 @@ def sample_cmd(
         f"({1000 * seconds / n:.0f} ms/image): {path}"
     )
     if trajectory is not None:
-        if trajectory.lower().endswith(".gif"):
-            written = save_gif(trajectory, result.trajectory, nrow=nrow)
-        else:
-            strip = trajectory_strip(result.trajectory)
-            written = save_grid(trajectory, strip, nrow=min(9, len(result.trajectory)))
-        click.echo(f"trajectory: {written}")
+        _write_trajectory(trajectory, result.trajectory, nrow)
+
+
+def _write_trajectory(path: str, frames, nrow: int | None) -> None:
+    """The denoising trajectory as an animated GIF (all images) or a PNG strip (frames side by side)."""
+    from genlab.data import save_gif, save_grid
+    from genlab.diffusion.pictures import trajectory_strip
+
+    if path.lower().endswith(".gif"):
+        written = save_gif(path, frames, nrow=nrow)
+    else:
+        written = save_grid(path, trajectory_strip(frames), nrow=min(9, len(frames)))
+    click.echo(f"trajectory: {written}")
+
+
+def _sample_text(
+    run,
+    prompts,
+    negative_prompt,
+    maps_path,
+    n,
+    steps,
+    sampler,
+    guidance,
+    seed,
+    out,
+    nrow,
+    trajectory,
+    device,
+    kwargs,
+) -> None:
+    """`genlab sample` for a text-to-image run: a grid with a row of N images per prompt."""
+    import time
+    import warnings
+
+    import torch
+
+    from genlab.data import save_grid
+    from genlab.errors import GenlabError
+    from genlab.pipelines import TextToImagePipeline
+
+    if not prompts:
+        raise GenlabError(
+            f'{run} is a text-to-image run: give a prompt, e.g. genlab sample {run} "a red circle"'
+        )
+    pipe = TextToImagePipeline.from_pretrained(run, device=device)
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pipe(
+            list(prompts),
+            negative_prompt,
+            steps,
+            guidance,
+            sampler,
+            generator=g,
+            num_images=n,
+            return_trajectory=trajectory is not None,
+            return_attention_maps=maps_path is not None,
+            **kwargs,
+        )
+    for warning in caught:
+        click.echo(f"warning: {warning.message}")
+    seconds = time.perf_counter() - t0
+    path = save_grid(out, result.tensors, result.prompts, nrow=nrow or n)
+    total = len(result.prompts)
+    click.echo(
+        f"{total} images of {len(prompts)} prompt(s), {sampler} with {steps} steps, guidance {guidance}"
+        + (f", negative prompt {negative_prompt!r}" if negative_prompt else "")
+        + f", {seconds:.1f} s: {path}"
+    )
+    if trajectory is not None:
+        _write_trajectory(trajectory, result.trajectory, nrow or n)
+    if maps_path is not None:
+        written = save_grid(maps_path, *_map_rows(result, n), nrow=1 + max(len(t) for t in result.tokens))
+        click.echo(f"cross-attention maps (one row per prompt, one map per token): {written}")
+
+
+def _map_rows(result, per_prompt: int):
+    """For the first image of each prompt: the image, then its heat map over the image for each token."""
+    import torch
+
+    from genlab.diffusion.attention_maps import heat_overlay
+
+    width = 1 + max(len(t) for t in result.tokens)
+    cells, captions = [], []
+    for i in range(0, len(result.prompts), per_prompt):
+        image = result.tensors[i]
+        image3 = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+        tokens = result.tokens[i]
+        row = [image3] + [heat_overlay(image, result.attention_maps[i, k]) for k in range(len(tokens))]
+        cells += row + [torch.zeros_like(image3)] * (width - len(row))
+        captions += ["image", *tokens] + [""] * (width - len(row))
+    return torch.stack(cells), captions

@@ -137,8 +137,22 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
 @train.command("diffusion")
 @data_options
 @click.option(
-    "--cond", default="none", show_default=True, type=click.Choice(["none", "class"]), help="Conditioning."
+    "--cond",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "class", "text"]),
+    help="Conditioning: none, class labels, or the captions (a text encoder and cross-attention).",
 )
+@click.option(
+    "--text-encoder",
+    default="joint",
+    show_default=True,
+    help="With --cond text: 'joint' (trained with the U-Net from scratch) or 'clip:RUN' (frozen CLIP tower).",
+)
+@click.option("--tokenizer", default="word", show_default=True, type=click.Choice(["word", "byte"]))
+@click.option("--text-width", default=128, show_default=True, type=int, help="Joint text encoder width.")
+@click.option("--text-layers", default=2, show_default=True, type=int, help="Joint text encoder blocks.")
+@click.option("--text-heads", default=4, show_default=True, type=int, help="Joint text encoder heads.")
 @click.option(
     "--cond-dropout", default=0.1, show_default=True, type=float, help="Share trained unconditional."
 )
@@ -172,6 +186,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     Examples:
       genlab train diffusion --data mnist --cond class --minutes 20
       genlab train diffusion --data shapes --schedule cosine --parameterization v
+      genlab train diffusion --data shapes --cond text --attention-levels 1,2 --minutes 20
       genlab train diffusion --out runs/diffusion-mnist --resume --steps 8000
       torchrun --nproc_per_node=2 -m genlab train diffusion --data mnist --cond class
     """
@@ -195,6 +210,13 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             num_res_blocks=params["num_res_blocks"],
             attention_levels=int_tuple(params["attention_levels"], "--attention-levels"),
             dropout=params["dropout"],
+            text_encoder=params["text_encoder"],
+            text_options=dict(
+                width=params["text_width"],
+                layers=params["text_layers"],
+                heads=params["text_heads"],
+                tokenizer=params["tokenizer"],
+            ),
         )
 
     result = _train(ctx, params, "diffusion", build, DiffusionTask.from_run_config)

@@ -56,6 +56,8 @@ def generate(
     shape: tuple[int, ...],
     *,
     class_labels: torch.Tensor | None = None,
+    cond: dict[str, torch.Tensor] | None = None,
+    uncond: dict[str, torch.Tensor] | None = None,
     steps: int = 20,
     sampler: str = "dpmpp-2m",
     guidance_scale: float = 1.0,
@@ -75,6 +77,8 @@ def generate(
 
     With class labels and ``guidance_scale`` != 1, classifier-free guidance mixes the conditional and the
     unconditional ("no class") predictions (Ho & Salimans 2022); at scale 1 only the conditional one runs.
+    Any other condition comes as keyword tensors ``cond`` (e.g. a prompt's token states) and ``uncond``
+    (the empty prompt's, or a negative prompt's: its prediction then takes the unconditional one's place).
     """
     check_sampling_args(sampler, steps, guidance_scale)
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
@@ -82,14 +86,18 @@ def generate(
     device = next(net.parameters()).device
     denoiser: Callable = VPDenoiser(net, schedule, parameterization)
     if class_labels is not None:
+        if cond is not None:
+            raise GenlabError("give either class labels or another condition, not both")
         labels = class_labels.to(device)
+        cond, uncond = {"class_labels": labels}, {"class_labels": torch.full_like(labels, num_classes)}
+    if cond is not None:
         if guidance_scale == 1.0:
-            cond = {"class_labels": labels}
-            base = denoiser
-            denoiser = lambda x, sigma: base(x, sigma, **cond)  # noqa: E731
+            base, kwargs = denoiser, dict(cond)
+            denoiser = lambda x, sigma: base(x, sigma, **kwargs)  # noqa: E731
+        elif uncond is None:
+            raise GenlabError("guidance needs an unconditional (or negative) condition beside the condition")
         else:
-            null = torch.full_like(labels, num_classes)
-            denoiser = CFGDenoiser(denoiser, guidance_scale, {"class_labels": labels}, {"class_labels": null})
+            denoiser = CFGDenoiser(denoiser, guidance_scale, cond, uncond)
     if clip_denoised:
         unclipped = denoiser
         denoiser = lambda x, sigma: unclipped(x, sigma).clamp(-1.0, 1.0)  # noqa: E731

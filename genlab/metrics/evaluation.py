@@ -72,8 +72,11 @@ def _scores(real: torch.Tensor, fake: torch.Tensor, floor: torch.Tensor | None, 
         if floor is not None:
             out["fid"]["floor_real_train"] = fid_from_features(real, floor)
     if "kid" in wanted:
-        mean, std = kernel_inception_distance(real, fake, subset_size=min(len(real), len(fake), 1000))
-        out["kid"] = {"value": mean, "std": std, **sizes}
+        # Subsets of half the smaller sample (at most 1000, Binkowski et al.'s size), so that the 100
+        # subsets differ and their spread says how far to trust the mean.
+        subset = max(2, min(len(real), len(fake), 2000) // 2)
+        mean, std = kernel_inception_distance(real, fake, subset_size=subset)
+        out["kid"] = {"value": mean, "std": std, "subset_size": subset, **sizes}
     if "pr" in wanted:
         out["pr"] = {**precision_recall(real, fake), **sizes}
     return out

@@ -30,8 +30,11 @@ def config_from_dict(cls: type, data: dict[str, Any], source: str = "config") ->
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        if isinstance(value, list) and "tuple" in str(hints.get(key, "")):
+        hint = hints.get(key)
+        if isinstance(value, list) and "tuple" in str(hint):
             value = tuple(value)
+        elif isinstance(value, dict) and dataclasses.is_dataclass(hint):  # a nested config section
+            value = config_from_dict(hint, value, f"{source} '{key}'")
         kwargs[key] = value
     return cls(**kwargs)
 

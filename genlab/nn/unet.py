@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.nn.attention import SelfAttention2d
+from genlab.nn.attention import CrossAttention2d, SelfAttention2d
 from genlab.nn.embeddings import sinusoidal_embedding
 from genlab.nn.pretrained import PretrainedMixin
 
@@ -35,6 +35,7 @@ class UNetConfig:
     dropout: float = 0.0
     num_classes: int = 0  # 0: unconditional; else labels 0..K-1 and K, the "no class" of guidance
     groups: int = 8  # GroupNorm groups
+    context_dim: int = 0  # >0: cross-attention to context tokens of this width at the attention levels
 
     @property
     def downsampling(self) -> int:
@@ -73,6 +74,15 @@ class Level(nn.Module):
             SelfAttention2d(c_out, cfg.head_dim, cfg.groups) if attention else nn.Identity()
             for _ in channels_in
         )
+        cross = attention and cfg.context_dim > 0
+        self.cross = nn.ModuleList(
+            CrossAttention2d(c_out, cfg.context_dim, cfg.head_dim, cfg.groups) for _ in channels_in if cross
+        )
+
+    def attend(self, j: int, h: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None):
+        """Block ``j``'s self-attention, then its cross-attention to ``context`` when the level has one."""
+        h = self.attns[j](h)
+        return self.cross[j](h, context, mask) if len(self.cross) else h
 
 
 class UNet(PretrainedMixin, nn.Module):
@@ -95,6 +105,9 @@ class UNet(PretrainedMixin, nn.Module):
         emb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        # The prompt as a whole (mean of its token states) joins the timestep embedding, as the pooled
+        # text embedding does in Imagen and SDXL; the tokens themselves enter through cross-attention.
+        self.context_emb = nn.Linear(cfg.context_dim, emb_dim) if cfg.context_dim else None
         self.conv_in = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
 
         skips, c = [base], base
@@ -111,6 +124,9 @@ class UNet(PretrainedMixin, nn.Module):
                 skips.append(c)
         self.mid1 = ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups)
         self.mid_attn = SelfAttention2d(c, cfg.head_dim, cfg.groups)
+        self.mid_cross = (
+            CrossAttention2d(c, cfg.context_dim, cfg.head_dim, cfg.groups) if cfg.context_dim else None
+        )
         self.mid2 = ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups)
 
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -136,24 +152,40 @@ class UNet(PretrainedMixin, nn.Module):
         return emb
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``context`` (N, S, context_dim): text token states; ``context_mask`` (N, S): True on tokens."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.embed(t, class_labels)
+        if self.context_emb is not None:
+            if context is None:
+                raise GenlabError("this U-Net is text-conditional: it needs the prompt's token states")
+            if context_mask is None:
+                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            weights = context_mask.to(context.dtype)[..., None]
+            emb = emb + self.context_emb((context * weights).sum(1) / weights.sum(1).clamp_min(1))
         h = self.conv_in(x)
         hs = [h]
         for i, level in enumerate(self.down):
-            for block, attn in zip(level.blocks, level.attns, strict=True):
-                h = attn(block(h, emb))
+            for j, block in enumerate(level.blocks):
+                h = level.attend(j, block(h, emb), context, context_mask)
                 hs.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid_attn(self.mid1(h, emb))
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, context, context_mask)
+        h = self.mid2(h, emb)
         for i, level in enumerate(self.up):
-            for block, attn in zip(level.blocks, level.attns, strict=True):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            for j, block in enumerate(level.blocks):
+                h = level.attend(j, block(torch.cat([h, hs.pop()], dim=1), emb), context, context_mask)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))

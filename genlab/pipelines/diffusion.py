@@ -46,6 +46,10 @@ class DiffusionPipeline:
     ) -> DiffusionPipeline:
         config = rundir.read_config(run_dir, kind="diffusion")
         diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), f"{run_dir}/config.json")
+        if diffusion.cond == "text":
+            raise GenlabError(
+                f'{run_dir} is a text-to-image run: use TextToImagePipeline, or genlab sample RUN "a prompt"'
+            )
         dev = pick_device(device) if isinstance(device, str) else device
         unet = UNet.from_pretrained(run_dir, use_ema=use_ema, device=dev)
         return cls(unet, diffusion, config.get("class_names"))

@@ -1,0 +1,64 @@
+"""Where does each word of the prompt act? Cross-attention maps recorded while sampling.
+
+As in prompt-to-prompt (Hertz et al. 2022, section 3.1): the cross-attention weights softmax(QK^T/sqrt d)
+of every pixel over the prompt's tokens, averaged over heads, layers (each upsampled to the image size)
+and denoising steps, give one heat map per token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.nn.attention import CrossAttention2d
+
+
+class CrossAttentionRecorder:
+    """Context manager: while active, sums the cross-attention maps of the last ``batch`` images of every
+    call (under guidance, the conditional half of the joint batch) into ``maps`` (batch, tokens, H, W)."""
+
+    def __init__(self, net: nn.Module, batch: int, image_size: int):
+        self.layers = [m for m in net.modules() if isinstance(m, CrossAttention2d)]
+        self.batch, self.size = batch, image_size
+        self.total: torch.Tensor | None = None
+        self.count = 0
+        self._handles: list = []
+
+    def _hook(self, module: CrossAttention2d, inputs, output) -> None:
+        weights = module.attn.weights  # (N, heads, H*W, S)
+        n, _, hw, s = weights.shape
+        side = int(round(hw**0.5))
+        maps = weights[n - self.batch :].mean(1).transpose(1, 2).reshape(self.batch, s, side, side)
+        maps = F.interpolate(maps.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        self.total = maps.cpu() if self.total is None else self.total + maps.cpu()
+        self.count += 1
+
+    def __enter__(self) -> CrossAttentionRecorder:
+        for layer in self.layers:
+            layer.attn.keep_weights = True
+            self._handles.append(layer.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers:
+            layer.attn.keep_weights = False
+            layer.attn.weights = None
+        for handle in self._handles:
+            handle.remove()
+
+    @property
+    def maps(self) -> torch.Tensor:
+        if self.total is None:
+            raise RuntimeError("no cross-attention was recorded")
+        return self.total / self.count
+
+
+def heat_overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.6) -> torch.Tensor:
+    """``heat`` (H, W), scaled to [0, 1] and coloured with viridis, blended over ``image`` (C, H, W)."""
+    from matplotlib import colormaps
+
+    h = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-8)
+    colour = torch.from_numpy(colormaps["viridis"](h.numpy())[..., :3]).permute(2, 0, 1).float()
+    base = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    return ((1 - alpha) * base + alpha * colour).clamp(0, 1)

@@ -1,0 +1,164 @@
+"""Text for text-to-image models: tokenizers and a transformer text encoder.
+
+Two tokenizers, both total on UTF-8 text:
+- ``word``: lower-cased words and punctuation, with a vocabulary learned from the training captions and
+  an unknown token for everything else (small vocabularies train fast on small data, e.g. ``shapes``);
+- ``byte``: the UTF-8 bytes themselves (256 symbols, nothing unknown, longer sequences).
+
+Every prompt becomes [BOS] tokens [EOS] padded with [PAD] to ``max_length``. A prompt longer than that
+keeps its first ``max_length - 2`` tokens and is flagged as truncated, so callers can say so.
+The encoder is the pre-norm transformer of GPT-2 / CLIP's text tower: token embedding plus sinusoidal
+positions (Vaswani et al. 2017, section 3.5), blocks x + attn(ln(x)), x + mlp(ln(x)), a final LayerNorm;
+it returns per-token states (for cross-attention) and a pooled vector (the state at EOS, as in CLIP).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genlab.errors import GenlabError
+from genlab.nn.attention import MultiHeadAttention
+from genlab.nn.embeddings import sinusoidal_embedding
+from genlab.nn.pretrained import PretrainedMixin
+
+SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+PAD, UNK, BOS, EOS = range(len(SPECIALS))
+TOKENIZERS = ("word", "byte")
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "word"
+    vocab: tuple[str, ...] = ()  # the words of a word tokenizer, after the special tokens
+    max_length: int = 24  # including BOS and EOS
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOKENIZERS:
+            raise GenlabError(f"unknown tokenizer '{self.kind}'; choose one of {', '.join(TOKENIZERS)}")
+        if self.max_length < 2:
+            raise GenlabError(f"a tokenizer's max_length must be at least 2 (got {self.max_length})")
+
+
+@dataclass
+class Encoded:
+    ids: torch.Tensor  # (N, max_length) long
+    mask: torch.Tensor  # (N, max_length) bool, True on real tokens (BOS, text, EOS)
+    truncated: list[bool]
+
+
+class Tokenizer:
+    """Text <-> token ids for a ``TokenizerConfig``; see the module docstring."""
+
+    def __init__(self, config: TokenizerConfig):
+        self.config = config
+        self.itos = list(SPECIALS) + list(config.vocab)
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str], kind: str = "word", max_length: int = 24, min_count: int = 1):
+        """A tokenizer whose vocabulary is every word seen ``min_count`` times or more, commonest first."""
+        vocab: tuple[str, ...] = ()
+        if kind == "word":
+            counts = Counter(w for t in texts for w in _WORD.findall(t.lower()))
+            vocab = tuple(
+                w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count
+            )
+        return cls(TokenizerConfig(kind, vocab, max_length))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIALS) + (256 if self.config.kind == "byte" else len(self.config.vocab))
+
+    def tokens(self, text: str) -> list[int]:
+        """The ids of ``text`` without BOS, EOS or padding, and without truncation."""
+        if not isinstance(text, str):
+            raise GenlabError(f"a prompt must be text, got {type(text).__name__}")
+        if self.config.kind == "byte":
+            return [len(SPECIALS) + b for b in text.encode("utf-8")]
+        return [self.stoi.get(w, UNK) for w in _WORD.findall(text.lower())]
+
+    def encode(self, texts: str | list[str]) -> Encoded:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        room = self.config.max_length - 2
+        ids = torch.full((len(texts), self.config.max_length), PAD, dtype=torch.long)
+        truncated = []
+        for row, text in enumerate(texts):
+            toks = self.tokens(text)
+            truncated.append(len(toks) > room)
+            seq = [BOS, *toks[:room], EOS]
+            ids[row, : len(seq)] = torch.tensor(seq)
+        return Encoded(ids, ids != PAD, truncated)
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """The text of one row of ids, specials dropped: words joined by spaces, or the bytes as UTF-8."""
+        ids = [int(i) for i in ids if int(i) >= len(SPECIALS) or int(i) == UNK]
+        if self.config.kind == "byte":
+            return bytes(i - len(SPECIALS) for i in ids if i != UNK).decode("utf-8", errors="replace")
+        return " ".join(self.itos[i] for i in ids)
+
+
+@dataclass
+class TextEncoderConfig:
+    vocab_size: int = 260
+    max_length: int = 24
+    width: int = 128
+    layers: int = 3
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (GPT-2, CLIP)."""
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.width)
+        self.attn = MultiHeadAttention(cfg.width, cfg.heads)
+        self.ln2 = nn.LayerNorm(cfg.width)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), key_mask=mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class TextEncoder(PretrainedMixin, nn.Module):
+    """``forward(ids, mask)`` -> (token states (N, L, width), pooled (N, width) at each prompt's EOS)."""
+
+    kind = "text-encoder"
+    config_class = TextEncoderConfig
+
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.token = nn.Embedding(cfg.vocab_size, cfg.width)
+        nn.init.normal_(self.token.weight, std=0.02)
+        positions = sinusoidal_embedding(torch.arange(cfg.max_length), cfg.width)
+        self.register_buffer("positions", positions, persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_final = nn.LayerNorm(cfg.width)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if ids.shape[1] > self.config.max_length:
+            raise GenlabError(
+                f"{ids.shape[1]} tokens exceed the encoder's max_length {self.config.max_length}"
+            )
+        x = self.token(ids) + self.positions[: ids.shape[1]]
+        for block in self.blocks:
+            x = block(x, mask)
+        x = self.ln_final(x)
+        eos = mask.long().sum(1) - 1  # the last real token of each prompt
+        return x, x[torch.arange(x.shape[0], device=x.device), eos]

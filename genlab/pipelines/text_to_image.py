@@ -1,0 +1,148 @@
+"""`TextToImagePipeline`: a text-conditional diffusion run as a callable, in the manner of diffusers'
+StableDiffusionPipeline: prompt -> text encoder -> U-Net with cross-attention -> image."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from genlab import rundir
+from genlab.diffusion.attention_maps import CrossAttentionRecorder
+from genlab.diffusion.generate import generate, to_images
+from genlab.diffusion.task import DiffusionConfig
+from genlab.errors import GenlabError
+from genlab.nn.pretrained import config_from_dict
+from genlab.nn.text import SPECIALS
+from genlab.nn.text_unet import TextUNet
+from genlab.pipelines.diffusion import tensor_to_pil
+from genlab.train.distributed import pick_device
+
+
+@dataclass
+class TextToImageOutput:
+    images: list[Image.Image]
+    tensors: torch.Tensor  # (N, C, H, W) in [0, 1]
+    prompts: list[str]  # the prompt of each image
+    trajectory: list[torch.Tensor] | None = None
+    attention_maps: torch.Tensor | None = None  # (N, max_length, H, W): per token, averaged over steps
+    tokens: list[list[str]] | None = None  # the tokens the maps belong to, per image (BOS ... EOS)
+    truncated: bool = False
+
+
+def _as_prompts(prompt: str | list[str], name: str) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise GenlabError(f"{name} must be a string or a non-empty list of strings")
+    return prompts
+
+
+class TextToImagePipeline:
+    """``TextToImagePipeline.from_pretrained(run)("a small red circle at the top left").images``."""
+
+    def __init__(self, model: TextUNet, diffusion: DiffusionConfig):
+        self.model, self.diffusion = model.eval(), diffusion
+        self.schedule = diffusion.noise_schedule()
+
+    @classmethod
+    def from_pretrained(
+        cls, run_dir: str | Path, device: str | torch.device = "auto", use_ema: bool = True
+    ) -> TextToImagePipeline:
+        config = rundir.read_config(run_dir, kind="diffusion")
+        diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), f"{run_dir}/config.json")
+        if diffusion.cond != "text":
+            raise GenlabError(
+                f"{run_dir} is not a text-to-image run (it was trained with --cond {diffusion.cond}); "
+                "use DiffusionPipeline, or train with --cond text"
+            )
+        dev = pick_device(device) if isinstance(device, str) else device
+        return cls(TextUNet.from_pretrained(run_dir, use_ema=use_ema, device=dev), diffusion)
+
+    def tokens(self, prompt: str) -> list[str]:
+        """The tokens the text encoder sees for ``prompt``: [BOS], words (or bytes), [EOS]."""
+        tok = self.model.tokenizer
+        ids = tok.encode(prompt)
+        return [
+            tok.itos[i] if i < len(tok.itos) else repr(chr(i - len(SPECIALS)))
+            for i in ids.ids[0][ids.mask[0]]
+        ]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        sampler: str = "dpmpp-2m",
+        generator: torch.Generator | None = None,
+        num_images: int = 4,
+        return_trajectory: bool = False,
+        return_attention_maps: bool = False,
+        **sampler_kwargs: Any,
+    ) -> TextToImageOutput:
+        """``num_images`` images of each prompt. Classifier-free guidance mixes the prompt's prediction
+        with the empty prompt's, or with ``negative_prompt``'s when one is given (it then takes the
+        unconditional prediction's place, steering away from it); scale 1 is plain conditional sampling.
+        """
+        if num_images < 1:
+            raise GenlabError(f"num_images must be at least 1 (got {num_images})")
+        base = _as_prompts(prompt, "prompt")
+        negative = _as_prompts("" if negative_prompt is None else negative_prompt, "negative_prompt")
+        if len(negative) == 1:
+            negative = negative * len(base)
+        if len(negative) != len(base):
+            raise GenlabError(
+                f"give one negative prompt, or one per prompt ({len(base)}), not {len(negative)}"
+            )
+        prompts = [p for p in base for _ in range(num_images)]
+        negatives = [p for p in negative for _ in range(num_images)]
+        cond, truncated = self.model.encode_prompts(prompts)
+        uncond, truncated_negative = self.model.encode_prompts(negatives)
+        length = self.model.config.tokenizer.max_length
+        if any(truncated) or any(truncated_negative):
+            warnings.warn(
+                f"a prompt was cut to its first {length - 2} tokens (the encoder's limit)", stacklevel=2
+            )
+        cfg = self.model.config.unet
+        trajectory: list[torch.Tensor] = []
+
+        def record(info: dict[str, Any]) -> None:
+            trajectory.append(to_images(info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5).cpu())
+
+        recorder = CrossAttentionRecorder(self.model, len(prompts), cfg.image_size)
+        if return_attention_maps and not recorder.layers:
+            raise GenlabError("this model has no cross-attention layers to draw maps of")
+        with recorder if return_attention_maps else nullcontext():
+            images = generate(
+                self.model,
+                self.schedule,
+                self.diffusion.parameterization,
+                (len(prompts), cfg.in_channels, cfg.image_size, cfg.image_size),
+                cond=cond,
+                uncond=uncond,
+                steps=num_inference_steps,
+                sampler=sampler,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                callback=record if return_trajectory else None,
+                **sampler_kwargs,
+            ).cpu()
+        maps = tokens = None
+        if return_attention_maps:
+            maps = recorder.maps
+            tokens = [self.tokens(p) for p in prompts]
+        return TextToImageOutput(
+            tensor_to_pil(images),
+            images,
+            prompts,
+            trajectory if return_trajectory else None,
+            maps,
+            tokens,
+            any(truncated),
+        )
