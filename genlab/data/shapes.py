@@ -12,6 +12,8 @@ A circle has radius r, a square half-side r, and a triangle (apex up) base 2r an
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -213,3 +215,263 @@ def load_shapes(
         class_names=list(SHAPE_NAMES),
         attributes=attributes,
     )
+
+
+# ------------------------------------------------------------------------------------ reading back
+#
+# read_scene inverts the generator: it finds the shapes in the pixels, so that a text-to-image model's
+# samples can be checked against their prompts. Per image: the background is the median colour (shapes
+# cover at most about a fifth of the image); a pixel is ink when a channel differs from it by
+# READ_INK_LEVEL (every colour differs from every background by 0.6 or more in some channel, so a pixel is
+# ink from at most 42% coverage); each ink pixel takes the colour it points to from the background, and
+# the connected ink pixels of one colour form a piece. Per piece: its coverage (alpha) is the projection of
+# the pixels around it onto its colour, so the area and centroid count anti-aliased edges; the radius
+# follows from the area for each kind, and the kind is the one whose rendering at that radius and centroid
+# is closest to the alpha. The size class splits the radius between the two SIZES.
+
+READ_INK_LEVEL = 0.25
+READ_MIN_AREA = 0.35  # pieces below this fraction of the smallest shape's area are specks, not shapes
+READ_LEVEL_SLACK = 0.15  # a shape's colour is its palette colour give or take the jitter
+READ_BLURS = (0.0, 0.5, 0.8, 1.1, 1.5)  # Gaussian blurs (pixels) at which the kinds are compared
+READ_CHUNK = 512  # images per pass: bounds the memory of the per-colour planes
+READ_PIECES = 2048  # pieces of ink per pass: each is measured on a map of its own
+ATTRIBUTE_NAMES = ("shape", "color", "size", "position")
+_AREA_PER_RADIUS2 = (np.pi, 4.0, 2.0)  # circle, square, triangle: area / r^2
+
+
+def read_scene(images: torch.Tensor, min_area: float = READ_MIN_AREA) -> list[list[dict]]:
+    """The shapes each image of a (N, 3, S, S) batch in [0, 1] shows, read from its pixels.
+
+    Per image a list of dicts in the dataset's vocabulary: 'shape' (one of SHAPE_NAMES), 'color' (a key of
+    COLORS), 'size' (a key of SIZES), 'position' (a cell name of POSITIONS, the one holding the shape's
+    centroid), and the measured 'cx', 'cy', 'radius' in pixels, as in the dataset's attributes. Shapes are
+    listed in grid order (row by row, then left to right). Pieces of ink smaller than ``min_area`` times the
+    smallest shape's area are ignored, so that specks in generated samples are not counted as shapes.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise GenlabError(f"read_scene needs RGB images (N, 3, S, S) in [0, 1], got {shape}")
+    if images.shape[2] != images.shape[3] or images.shape[2] < MIN_SHAPES_SIZE:
+        raise GenlabError(
+            f"read_scene needs square images of at least {MIN_SHAPES_SIZE} px, got {tuple(images.shape)}"
+        )
+    pixels = images.detach().to("cpu", torch.float32).clamp(0.0, 1.0).numpy()
+    smallest = _AREA_PER_RADIUS2[SHAPE_NAMES.index("triangle")] * _least_radius(pixels.shape[-1]) ** 2
+    scenes: list[list[dict]] = []
+    for start in range(0, len(pixels), READ_CHUNK):
+        scenes.extend(_read_chunk(pixels[start : start + READ_CHUNK], min_area * smallest))
+    return scenes
+
+
+def _least_radius(size: int) -> float:
+    """The least radius in pixels of a shape drawn on ``size``-pixel images."""
+    return (1 - SIZE_JITTER) * min(SIZES.values()) * size
+
+
+def _read_chunk(pixels: np.ndarray, min_area: float) -> list[list[dict]]:
+    """read_scene on a (B, 3, S, S) float32 array, ignoring pieces of ink under ``min_area`` pixels."""
+    from scipy import ndimage  # imported here: only reading needs it
+
+    n = len(pixels)
+    background = np.median(pixels.reshape(n, 3, -1), axis=2)
+    diff = pixels - background[:, :, None, None]
+    ink = np.abs(diff).max(axis=1) > READ_INK_LEVEL
+    palette = np.array(list(COLORS.values()), dtype=np.float32)
+    towards = palette[None] - background[:, None]  # (B, colours, 3): from the background to each colour
+    towards /= np.maximum(np.linalg.norm(towards, axis=2, keepdims=True), 1e-6)
+    color = np.einsum("bchw,bkc->bkhw", diff, towards).argmax(axis=1)
+    masks = ink[:, None] & (color[:, None] == np.arange(len(COLORS))[:, None, None])
+
+    # Label the (image, colour) planes at once; the structure connects 8-neighbours within a plane only.
+    plane = np.zeros((3, 3, 3, 3), dtype=bool)
+    plane[1, 1] = True
+    labels, count = ndimage.label(masks, structure=plane)
+    flat = np.flatnonzero(labels)
+    piece = labels.reshape(-1)[flat] - 1
+    # Only pieces with ink pixels for half the least area are measured (noise makes hundreds of specks).
+    big = np.bincount(piece, minlength=count) >= min_area / 2
+    inked = big[piece]
+    flat, piece, count = flat[inked], (np.cumsum(big) - 1)[piece[inked]], int(big.sum())
+    where = np.unravel_index(flat, labels.shape)  # image, colour, row, column of every ink pixel
+    found: list[tuple[int, int, float, dict]] = []
+    for start in range(0, count, READ_PIECES):
+        chosen = (piece >= start) & (piece < start + READ_PIECES)
+        pieces = (piece[chosen] - start, *(w[chosen] for w in where))
+        found += _measure_pieces(pieces, diff, ink, background, towards, min_area)
+    scenes: list[list[dict]] = [[] for _ in range(n)]
+    for owner, _, _, shape in sorted(found, key=lambda f: f[:3]):
+        scenes[owner].append(shape)
+    return scenes
+
+
+def _measure_pieces(
+    pieces: tuple[np.ndarray, ...],
+    diff: np.ndarray,
+    ink: np.ndarray,
+    background: np.ndarray,
+    towards: np.ndarray,
+    min_area: float,
+) -> list[tuple[int, int, float, dict]]:
+    """(image, cell, cx, shape dict) for every piece of ink that is a shape of ``min_area`` pixels or more.
+
+    ``pieces`` gives each ink pixel's piece (numbered from 0), image, colour, row and column; ``diff`` is the
+    images minus their ``background``, ``towards`` the unit directions from it to each colour.
+    """
+    from scipy import ndimage
+
+    piece, image, hue, rows, cols = pieces
+    count, size = int(piece.max()) + 1, diff.shape[-1]
+    owner = np.zeros(count, dtype=np.int64)
+    owner[piece] = image
+    color = np.zeros(count, dtype=np.int64)
+    color[piece] = hue
+    own = np.zeros((count, size, size), dtype=bool)
+    own[piece, rows, cols] = True
+
+    # Alpha of each piece: the pixels within two of its own (anti-aliased or blurred edges) that are not
+    # another piece's ink or edge, projected onto the piece's colour direction and divided by the level its
+    # fully covered pixels reach: the mean of its brightest pixels, kept within the colour jitter of the
+    # palette colour so that a blurred shape, whose pixels never reach full coverage, keeps its area.
+    others = ink[owner] & ~own
+    touching = _grow(own)
+    near = _grow(touching) & ~others
+    near &= touching | ~_grow(others)
+    direction = towards[owner, color]
+    alpha = np.einsum("mchw,mc->mhw", diff[owner], direction) * near
+    full = alpha >= 0.85 * alpha.max(axis=(1, 2), keepdims=True)
+    level = (alpha * full).sum(axis=(1, 2)) / np.maximum(full.sum(axis=(1, 2)), 1)
+    palette = np.array(list(COLORS.values()), dtype=np.float32)
+    nominal = np.einsum("mc,mc->m", palette[color] - background[owner], direction)
+    alpha /= np.clip(level, (1 - READ_LEVEL_SLACK) * nominal, (1 + READ_LEVEL_SLACK) * nominal)[:, None, None]
+    area = alpha.sum(axis=(1, 2))
+
+    # A seam of mixed pixels where two shapes touch reads as a third colour; it is one pixel thin, while
+    # every shape's ink spans two pixels both ways (in images where the smallest shape is 2.5 px across).
+    wide = (own.any(axis=1).sum(axis=1) >= 2) & (own.any(axis=2).sum(axis=1) >= 2)
+    keep = np.flatnonzero((wide | (_least_radius(size) < 1.25)) & (area >= min_area))
+    if len(keep) == 0:
+        return []
+    alpha, area, owner, color = alpha[keep], area[keep], owner[keep], color[keep]
+    centres = np.arange(size) + 0.5
+    mx = (alpha.sum(axis=1) * centres).sum(axis=1) / area
+    my = (alpha.sum(axis=2) * centres).sum(axis=1) / area
+
+    # Render every kind at the radius its area implies, centred on the piece's centroid and blurred by each
+    # of READ_BLURS, and keep the kind of the closest rendering (least squares).
+    kinds = np.arange(len(SHAPE_NAMES))
+    radius = np.sqrt(area[:, None] / np.array(_AREA_PER_RADIUS2)[None, :])  # (pieces, kinds)
+    cy = my[:, None] - np.where(kinds == SHAPE_NAMES.index("triangle"), radius / 3, 0.0)  # centroid to centre
+    cx = np.broadcast_to(mx[:, None], radius.shape)
+    rendered = _coverage(np.tile(kinds, len(keep)), cx.ravel(), cy.ravel(), radius.ravel(), size)
+    rendered = rendered.reshape(len(keep), len(kinds), size, size)
+    misfit = np.full(radius.shape, np.inf)
+    for sigma in READ_BLURS:
+        blurred = ndimage.gaussian_filter(rendered, (0, 0, sigma, sigma), mode="constant")
+        misfit = np.minimum(misfit, np.square(blurred - alpha[:, None]).sum(axis=(2, 3)))
+    kind = misfit.argmin(axis=1)
+    pick = np.arange(len(keep))
+    radius, cy = radius[pick, kind], cy[pick, kind]
+
+    split = np.sqrt(np.prod(list(SIZES.values()))) * size  # the geometric mean of the two radii
+    row, col = (np.clip((v * 3 / size).astype(np.int64), 0, 2) for v in (my, mx))
+    color_names, size_names = list(COLORS), list(SIZES)
+    return [
+        (
+            int(owner[m]),
+            int(row[m] * 3 + col[m]),
+            float(mx[m]),
+            {
+                "shape": SHAPE_NAMES[kind[m]],
+                "color": color_names[color[m]],
+                "size": size_names[int(radius[m] >= split)],
+                "position": POSITIONS[row[m] * 3 + col[m]][0],
+                "cx": round(float(mx[m]), 3),
+                "cy": round(float(cy[m]), 3),
+                "radius": round(float(radius[m]), 3),
+            },
+        )
+        for m in range(len(keep))
+    ]
+
+
+def _grow(masks: np.ndarray) -> np.ndarray:
+    """(M, H, W) boolean masks grown by one pixel into their 8 neighbours."""
+    grown = masks.copy()
+    grown[:, 1:] |= masks[:, :-1]
+    grown[:, :-1] |= masks[:, 1:]
+    wide = grown.copy()
+    wide[:, :, 1:] |= grown[:, :, :-1]
+    wide[:, :, :-1] |= grown[:, :, 1:]
+    return wide
+
+
+def matches(scene: list[dict] | torch.Tensor, attributes: dict) -> dict[str, bool]:
+    """Which attributes of a single-object prompt an image shows: {attribute: right, ..., 'count', 'all'}.
+
+    ``scene`` is one image's read_scene list or the image itself ((3, S, S) or (1, 3, S, S) in [0, 1]);
+    ``attributes`` holds any of 'shape', 'color', 'size', 'position' (as parse_caption returns them, or a
+    dataset attribute dict with one entry in 'shapes'). Each is judged on the shape that gets the most of
+    them right; 'count' says the image shows exactly one shape, and 'all' that everything is right.
+    """
+    if isinstance(scene, torch.Tensor):
+        image = scene[None] if scene.ndim == 3 else scene
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise GenlabError(
+                f"matches checks one image (3, S, S), got a tensor of shape {tuple(scene.shape)}"
+            )
+        scene = read_scene(image)[0]
+    if "shapes" in attributes:
+        if len(attributes["shapes"]) != 1:
+            count = len(attributes["shapes"])
+            raise GenlabError(f"matches checks single-object prompts, got attributes of {count} shapes")
+        attributes = attributes["shapes"][0]
+    wanted = {key: attributes[key] for key in ATTRIBUTE_NAMES if key in attributes}
+    if not wanted:
+        raise GenlabError(f"no attribute to check: give any of {', '.join(ATTRIBUTE_NAMES)}")
+    vocabulary = {
+        "shape": SHAPE_NAMES,
+        "color": tuple(COLORS),
+        "size": tuple(SIZES),
+        "position": tuple(name for name, _ in POSITIONS),
+    }
+    for key, value in wanted.items():
+        if value not in vocabulary[key]:
+            raise GenlabError(f"unknown {key} {value!r}; expected one of {', '.join(vocabulary[key])}")
+    best = max(scene, key=lambda s: sum(s[k] == v for k, v in wanted.items()), default=None)
+    result = {key: best is not None and best[key] == value for key, value in wanted.items()}
+    result["count"] = len(scene) == 1
+    result["all"] = all(result.values())
+    return result
+
+
+_CAPTION = re.compile(
+    "a ({}) ({}) ({}) ({})".format(
+        "|".join(SIZES), "|".join(COLORS), "|".join(SHAPE_NAMES), "|".join(phrase for _, phrase in POSITIONS)
+    )
+)
+_TWO_CAPTION = re.compile(
+    "a ({0}) ({1}) ({2}) a ({0}) ({1})".format("|".join(COLORS), "|".join(SHAPE_NAMES), "|".join(RELATIONS))
+)
+
+
+def parse_caption(text: str) -> dict[str, str]:
+    """The attributes a single-object caption names: "a small red circle at the top left" gives
+    {'shape': 'circle', 'color': 'red', 'size': 'small', 'position': 'top left'}.
+
+    Case, surrounding spaces, repeated spaces and a final full stop are forgiven; anything else that is not
+    a single-object shapes caption raises GenlabError.
+    """
+    if not isinstance(text, str):
+        raise GenlabError(f"a caption must be text, got {type(text).__name__}")
+    words = " ".join(text.lower().split()).removesuffix(".").rstrip()
+    found = _CAPTION.fullmatch(words)
+    if found is None:
+        shown = repr(text if len(text) <= 60 else text[:57] + "...")
+        if _TWO_CAPTION.fullmatch(words):
+            why = "is a two-object caption; parse_caption reads single-object ones"
+        else:
+            why = "is not a shapes caption"
+        raise GenlabError(f"{shown} {why}, like 'a small red circle at the top left'")
+    size, color, shape, phrase = found.groups()
+    position = next(name for name, p in POSITIONS if p == phrase)
+    return {"shape": shape, "color": color, "size": size, "position": position}
