@@ -236,3 +236,45 @@ def test_cli_trains_and_samples_text_to_image(text_run, tmp_path):
         assert bad.exit_code == 2 and message in bad.output
     bad = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "r2"), "--text-encoder", "bert"])
     assert bad.exit_code == 2 and "use 'joint' or 'clip:RUN'" in bad.output
+
+
+def test_prompt_adherence_reads_real_shapes_right_and_random_pixels_wrong():
+    from genlab.data import load_dataset
+    from genlab.metrics.adherence import prompt_adherence, single_object_prompts
+
+    data = load_dataset("shapes", "val")
+    images, captions = data.images[:200], data.captions[:200]
+    real = prompt_adherence(images, captions)
+    assert real["all"] == 1.0 and real["checked"] == len(single_object_prompts(captions)) > 50
+    assert real["checked"] + real["skipped"] == 200
+    shuffled = prompt_adherence(images, captions[1:] + captions[:1])
+    assert shuffled["all"] < 0.2  # another image's prompt is almost never right
+    with pytest.raises(GenlabError, match="none was given"):
+        prompt_adherence(images[:1], ["a blue square left of a green triangle"])
+
+
+def test_eval_of_a_text_run_reports_adherence_with_prompts_from_val_or_a_file(text_run, tmp_path):
+    import json
+
+    out = tmp_path / "e.json"
+    args = ["eval", str(text_run), "--n", "6", "--steps", "1", "--metrics", "adherence,memorization"]
+    result = CliRunner().invoke(cli, [*args, "--prompts", "single", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["adherence"]["checked"] == 6 and 0.0 <= report["adherence"]["all"] <= 1.0
+    assert len(report["prompts"]) == 6 and "prompt adherence" in out.with_suffix(".html").read_text()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a small red circle at the top left\n\na large blue square in the center\n")
+    result = CliRunner().invoke(cli, [*args, "--prompts", str(prompts), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["prompts"][:3] == [
+        "a small red circle at the top left",
+        "a large blue square in the center",
+        "a small red circle at the top left",
+    ]
+    for extra, message in [
+        (["--prompts", str(tmp_path / "none.txt")], "neither 'val', 'single' nor a file"),
+        (["--metrics", "clip"], "needs a CLIP run"),
+    ]:
+        bad = CliRunner().invoke(cli, [*args[:-2], *extra])
+        assert bad.exit_code == 2 and message in bad.output, bad.output

@@ -11,6 +11,7 @@ from genlab.cli.common import SAMPLER_NAMES, echo, sampling_options
 from genlab.cli.data import data
 
 METRIC_NAMES = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
+TEXT_METRIC_NAMES = ("adherence", "fid", "kid", "pr", "memorization")  # + clip with --clip RUN
 FEATURES_HELP = (
     "Features for FID/KID/precision-recall: 'auto' (a classifier of the run's dataset, trained once and "
     "cached), 'inception' (pip install 'genlab[inception]'), or a classifier run. Default: the --classifier "
@@ -44,7 +45,20 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     "--n", default=500, show_default=True, type=int, help="Samples in all (split evenly over classes)."
 )
 @sampling_options
-@click.option("--metrics", default=",".join(METRIC_NAMES), show_default=True, help="Comma-separated subset.")
+@click.option(
+    "--metrics",
+    default=None,
+    help=f"Comma-separated subset; default {','.join(METRIC_NAMES)} (text-to-image: "
+    f"{','.join(TEXT_METRIC_NAMES)}, and clip with --clip).",
+)
+@click.option(
+    "--prompts",
+    default="val",
+    show_default=True,
+    help="Text-to-image: 'val' (validation captions), 'single' (the single-object ones), or a file of "
+    "prompts, one per line.",
+)
+@click.option("--clip", "clip_run", default=None, type=click.Path(), help="A CLIP run for the CLIP score.")
 @click.option("--sweep-steps", default="", help="Also FID at these step counts, e.g. 5,10,20,50 (plot).")
 @click.option(
     "--sweep-samplers",
@@ -68,7 +82,9 @@ def eval_cmd(
     sampler: str,
     guidance: float,
     seed: int,
-    metrics: str,
+    metrics: str | None,
+    prompts: str,
+    clip_run: str | None,
     sweep_steps: str,
     sweep_samplers: str,
     out: str | None,
@@ -98,8 +114,14 @@ def eval_cmd(
     from genlab.metrics.html import write_report
     from genlab.metrics.plots import plot_training
     from genlab.nn.pretrained import config_from_dict
-    from genlab.pipelines import DiffusionPipeline
+    from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
 
+    cond = rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond")
+    text = cond == "text"
+    if metrics is None:
+        metrics = (
+            ",".join(TEXT_METRIC_NAMES + (("clip",) if clip_run else ())) if text else ",".join(METRIC_NAMES)
+        )
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
     sweep = _int_list(sweep_steps, "--sweep-steps")
     samplers = (
@@ -111,7 +133,7 @@ def eval_cmd(
             f"unknown --sweep-samplers {', '.join(bad)}; choose from {', '.join(SAMPLER_NAMES)}"
         )
     cfg = EvalConfig(n, steps, sampler, guidance, seed, wanted, sweep, samplers)
-    pipe = DiffusionPipeline.from_pretrained(run, device=device)
+    pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(run, device=device)
     data_cfg = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
     train, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
 
@@ -134,8 +156,16 @@ def eval_cmd(
     out_path = Path(out) if out else Path(run) / "eval.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = out_path.stem
+    prompt_list = _prompts(prompts, val, n) if text else None
+    clip = None
+    if clip_run:
+        from genlab.clip.model import CLIP
+
+        clip = CLIP.from_pretrained(clip_run)
     echo(f"sampling {cfg.n} images ({sampler}, {steps} steps, guidance {guidance}, seed {seed})")
-    report = evaluate_generator(pipe, train, val, extractor, judge, cfg, out_path.parent, prefix, log=echo)
+    report = evaluate_generator(
+        pipe, train, val, extractor, judge, cfg, out_path.parent, prefix, echo, prompt_list, clip
+    )
     report = {"run": str(run), "data": data_cfg.name, **report}
     if judge_extractor is not None:
         report["classifier"] = str(classifier)
@@ -149,7 +179,46 @@ def eval_cmd(
     click.echo(f"wrote {out_path} and {page}")
 
 
+def _prompts(spec: str, val, n: int) -> list[str]:
+    """``n`` prompts: validation captions spread over the split (``single``: single-object ones only, as
+    far as the dataset can tell), or the lines of a file, cycled."""
+    from genlab.errors import GenlabError
+
+    if spec in ("val", "single"):
+        captions = val.captions
+        if spec == "single":
+            from genlab.metrics.adherence import single_object_prompts
+
+            captions = single_object_prompts(captions)
+            if not captions:
+                raise GenlabError("--prompts single: this dataset has no single-object captions (shapes has)")
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise GenlabError(f"--prompts {spec!r} is neither 'val', 'single' nor a file of prompts")
+        captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not captions:
+            raise GenlabError(f"--prompts file {spec} has no prompts (one per line)")
+    if len(captions) >= n:
+        idx = [round(i * (len(captions) - 1) / max(1, n - 1)) for i in range(n)]
+        return [captions[i] for i in idx]
+    return [captions[i % len(captions)] for i in range(n)]
+
+
 def _print_report(report: dict) -> None:
+    if "adherence" in report:
+        a = report["adherence"]
+        parts = ", ".join(f"{k} {v:.1%}" for k, v in a["per_attribute"].items())
+        click.echo(
+            f"prompt adherence (scene read back from the pixels): all attributes right in {a['all']:.1%} of "
+            f"{a['checked']} single-object samples ({parts})"
+        )
+    if "clip" in report:
+        c = report["clip"]
+        click.echo(
+            f"CLIP score {c['value']:.2f} (mismatched prompts: {c['mismatched']:.2f}), "
+            f"{c['generated']} samples"
+        )
     if "accuracy" in report:
         a = report["accuracy"]
         click.echo(

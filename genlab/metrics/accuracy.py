@@ -14,6 +14,7 @@ from genlab.errors import GenlabError
 def check_judge(pipe: Any, classifier: nn.Module) -> None:
     """A one-line error unless ``classifier`` takes the generator's images and knows its classes."""
     ccfg, ucfg = classifier.config, pipe.unet.config
+    ucfg = getattr(ucfg, "unet", ucfg)  # a text-to-image network's image side is its U-Net
     if pipe.num_classes and ccfg.num_classes != pipe.num_classes:
         raise GenlabError(
             f"the classifier knows {ccfg.num_classes} classes, the generator {pipe.num_classes}"

@@ -24,7 +24,8 @@ from genlab.metrics.features import FeatureExtractor, reference_features
 from genlab.metrics.plots import plot_histogram, plot_sweep
 from genlab.metrics.precision_recall import precision_recall
 
-METRICS = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
+METRICS = ("accuracy", "fid", "kid", "pr", "coverage", "memorization", "adherence", "clip")
+TEXT_METRICS = {"adherence", "clip"}
 FEATURE_METRICS = {"fid", "kid", "pr"}
 JUDGED_METRICS = {"accuracy", "coverage"}
 
@@ -92,15 +93,24 @@ def evaluate_generator(
     out_dir: str | Path,
     prefix: str = "eval",
     log: Callable[[str], None] = print,
+    prompts: list[str] | None = None,
+    clip: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Sample ``cfg.n`` images from ``pipe`` and score them against the real ``val`` split.
+    """Sample ``cfg.n`` images from ``pipe`` (one per prompt of ``prompts`` for a text-to-image pipeline)
+    and score them against the real ``val`` split.
 
     FID, KID and precision/recall use ``extractor``'s features; accuracy and coverage use ``judge``'s
     predictions; memorization compares pixels with ``train``. The FID floor is the FID of as many real
     training images as samples: no generator can expect to beat it with this many images. Pictures
     (samples, coverage histogram, memorization panel, sweep plot) go to ``out_dir/{prefix}_*.png``.
+    With prompts, ``adherence`` reads each sample's scene back from its pixels (``shapes`` data) and
+    ``clip`` is the CLIP score of image and prompt under the CLIP run ``clip``.
     """
     wanted = set(cfg.metrics)
+    if wanted & TEXT_METRICS and prompts is None:
+        raise GenlabError(f"{'/'.join(sorted(wanted & TEXT_METRICS))} apply to text-to-image runs only")
+    if "clip" in wanted and clip is None:
+        raise GenlabError("the CLIP score needs a CLIP run: pass --clip RUN")
     class_model = pipe.num_classes > 0
     if "accuracy" in wanted and not class_model:
         raise GenlabError("accuracy needs a class-conditional model (trained with --cond class)")
@@ -121,11 +131,16 @@ def evaluate_generator(
         "seed": cfg.seed,
     }
 
+    def make(steps: int, sampler: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if prompts is None:
+            return generate_samples(pipe, cfg.n, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size)
+        return generate_from_prompts(
+            pipe, prompts, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size
+        ), None
+
     counter = _CallCounter(pipe.unet)
     t0 = time.perf_counter()
-    images, labels = generate_samples(
-        pipe, cfg.n, cfg.steps, cfg.sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size
-    )
+    images, labels = make(cfg.steps, cfg.sampler)
     seconds = time.perf_counter() - t0
     batches = -(-len(images) // cfg.batch_size)
     report: dict[str, Any] = {
@@ -162,7 +177,19 @@ def evaluate_generator(
             ).name
 
     grid = out_dir / f"{prefix}_samples.png"
-    pictures["samples"] = _sample_grid(images, labels, predicted, names, judge, grid)
+    if prompts is not None:
+        pictures["samples"] = save_grid(grid, images[:64], prompts[:64], nrow=8).name
+        report["prompts"] = list(prompts)
+        if "adherence" in wanted:
+            from genlab.metrics.adherence import prompt_adherence
+
+            report["adherence"] = prompt_adherence(images, prompts)
+        if "clip" in wanted:
+            from genlab.metrics.clip_score import clip_score
+
+            report["clip"] = clip_score(clip, images, prompts)
+    else:
+        pictures["samples"] = _sample_grid(images, labels, predicted, names, judge, grid)
 
     real = floor = None
     if wanted & FEATURE_METRICS or cfg.sweep_steps:
@@ -183,9 +210,7 @@ def evaluate_generator(
             for steps in cfg.sweep_steps:
                 counter.calls = 0
                 t0 = time.perf_counter()
-                x, y = generate_samples(
-                    pipe, cfg.n, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size
-                )
+                x, y = make(steps, sampler)
                 row = {
                     "sampler": sampler,
                     "steps": steps,
@@ -205,6 +230,26 @@ def evaluate_generator(
         pictures["sweep"] = plot_sweep(report["sweep"], out_dir / f"{prefix}_sweep.png").name
     counter.handle.remove()
     return report
+
+
+@torch.no_grad()
+def generate_from_prompts(
+    pipe: Any,
+    prompts: list[str],
+    steps: int = 20,
+    sampler: str = "dpmpp-2m",
+    guidance_scale: float = 3.0,
+    seed: int = 0,
+    batch_size: int = 100,
+) -> torch.Tensor:
+    """One image per prompt from a text-to-image pipeline, batch by batch, deterministic in ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat(
+        [
+            pipe(prompts[i : i + batch_size], None, steps, guidance_scale, sampler, generator, 1).tensors
+            for i in range(0, len(prompts), batch_size)
+        ]
+    )
 
 
 def _judge_name(judge: torch.nn.Module, extractor: FeatureExtractor | None) -> str:

@@ -37,6 +37,17 @@ def _fmt(value: Any) -> str:
 def _metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(metric, value, computed on, images) for every metric present in ``report``."""
     rows = []
+    if "adherence" in report:
+        a = report["adherence"]
+        parts = ", ".join(f"{k} {v:.0%}" for k, v in a["per_attribute"].items())
+        value = f"{a['all']:.1%} all attributes right ({parts})"
+        rows.append(
+            ("prompt adherence", value, "scene read back from the pixels", f"{a['checked']} generated")
+        )
+    if "clip" in report:
+        c = report["clip"]
+        value = f"{c['value']:.2f} (mismatched prompts {c['mismatched']:.2f})"
+        rows.append(("CLIP score", value, "the CLIP run given with --clip", f"{c['generated']} generated"))
     if "accuracy" in report:
         a = report["accuracy"]
         rows.append(("classifier accuracy", f"{a['value']:.1%}", a["judge"], f"{a['generated']} generated"))

@@ -49,6 +49,14 @@ class TextToImagePipeline:
         self.model, self.diffusion = model.eval(), diffusion
         self.schedule = diffusion.noise_schedule()
 
+    num_classes = 0  # what evaluation asks of every pipeline: no classes here, prompts instead
+    class_names = None
+
+    @property
+    def unet(self) -> TextUNet:
+        """The network called at every denoising step (text encoder and U-Net)."""
+        return self.model
+
     @classmethod
     def from_pretrained(
         cls, run_dir: str | Path, device: str | torch.device = "auto", use_ema: bool = True
