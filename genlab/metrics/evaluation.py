@@ -227,7 +227,8 @@ def evaluate_generator(
                     f"  sweep {sampler:>9} {steps:>3} steps: FID {row['fid']:.2f}"
                     + (f", accuracy {row['accuracy']:.1%}" if "accuracy" in row else "")
                 )
-        pictures["sweep"] = plot_sweep(report["sweep"], out_dir / f"{prefix}_sweep.png").name
+        floor = report.get("fid", {}).get("floor_real_train")
+        pictures["sweep"] = plot_sweep(report["sweep"], out_dir / f"{prefix}_sweep.png", floor=floor).name
     counter.handle.remove()
     return report
 

@@ -27,8 +27,11 @@ def _save(plt, fig, path: str | Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_sweep(sweep: list[dict[str, Any]], path: str | Path, metric: str = "fid") -> Path:
-    """``metric`` against sampling steps (left) and model evaluations (right), one line per sampler."""
+def plot_sweep(
+    sweep: list[dict[str, Any]], path: str | Path, metric: str = "fid", floor: float | None = None
+) -> Path:
+    """``metric`` against sampling steps (left) and model evaluations (right), one line per sampler;
+    ``floor`` (real images scored the same way) as a dashed line."""
     plt, fig = _figure(9.6, 3.8)
     axes = fig.subplots(1, 2, sharey=True)
     for sampler in dict.fromkeys(row["sampler"] for row in sweep):
@@ -37,6 +40,8 @@ def plot_sweep(sweep: list[dict[str, Any]], path: str | Path, metric: str = "fid
         axes[0].plot([r["steps"] for r in rows], ys, marker="o", label=sampler)
         axes[1].plot([r["nfe"] for r in rows], ys, marker="o", label=sampler)
     for ax, label in zip(axes, ("sampling steps", "model evaluations (NFE)"), strict=True):
+        if floor is not None:
+            ax.axhline(floor, color="k", ls="--", lw=1, label="real data (floor)")
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
