@@ -15,8 +15,17 @@ from genlab.cli.train import CLASSIFIER_DEFAULTS, DIFFUSION_DEFAULTS
 @click.option(
     "--diffusion-minutes", default=5.0, show_default=True, type=float, help="Diffusion training budget."
 )
+@click.option(
+    "--t2i-minutes",
+    default=8.0,
+    show_default=True,
+    type=float,
+    help="Text-to-image training budget (shapes).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress: bool) -> None:
+def demo(
+    out: str, classifier_steps: int, diffusion_minutes: float, t2i_minutes: float, no_progress: bool
+) -> None:
     """Train an MNIST classifier, then a class-conditional diffusion model, sample it and judge the samples.
 
     \b
@@ -24,7 +33,10 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     2. a CNN classifier on the shared engine (about 99% validation accuracy in under 2 minutes);
     3. a class-conditional diffusion U-Net (DDPM with condition dropout) for --diffusion-minutes;
     4. one row of samples per digit (20 DPM-Solver++ steps, guidance 3), a denoising trajectory, and the
-       share of samples the classifier recognises as the digit asked for.
+       share of samples the classifier recognises as the digit asked for;
+    5. a text-to-image model on shapes (text encoder + cross-attention U-Net) for --t2i-minutes: samples
+       for a set of prompts, cross-attention maps, prompt adherence read back from the pixels, all on an
+       HTML page (t2i.html).
     """
     import torch
 
@@ -53,16 +65,16 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
         save_grid(root / "data_shapes.png", shapes.images, shapes.captions, nrow=8),
         save_grid(root / "noising.png", strip, captions, nrow=8),
     ]
-    click.echo("1/4 data grids and the forward process: " + ", ".join(str(p) for p in pictures))
+    click.echo("1/5 data grids and the forward process: " + ", ".join(str(p) for p in pictures))
 
-    click.echo(f"2/4 classifier on mnist ({len(clf_task.train_data)} train images, {classifier_steps} steps)")
+    click.echo(f"2/5 classifier on mnist ({len(clf_task.train_data)} train images, {classifier_steps} steps)")
     cfg = TrainConfig(**{**CLASSIFIER_DEFAULTS, "steps": classifier_steps, "progress": progress})
     clf = Trainer(clf_task, cfg, root / "classifier").train()
     judge = Classifier.from_pretrained(clf.run_dir)
     clf_acc = evaluate_classifier(judge, clf_task.val_data)["accuracy"]
     click.echo(f"    validation accuracy {clf_acc:.2%} on {len(clf_task.val_data)} held-out digits")
 
-    click.echo(f"3/4 class-conditional diffusion on mnist for {diffusion_minutes:g} minutes")
+    click.echo(f"3/5 class-conditional diffusion on mnist for {diffusion_minutes:g} minutes")
     seed_step(0, -1)
     diff_task = DiffusionTask(DataConfig("mnist"), DiffusionConfig(cond="class"))
     options = {**DIFFUSION_DEFAULTS, "steps": None, "minutes": diffusion_minutes, "progress": progress}
@@ -70,7 +82,7 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     diff = Trainer(diff_task, TrainConfig(**options), root / "diffusion").train()
     click.echo(f"    {diff.step} steps of {options['batch_size']} images in {diff.seconds / 60:.1f} min")
 
-    click.echo("4/4 sampling (20 DPM-Solver++ steps, guidance 3) and judging the samples with the classifier")
+    click.echo("4/5 sampling (20 DPM-Solver++ steps, guidance 3) and judging the samples with the classifier")
     pipe = DiffusionPipeline.from_pretrained(diff.run_dir)
     g = torch.Generator().manual_seed(0)
     rows = pipe(
@@ -82,6 +94,7 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     judged = conditional_accuracy(pipe, judge, per_class=10, steps=20, guidance_scale=3.0, seed=1)
     share = f"{judged['accuracy']:.0%} of {judged['n']}"
     click.echo(f"    the classifier recognises {share} samples as the digit asked for")
+    page, adherence = _text_to_image(root, t2i_minutes, progress)
     click.echo("outputs:")
     click.echo(f"  data and noising pictures  {', '.join(str(p) for p in pictures)}")
     click.echo(f"  classifier run             {clf.run_dir}")
@@ -90,4 +103,76 @@ def demo(out: str, classifier_steps: int, diffusion_minutes: float, no_progress:
     )
     click.echo(f"  samples, one row per digit {samples}")
     click.echo(f"  denoising trajectory       {traj}")
+    click.echo(f"  text-to-image page         {page} (samples, attention maps, adherence {adherence:.0%})")
     click.echo(f"next: genlab sample {diff.run_dir} --class 7 --n 16 --trajectory traj.gif")
+    click.echo(
+        f'      genlab sample {root / "t2i"} "a large red circle on the left" --attention-maps maps.png'
+    )
+
+
+DEMO_PROMPTS = (
+    "a small red circle at the top left",
+    "a large blue square in the center",
+    "a large yellow triangle at the bottom right",
+    "a small green square on the left",
+    "a large magenta circle at the top",
+    "a small cyan triangle on the right",
+    "a red square left of a blue circle",
+    "a green triangle above a yellow square",
+)
+
+
+def _text_to_image(root, minutes: float, progress: bool):
+    """Stage 5: train a text-to-image model on shapes, sample it, and write an HTML page of the results."""
+    import torch
+
+    from genlab.data import DataConfig, save_grid
+    from genlab.diffusion.attention_maps import save_attention_maps
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.metrics.adherence import prompt_adherence, single_object_prompts
+    from genlab.metrics.evaluation import generate_from_prompts
+    from genlab.metrics.html import write_report
+    from genlab.pipelines import TextToImagePipeline
+    from genlab.train import TrainConfig, Trainer, seed_step
+
+    click.echo(f"5/5 text-to-image on shapes for {minutes:g} minutes (prompt -> text encoder -> U-Net)")
+    seed_step(0, -1)
+    task = DiffusionTask(DataConfig("shapes"), DiffusionConfig(cond="text"), attention_levels=(1, 2))
+    options = {**DIFFUSION_DEFAULTS, "steps": None, "minutes": minutes, "progress": progress}
+    options.update(eval_every=0, sample_every=0)
+    result = Trainer(task, TrainConfig(**options), root / "t2i").train()
+    click.echo(f"    {result.step} steps of {options['batch_size']} images in {result.seconds / 60:.1f} min")
+    pipe = TextToImagePipeline.from_pretrained(result.run_dir)
+    g = torch.Generator().manual_seed(0)
+    out = pipe(list(DEMO_PROMPTS), num_inference_steps=20, guidance_scale=3.0, generator=g, num_images=4)
+    save_grid(root / "t2i_samples.png", out.tensors, out.prompts, nrow=4)
+    mapped = pipe(
+        list(DEMO_PROMPTS[:4]),
+        num_images=1,
+        generator=torch.Generator().manual_seed(0),
+        return_attention_maps=True,
+    )
+    save_attention_maps(root / "t2i_attention.png", mapped)
+    prompts = single_object_prompts(task.val_data.captions)[:100]
+    images = generate_from_prompts(pipe, prompts, 20, "dpmpp-2m", 3.0, seed=1)
+    adherence = prompt_adherence(images, prompts)
+    save_grid(root / "t2i_adherence.png", images[:32], prompts[:32], nrow=8)
+    click.echo(
+        f"    all attributes right (colour, shape, size, position, one object) in {adherence['all']:.0%} "
+        f"of {adherence['checked']} samples for held-out single-object prompts"
+    )
+    report = {
+        "run": str(result.run_dir),
+        "sampler": "dpmpp-2m",
+        "steps": 20,
+        "guidance_scale": 3.0,
+        "n": len(prompts),
+        "adherence": adherence,
+        "pictures": {
+            "samples": "t2i_samples.png",
+            "attention": "t2i_attention.png",
+            "adherence": "t2i_adherence.png",
+        },
+    }
+    page = write_report(root / "t2i.html", report, "genlab demo: text-to-image on shapes")
+    return page, adherence["all"]

@@ -161,6 +161,7 @@ def _sample_text(
     import torch
 
     from genlab.data import save_grid
+    from genlab.diffusion.attention_maps import save_attention_maps
     from genlab.errors import GenlabError
     from genlab.pipelines import TextToImagePipeline
 
@@ -198,23 +199,5 @@ def _sample_text(
     if trajectory is not None:
         _write_trajectory(trajectory, result.trajectory, nrow or n)
     if maps_path is not None:
-        written = save_grid(maps_path, *_map_rows(result, n), nrow=1 + max(len(t) for t in result.tokens))
+        written = save_attention_maps(maps_path, result, n)
         click.echo(f"cross-attention maps (one row per prompt, one map per token): {written}")
-
-
-def _map_rows(result, per_prompt: int):
-    """For the first image of each prompt: the image, then its heat map over the image for each token."""
-    import torch
-
-    from genlab.diffusion.attention_maps import heat_overlay
-
-    width = 1 + max(len(t) for t in result.tokens)
-    cells, captions = [], []
-    for i in range(0, len(result.prompts), per_prompt):
-        image = result.tensors[i]
-        image3 = image.expand(3, -1, -1) if image.shape[0] == 1 else image
-        tokens = result.tokens[i]
-        row = [image3] + [heat_overlay(image, result.attention_maps[i, k]) for k in range(len(tokens))]
-        cells += row + [torch.zeros_like(image3)] * (width - len(row))
-        captions += ["image", *tokens] + [""] * (width - len(row))
-    return torch.stack(cells), captions

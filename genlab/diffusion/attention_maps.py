@@ -7,6 +7,9 @@ and denoising steps, give one heat map per token.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,3 +65,21 @@ def heat_overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.6) ->
     colour = torch.from_numpy(colormaps["viridis"](h.numpy())[..., :3]).permute(2, 0, 1).float()
     base = image.expand(3, -1, -1) if image.shape[0] == 1 else image
     return ((1 - alpha) * base + alpha * colour).clamp(0, 1)
+
+
+def save_attention_maps(path: str | Path, result: Any, per_prompt: int = 1) -> Path:
+    """One row per prompt (its first image): the image, then the heat map of each token over it.
+
+    ``result`` is a TextToImageOutput sampled with ``return_attention_maps=True``."""
+    from genlab.data import save_grid
+
+    width = 1 + max(len(t) for t in result.tokens)
+    cells, captions = [], []
+    for i in range(0, len(result.prompts), per_prompt):
+        image = result.tensors[i]
+        image3 = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+        tokens = result.tokens[i]
+        row = [image3] + [heat_overlay(image, result.attention_maps[i, k]) for k in range(len(tokens))]
+        cells += row + [torch.zeros_like(image3)] * (width - len(row))
+        captions += ["image", *tokens] + [""] * (width - len(row))
+    return save_grid(path, torch.stack(cells), captions, nrow=width)

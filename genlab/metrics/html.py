@@ -20,11 +20,13 @@ img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
 """
 
 _CAPTIONS = {
-    "samples": "Samples (caption: asked class -> class the judge sees)",
+    "samples": "Samples, captioned with the prompt, or with the class asked -> the class judged",
     "coverage": "Mode coverage: predicted classes of the samples",
     "memorization": "Memorization: the samples closest to a training image, beside that image",
     "sweep": "FID against sampling steps and model evaluations, per sampler",
     "training": "Training curve",
+    "attention": "Cross-attention maps: where each token of the prompt acts (averaged over steps and layers)",
+    "adherence": "Samples for held-out single-object prompts (adherence is read back from these pixels)",
 }
 
 

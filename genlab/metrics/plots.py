@@ -39,10 +39,20 @@ def plot_sweep(
         ys = [r[metric] for r in rows]
         axes[0].plot([r["steps"] for r in rows], ys, marker="o", label=sampler)
         axes[1].plot([r["nfe"] for r in rows], ys, marker="o", label=sampler)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for ax, key in zip(axes, ("steps", "nfe"), strict=True):
+        ax.set_xscale("log")
+        values = [r[key] for r in sweep]
+        nice = [
+            v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if min(values) <= v <= 1.1 * max(values)
+        ]
+        ax.set_xticks(sorted(set(values)) if key == "steps" else nice)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for ax, label in zip(axes, ("sampling steps", "model evaluations (NFE)"), strict=True):
         if floor is not None:
             ax.axhline(floor, color="k", ls="--", lw=1, label="real data (floor)")
-        ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric.upper())
