@@ -27,6 +27,12 @@ def to_images(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+def trajectory_frame(info: dict[str, Any]) -> torch.Tensor:
+    """The image a sampler callback's state shows: the sampler's x = x0 + sigma * eps (VE form) divided by
+    sqrt(1 + sigma^2) is the VP x_t, mapped to [0, 1] on the CPU."""
+    return to_images(info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5).cpu()
+
+
 def check_sampling_args(sampler: str, steps: int, guidance_scale: float) -> None:
     if sampler not in SAMPLERS:
         raise GenlabError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")

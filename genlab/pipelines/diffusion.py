@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from genlab import rundir
-from genlab.diffusion.generate import generate, to_images
+from genlab.diffusion.generate import generate, trajectory_frame
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import config_from_dict
@@ -100,8 +100,7 @@ class DiffusionPipeline:
         trajectory: list[torch.Tensor] = []
 
         def record(info: dict[str, Any]) -> None:
-            # The sampler's x = x0 + sigma * eps (VE form); x / sqrt(1 + sigma^2) is the VP x_t to show.
-            trajectory.append(to_images(info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5).cpu())
+            trajectory.append(trajectory_frame(info))
 
         images = generate(
             self.unet,

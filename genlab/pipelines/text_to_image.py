@@ -14,7 +14,7 @@ from PIL import Image
 
 from genlab import rundir
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
-from genlab.diffusion.generate import generate, to_images
+from genlab.diffusion.generate import generate, trajectory_frame
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import config_from_dict
@@ -121,7 +121,7 @@ class TextToImagePipeline:
         trajectory: list[torch.Tensor] = []
 
         def record(info: dict[str, Any]) -> None:
-            trajectory.append(to_images(info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5).cpu())
+            trajectory.append(trajectory_frame(info))
 
         recorder = CrossAttentionRecorder(self.model, len(prompts), cfg.image_size)
         if return_attention_maps and not recorder.layers:
