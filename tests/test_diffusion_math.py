@@ -188,6 +188,30 @@ def test_parameterization_round_trips(param):
     assert out.dtype == torch.float32 and out.shape == x0.shape
 
 
+@pytest.mark.parametrize("param", PARAMETERIZATIONS)
+def test_min_snr_weighting_is_the_x0_loss_times_clipped_snr(param):
+    """Hang et al. (2023), sec. 3.4: whatever the network predicts, the weighted loss of an x0 error delta
+    is min(SNR, gamma) |delta|^2, SNR = abar / (1 - abar)."""
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(4, 1, 2, 2, generator=g, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    delta = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    abar = torch.tensor([0.999, 0.9, 0.5, 0.01], dtype=torch.float64)  # SNR 999, 9, 1, 0.0101
+    a, b = abar.sqrt().reshape(-1, 1, 1, 1), (1 - abar).sqrt().reshape(-1, 1, 1, 1)
+    x_t = a * x0 + b * noise
+    x0_hat = x0 + delta
+    eps_hat = (x_t - a * x0_hat) / b
+    out = {"eps": eps_hat, "x0": x0_hat, "v": a * eps_hat - b * x0_hat}[param]
+    gamma = 5.0
+    clipped = torch.tensor([5.0, 5.0, 1.0, 0.01 / 0.99], dtype=torch.float64)
+    expected = (clipped * delta.square().flatten(1).mean(1)).mean()
+    weighted = diffusion_loss(param, out, x0, noise, abar, gamma)
+    assert float(weighted) == pytest.approx(float(expected), rel=1e-9)
+    # gamma 0 is the plain mean squared error to the target.
+    plain = (out - training_target(param, x0, noise, abar)).square().mean()
+    assert float(diffusion_loss(param, out, x0, noise, abar, 0.0)) == pytest.approx(float(plain), rel=1e-12)
+
+
 # ---------------------------------------------------------------- the VP denoiser
 
 

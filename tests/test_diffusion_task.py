@@ -14,7 +14,7 @@ from genlab.data import DataConfig
 from genlab.diffusion.task import DiffusionConfig, DiffusionTask
 from genlab.errors import GenlabError
 from genlab.nn.embeddings import sinusoidal_embedding
-from genlab.nn.unet import UNet, UNetConfig
+from genlab.nn.unet import UNet, UNetConfig, with_coordinates
 from genlab.pipelines import DiffusionPipeline
 from genlab.train import TrainConfig, Trainer, seed_step
 
@@ -70,6 +70,16 @@ def test_unet_keeps_shape_and_dtype_for_any_divisible_size(size, channels, mults
     assert torch.count_nonzero(out) == 0  # zero-initialised output layer: a new U-Net predicts 0
 
 
+def test_coordinate_channels_are_each_pixels_column_and_row():
+    grid = with_coordinates(torch.zeros(2, 1, 3, 5))
+    assert grid.shape == (2, 3, 3, 5) and torch.count_nonzero(grid[:, 0]) == 0
+    assert torch.equal(grid[1, 1, 2], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))  # x runs right
+    assert torch.equal(grid[0, 2, :, 4], torch.tensor([-1.0, 0.0, 1.0]))  # y runs down
+    net = UNet(UNetConfig(image_size=8, coordinates=True, **TINY))
+    assert net.conv_in.in_channels == 3
+    assert net(torch.randn(2, 1, 8, 8), torch.tensor([1.0, 2.0])).shape == (2, 1, 8, 8)
+
+
 def test_unet_learns_something_in_a_few_steps():
     torch.manual_seed(0)
     net = UNet(UNetConfig(image_size=8, **TINY))
@@ -97,6 +107,8 @@ def test_bad_diffusion_settings_are_clear():
         DiffusionConfig(parameterization="score")
     with pytest.raises(GenlabError, match="cond-dropout"):
         DiffusionConfig(cond_dropout=1.5)
+    with pytest.raises(GenlabError, match="min-snr-gamma"):
+        DiffusionConfig(min_snr_gamma=-1.0)
 
 
 def test_training_writes_a_loadable_run_with_grids(class_run):

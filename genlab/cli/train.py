@@ -157,6 +157,13 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     "--cond-dropout", default=0.1, show_default=True, type=float, help="Share trained unconditional."
 )
 @click.option(
+    "--min-snr-gamma",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); 0: plain MSE.",
+)
+@click.option(
     "--schedule", default="linear", show_default=True, type=click.Choice(["linear", "cosine", "sigmoid"])
 )
 @click.option("--timesteps", default=1000, show_default=True, type=int, help="T of the forward process.")
@@ -172,6 +179,12 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
 @click.option("--num-res-blocks", default=1, show_default=True, type=int, help="ResBlocks per level.")
 @click.option(
     "--attention-levels", default="2", show_default=True, help="Levels with self-attention (0 = full)."
+)
+@click.option(
+    "--coordinates/--no-coordinates",
+    default=None,
+    help="Feed each pixel's (x, y) to the U-Net (CoordConv), so prompts can say where. "
+    "Default: on with --cond text, off otherwise.",
 )
 @click.option("--dropout", default=0.0, show_default=True, type=float)
 @train_options(**DIFFUSION_DEFAULTS)
@@ -201,6 +214,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             parameterization=params["parameterization"],
             cond=params["cond"],
             cond_dropout=params["cond_dropout"],
+            min_snr_gamma=params["min_snr_gamma"],
         )
         return DiffusionTask(
             data,
@@ -210,6 +224,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             num_res_blocks=params["num_res_blocks"],
             attention_levels=int_tuple(params["attention_levels"], "--attention-levels"),
             dropout=params["dropout"],
+            coordinates=params["cond"] == "text" if params["coordinates"] is None else params["coordinates"],
             text_encoder=params["text_encoder"],
             text_options=dict(
                 width=params["text_width"],

@@ -66,14 +66,40 @@ def predict_eps(param: str, x_t: torch.Tensor, out: torch.Tensor, abar: torch.Te
     return (x_t - a * out) / b
 
 
+def min_snr_weight(param: str, abar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-timestep loss weight of Min-SNR-gamma (Hang et al. 2023, sec. 3.4): every parameterization's
+    loss re-weighted to the x0 loss times min(SNR, gamma), SNR = abar / (1 - abar). The weight on the
+    eps loss is min(SNR, gamma) / SNR, on the v loss min(SNR, gamma) / (SNR + 1), on the x0 loss
+    min(SNR, gamma). Nearly clean timesteps, whose fine detail the eps loss favours, stop drowning the
+    noisy ones that decide the layout, so training converges several times faster (their fig. 1)."""
+    check_parameterization(param)
+    snr = abar / (1.0 - abar)
+    clipped = snr.clamp_max(gamma)
+    if param == "eps":
+        return clipped / snr
+    if param == "v":
+        return clipped / (snr + 1.0)
+    return clipped
+
+
 def diffusion_loss(
-    param: str, net_out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor
+    param: str,
+    net_out: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    abar: torch.Tensor,
+    min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
     """Mean squared error between the network output and its target: the gradient step of Ho et al.
-    (2020) Algorithm 1, ||eps - eps_theta(x_t, t)||^2, generalised to the v and x0 targets.
+    (2020) Algorithm 1, ||eps - eps_theta(x_t, t)||^2, generalised to the v and x0 targets; with
+    ``min_snr_gamma`` > 0 each sample's error is weighted by ``min_snr_weight``.
 
     Computed in float32 at least, so that a half-precision forward pass still gets an accurate loss.
     """
     target = training_target(param, x0, noise, abar)
     dtype = torch.promote_types(torch.promote_types(net_out.dtype, target.dtype), torch.float32)
-    return F.mse_loss(net_out.to(dtype), target.to(dtype))
+    if min_snr_gamma <= 0:
+        return F.mse_loss(net_out.to(dtype), target.to(dtype))
+    per_sample = (net_out.to(dtype) - target.to(dtype)).square().flatten(1).mean(1)
+    weight = min_snr_weight(param, torch.as_tensor(abar, device=per_sample.device).to(dtype), min_snr_gamma)
+    return (weight * per_sample).mean()

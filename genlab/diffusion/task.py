@@ -33,6 +33,7 @@ class DiffusionConfig:
     parameterization: str = "eps"
     cond: str = "none"
     cond_dropout: float = 0.1  # share of training examples shown without class / with the empty prompt
+    min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (Hang et al. 2023); 0: the plain MSE
     sample_steps: int = 20  # for the grids drawn during training
     sample_guidance: float = 3.0
 
@@ -48,6 +49,8 @@ class DiffusionConfig:
             raise GenlabError(f"unknown conditioning '{self.cond}'; choose one of {', '.join(CONDITIONS)}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise GenlabError(f"--cond-dropout must be in [0, 1) (got {self.cond_dropout})")
+        if self.min_snr_gamma < 0:
+            raise GenlabError(f"--min-snr-gamma must be 0 (off) or positive (got {self.min_snr_gamma})")
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(ScheduleConfig(kind=self.schedule, timesteps=self.timesteps))
@@ -169,7 +172,9 @@ class DiffusionTask(Task):
         x_t = self.schedule.q_sample(x0, t, noise)
         drop = torch.rand(n, generator=generator) < self.diffusion.cond_dropout
         out = model(x_t, t.float(), **self._condition(batch.labels, batch.captions, drop))
-        return diffusion_loss(self.diffusion.parameterization, out, x0, noise, self.schedule.abar(t)), {}
+        abar = self.schedule.abar(t)
+        param, gamma = self.diffusion.parameterization, self.diffusion.min_snr_gamma
+        return diffusion_loss(param, out, x0, noise, abar, gamma), {}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Loss on (up to 500) validation images at fixed timesteps and noise, so evaluations compare."""

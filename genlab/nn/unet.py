@@ -36,10 +36,22 @@ class UNetConfig:
     num_classes: int = 0  # 0: unconditional; else labels 0..K-1 and K, the "no class" of guidance
     groups: int = 8  # GroupNorm groups
     context_dim: int = 0  # >0: cross-attention to context tokens of this width at the attention levels
+    coordinates: bool = False  # two input channels holding each pixel's (x, y): CoordConv
 
     @property
     def downsampling(self) -> int:
         return 2 ** (len(self.channel_mults) - 1)
+
+
+def with_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with two more channels, each pixel's column and row scaled to [-1, 1] (CoordConv, Liu et al.
+    2018, section 3). Convolutions are translation-equivariant, so without them the only clue to where a
+    pixel lies is the zero padding at the border, and "at the top left" is slow to learn."""
+    n, _, h, w = x.shape
+    rows = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+    cols = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"))  # (2, H, W): x then y
+    return torch.cat([x, grid.expand(n, -1, -1, -1)], dim=1)
 
 
 class ResBlock(nn.Module):
@@ -108,7 +120,7 @@ class UNet(PretrainedMixin, nn.Module):
         # The prompt as a whole (mean of its token states) joins the timestep embedding, as the pooled
         # text embedding does in Imagen and SDXL; the tokens themselves enter through cross-attention.
         self.context_emb = nn.Linear(cfg.context_dim, emb_dim) if cfg.context_dim else None
-        self.conv_in = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + 2 * cfg.coordinates, base, 3, padding=1)
 
         skips, c = [base], base
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -170,7 +182,7 @@ class UNet(PretrainedMixin, nn.Module):
                 context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
             weights = context_mask.to(context.dtype)[..., None]
             emb = emb + self.context_emb((context * weights).sum(1) / weights.sum(1).clamp_min(1))
-        h = self.conv_in(x)
+        h = self.conv_in(with_coordinates(x) if self.config.coordinates else x)
         hs = [h]
         for i, level in enumerate(self.down):
             for j, block in enumerate(level.blocks):
