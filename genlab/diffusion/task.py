@@ -22,8 +22,9 @@ from genlab.train.engine import Batch, Task
 
 CONDITIONS = ("none", "class", "text")
 TEXT_DEFAULTS = dict(width=128, layers=2, heads=4)  # the text encoder trained jointly on small data
-# The U-Net of the measured text-to-image runs on shapes: narrow at full size (16 channels, 64 below), so
-# a step costs 0.57x that of the default (32, 64, 64); attention at 8x8 only; pixel coordinates as input.
+# The U-Net of the measured text-to-image runs on shapes: narrow at full size (16 channels, 64 below) with
+# attention at 8x8 only, so a step costs 0.57x that of (32, 64, 64) with attention at 16x16 and 8x8;
+# pixel coordinates as input.
 TEXT_UNET_RECIPE: dict[str, Any] = dict(
     base_channels=16, channel_mults=(1, 4, 4), attention_levels=(2,), coordinates=True
 )

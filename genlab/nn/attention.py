@@ -60,6 +60,13 @@ def attention(
     return weights @ v, weights
 
 
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of (N, L, D) token states over the tokens where the (N, L) ``mask`` is True (padding
+    excluded); 0 for a row without tokens."""
+    weights = mask.to(states.dtype)[..., None]
+    return (states * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention of queries (N, L, D) over a context (N, S, D_ctx), or over themselves.
 

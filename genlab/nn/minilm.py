@@ -33,7 +33,7 @@ from torch import nn
 
 from genlab import rundir
 from genlab.errors import GenlabError
-from genlab.nn.attention import attention
+from genlab.nn.attention import attention, masked_mean
 from genlab.nn.pretrained import load_state
 from genlab.nn.text import Encoded, TextEncoderConfig, TokenizerConfig
 
@@ -323,6 +323,4 @@ class MiniLMEncoder(nn.Module):
         x = self.ln(x)
         for layer in self.layers:
             x = layer(x, mask)
-        weights = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return x, pooled
+        return x, masked_mean(x, mask)

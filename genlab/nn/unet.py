@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.nn.attention import CrossAttention2d, SelfAttention2d
+from genlab.nn.attention import CrossAttention2d, SelfAttention2d, masked_mean
 from genlab.nn.embeddings import sinusoidal_embedding
 from genlab.nn.pretrained import PretrainedMixin
 
@@ -180,8 +180,7 @@ class UNet(PretrainedMixin, nn.Module):
                 raise GenlabError("this U-Net is text-conditional: it needs the prompt's token states")
             if context_mask is None:
                 context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
-            weights = context_mask.to(context.dtype)[..., None]
-            emb = emb + self.context_emb((context * weights).sum(1) / weights.sum(1).clamp_min(1))
+            emb = emb + self.context_emb(masked_mean(context, context_mask))
         h = self.conv_in(with_coordinates(x) if self.config.coordinates else x)
         hs = [h]
         for i, level in enumerate(self.down):
