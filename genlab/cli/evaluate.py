@@ -91,7 +91,7 @@ def eval_cmd(
     device: str,
     no_progress: bool,
 ) -> None:
-    """Sample N images from a diffusion run and score them: classifier accuracy of the asked class, FID,
+    """Sample N images from a diffusion or GAN run and score them: classifier accuracy of the asked class, FID,
     KID, precision/recall (k=3), mode coverage and memorization. Writes RUN/eval.json, an HTML report
     RUN/eval.html with the pictures, and the pictures themselves (eval_*.png).
 
@@ -116,12 +116,16 @@ def eval_cmd(
     from genlab.nn.pretrained import config_from_dict
     from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
 
-    cond = rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond")
+    config = rundir.read_config(run)
+    gan = config.get("kind") == "gan"
+    if not gan:
+        config = rundir.read_config(run, kind="diffusion")
+    cond = config.get("diffusion", {}).get("cond")
     text = cond == "text"
+    conditional = cond == "class" or config.get("model", {}).get("num_classes", 0) > 0
     if metrics is None:
-        metrics = (
-            ",".join(TEXT_METRIC_NAMES + (("clip",) if clip_run else ())) if text else ",".join(METRIC_NAMES)
-        )
+        names = METRIC_NAMES if conditional else tuple(m for m in METRIC_NAMES if m != "accuracy")
+        metrics = ",".join(TEXT_METRIC_NAMES + (("clip",) if clip_run else ())) if text else ",".join(names)
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
     sweep = _int_list(sweep_steps, "--sweep-steps")
     samplers = (
@@ -133,7 +137,12 @@ def eval_cmd(
             f"unknown --sweep-samplers {', '.join(bad)}; choose from {', '.join(SAMPLER_NAMES)}"
         )
     cfg = EvalConfig(n, steps, sampler, guidance, seed, wanted, sweep, samplers)
-    pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(run, device=device)
+    if gan:
+        from genlab.pipelines.gan import GANPipeline
+
+        pipe = GANPipeline.from_pretrained(run, device=device)
+    else:
+        pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(run, device=device)
     data_cfg = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
     train, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
 
@@ -162,7 +171,8 @@ def eval_cmd(
         from genlab.clip.model import CLIP
 
         clip = CLIP.from_pretrained(clip_run)
-    echo(f"sampling {cfg.n} images ({sampler}, {steps} steps, guidance {guidance}, seed {seed})")
+    how = "one generator pass" if gan else f"{sampler}, {steps} steps, guidance {guidance}"
+    echo(f"sampling {cfg.n} images ({how}, seed {seed})")
     report = evaluate_generator(
         pipe, train, val, extractor, judge, cfg, out_path.parent, prefix, echo, prompt_list, clip
     )

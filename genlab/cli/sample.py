@@ -46,7 +46,7 @@ def sample_cmd(
     trajectory: str | None,
     device: str,
 ) -> None:
-    """Sample images from the diffusion model in RUN; a text-to-image run takes one or more PROMPTS.
+    """Sample images from the diffusion model or GAN in RUN; a text-to-image run takes one or more PROMPTS.
 
     \b
     Examples:
@@ -56,6 +56,7 @@ def sample_cmd(
       genlab sample runs/diffusion-shapes --n 64 --sampler heun --steps 10
       genlab sample runs/t2i-shapes "a small red circle at the top left" --negative-prompt "blue" --n 8
       genlab sample runs/t2i-shapes "a large green square on the right" --attention-maps maps.png
+      genlab sample runs/gan-mnist --n 64 --seed 1 --out gan.png
     """
     import time
 
@@ -72,7 +73,10 @@ def sample_cmd(
     from genlab import rundir
 
     kwargs = {"eta": eta} if eta is not None else {}
-    if rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond") == "text":
+    gan = rundir.read_config(run).get("kind") == "gan"
+    if gan and (prompts or negative_prompt or attention_maps or trajectory or eta is not None):
+        raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")
+    if not gan and rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond") == "text":
         if class_ is not None:
             raise GenlabError(f"{run} is a text-to-image run: give a prompt instead of --class")
         _sample_text(
@@ -96,11 +100,16 @@ def sample_cmd(
         raise GenlabError(
             f"{run} is not a text-to-image run (trained without --cond text): it takes no prompt"
         )
-    pipe = DiffusionPipeline.from_pretrained(run, device=device)
+    if gan:
+        from genlab.pipelines.gan import GANPipeline
+
+        pipe = GANPipeline.from_pretrained(run, device=device)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(run, device=device)
     labels = None
     if class_ is not None:
         if pipe.num_classes == 0:
-            raise GenlabError(f"{run} was trained without classes (--cond none); sample it without --class")
+            raise GenlabError(f"{run} was trained without classes; sample it without --class")
         if class_ == "all":
             per = max(1, n // pipe.num_classes)
             labels = torch.arange(pipe.num_classes).repeat_interleave(per)
@@ -118,10 +127,8 @@ def sample_cmd(
     if result.class_labels is not None:
         captions = [names[int(k)] if names else str(int(k)) for k in result.class_labels]
     path = save_grid(out, result.tensors, captions, nrow=nrow)
-    click.echo(
-        f"{n} images, {sampler} with {steps} steps, {seconds:.1f} s "
-        f"({1000 * seconds / n:.0f} ms/image): {path}"
-    )
+    how = "one generator pass" if gan else f"{sampler} with {steps} steps"
+    click.echo(f"{n} images, {how}, {seconds:.1f} s ({1000 * seconds / n:.0f} ms/image): {path}")
     if trajectory is not None:
         _write_trajectory(trajectory, result.trajectory, nrow)
 

@@ -13,16 +13,16 @@ from genlab.errors import GenlabError
 
 def check_judge(pipe: Any, classifier: nn.Module) -> None:
     """A one-line error unless ``classifier`` takes the generator's images and knows its classes."""
-    ccfg, ucfg = classifier.config, pipe.unet.config
-    ucfg = getattr(ucfg, "unet", ucfg)  # a text-to-image network's image side is its U-Net
+    ccfg = classifier.config
     if pipe.num_classes and ccfg.num_classes != pipe.num_classes:
         raise GenlabError(
             f"the classifier knows {ccfg.num_classes} classes, the generator {pipe.num_classes}"
         )
-    if (ccfg.in_channels, ccfg.image_size) != (ucfg.in_channels, ucfg.image_size):
+    channels, size = pipe.image_shape
+    if (ccfg.in_channels, ccfg.image_size) != (channels, size):
         raise GenlabError(
             f"the classifier takes {ccfg.in_channels}x{ccfg.image_size}x{ccfg.image_size} images, "
-            f"the generator makes {ucfg.in_channels}x{ucfg.image_size}x{ucfg.image_size}"
+            f"the generator makes {channels}x{size}x{size}"
         )
 
 

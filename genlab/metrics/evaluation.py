@@ -138,7 +138,7 @@ def evaluate_generator(
             pipe, prompts, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size
         ), None
 
-    counter = _CallCounter(pipe.unet)
+    counter = _CallCounter(pipe.network)
     t0 = time.perf_counter()
     images, labels = make(cfg.steps, cfg.sampler)
     seconds = time.perf_counter() - t0

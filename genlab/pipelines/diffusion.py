@@ -62,6 +62,16 @@ class DiffusionPipeline:
     def num_classes(self) -> int:
         return self.unet.config.num_classes
 
+    @property
+    def network(self) -> UNet:
+        """The network called at every denoising step (what evaluation counts calls of)."""
+        return self.unet
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(channels, side) of the images made."""
+        return self.unet.config.in_channels, self.unet.config.image_size
+
     def class_index(self, name: str) -> int:
         """The class index of a class name (e.g. "7", "circle") or a number given as text."""
         if self.class_names and name in self.class_names:

@@ -57,6 +57,14 @@ class TextToImagePipeline:
         """The network called at every denoising step (text encoder and U-Net)."""
         return self.model
 
+    network = unet  # what evaluation counts calls of, in every pipeline
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(channels, side) of the images made."""
+        cfg = self.model.config.unet
+        return cfg.in_channels, cfg.image_size
+
     @classmethod
     def from_pretrained(
         cls, run_dir: str | Path, device: str | torch.device = "auto", use_ema: bool = True

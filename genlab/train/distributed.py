@@ -79,3 +79,14 @@ def broadcast_int(value: int, info: DistInfo) -> int:
     t = torch.tensor([value], dtype=torch.long, device=info.device)
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+def average_gradients(params: list[torch.Tensor], info: DistInfo) -> None:
+    """Average ``params``' gradients over the processes, as DDP does after backward; for steps DDP cannot
+    wrap (a GAN's alternating players, double backward through a gradient penalty)."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(info.world_size)

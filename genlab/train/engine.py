@@ -72,6 +72,55 @@ class Task:
         """Write a picture of what ``model`` does now (a sample grid) to ``path``; main process only."""
         return None
 
+    def optimizers(self, model: nn.Module, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers, by name; one AdamW over the whole model unless the task plays a game (a GAN
+        has one per player). Each param group's ``lr`` is its peak: the engine scales it by the schedule."""
+        return {"model": make_optimizer(model, cfg)}
+
+    def distribute(self, model: nn.Module, dist: distributed.DistInfo) -> nn.Module:
+        """``model`` ready for a multi-process run: in DDP, unless ``step`` averages gradients itself."""
+        return DistributedDataParallel(
+            model, device_ids=[dist.device] if dist.device.type == "cuda" else None
+        )
+
+    def step(
+        self,
+        net: nn.Module,
+        batch: Batch,
+        generator: torch.Generator,
+        optimizers: dict[str, torch.optim.Optimizer],
+        cfg: TrainConfig,
+    ) -> tuple[torch.Tensor, dict]:
+        """One optimizer step: minimise ``loss`` with gradient clipping. Returns the loss and the logs."""
+        loss, logs = self.loss(net, batch, generator)
+        check_finite(loss, "loss")
+        optimizer = optimizers["model"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(optimizer, cfg.grad_clip)
+        optimizer.step()
+        return loss.detach(), {**logs, "grad_norm": grad_norm}
+
+
+class NonFiniteLoss(GenlabError):
+    """A loss became NaN or infinite; the engine adds the step and learning rate to the message."""
+
+
+def check_finite(value: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(value).all():
+        raise NonFiniteLoss(f"{name} became {value.detach().float().mean().item()}")
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
+    """Clip the global L2 norm of the gradients of ``optimizer``'s parameters (0: no clipping); the norm."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
+
+
+def _optimizer_key(name: str) -> str:
+    """The checkpoint name of optimizer ``name`` ("optimizer" for a single-optimizer task, as always)."""
+    return "optimizer" if name == "model" else f"optimizer_{name}"
+
 
 @dataclass
 class TrainResult:
@@ -144,18 +193,13 @@ class Trainer:
     def _save(self, step: int, horizon: int, elapsed: float) -> None:
         if not self.dist.is_main:
             return
-        opt_tensors, opt_meta = optimizer_state_to_safe(self.optimizer)
-        weights = {"model": self.model.state_dict(), "optimizer": opt_tensors}
+        weights = {"model": self.model.state_dict()}
+        state: dict[str, Any] = {"step": step, "horizon": horizon, "elapsed_seconds": elapsed}
+        for name, optimizer in self.optimizers.items():
+            weights[_optimizer_key(name)], state[_optimizer_key(name)] = optimizer_state_to_safe(optimizer)
         if self.ema is not None:
             weights["ema"] = self.ema.model.state_dict()
-        state = {
-            "step": step,
-            "horizon": horizon,
-            "elapsed_seconds": elapsed,
-            "optimizer": opt_meta,
-            "train": asdict(self.cfg),
-            "world_size": self.dist.world_size,
-        }
+        state.update(train=asdict(self.cfg), world_size=self.dist.world_size)
         rundir.save_checkpoint(self.run_dir, weights, state)
 
     def _restore(self) -> tuple[int, int | None, float]:
@@ -164,9 +208,9 @@ class Trainer:
         if self.ema is not None:
             load_state(self.ema.model, weights.get("ema", weights["model"]), self.run_dir / "checkpoint")
         try:
-            self.optimizer.load_state_dict(
-                optimizer_state_from_safe(weights["optimizer"], state["optimizer"])
-            )
+            for name, optimizer in self.optimizers.items():
+                key = _optimizer_key(name)
+                optimizer.load_state_dict(optimizer_state_from_safe(weights[key], state[key]))
         except (KeyError, ValueError) as e:
             raise GenlabError(
                 f"optimizer state in {self.run_dir}/checkpoint does not fit this model ({e})"
@@ -211,7 +255,9 @@ class Trainer:
         self.model = self.task.model.to(d.device)
         self.model.train()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizers = self.task.optimizers(self.model, cfg)
+        # A group's peak may differ from --lr (a GAN's players); restoring replaces the group dicts.
+        peaks = {name: [g["lr"] / cfg.lr for g in o.param_groups] for name, o in self.optimizers.items()}
         step, horizon, elapsed_before = 0, cfg.steps, 0.0
         if self.resume:
             step, saved_horizon, elapsed_before = self._restore()
@@ -229,9 +275,7 @@ class Trainer:
             )
         net: nn.Module = self.model
         if d.enabled:
-            net = DistributedDataParallel(
-                self.model, device_ids=[d.device] if d.device.type == "cuda" else None
-            )
+            net = self.task.distribute(self.model, d)
 
         order = BatchOrder(len(self.task.train_data), cfg.batch_size, cfg.seed)
         start_step, t_start = step, time.perf_counter()
@@ -251,20 +295,16 @@ class Trainer:
                 generator = seed_step(cfg.seed, step, d.rank)
                 warmup = min(cfg.warmup_steps, (horizon or 10**9) // 10)
                 lr = warmup_cosine_lr(step, cfg.lr, warmup, horizon or 10**9, cfg.min_lr_ratio)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                for name, optimizer in self.optimizers.items():
+                    for group, ratio in zip(optimizer.param_groups, peaks[name], strict=True):
+                        group["lr"] = lr * ratio
                 batch = self._batch(order, step)
-                loss, logs = self.task.loss(net, batch, generator)
-                if not torch.isfinite(loss):
+                try:
+                    loss, logs = self.task.step(net, batch, generator, self.optimizers, cfg)
+                except NonFiniteLoss as e:
                     raise GenlabError(
-                        f"loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr}) "
-                        "or check the data"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-                self.optimizer.step()
+                        f"{e} at step {step}; lower --lr (now {cfg.lr}) or check the data"
+                    ) from None
                 if self.ema is not None:
                     self.ema.update(self.model, step)
                 step += 1
@@ -287,7 +327,6 @@ class Trainer:
                         "epoch": round(order.epoch(step), 4),
                         "loss": window_loss / window_steps,
                         "lr": lr,
-                        "grad_norm": float(grad_norm),
                         "images_per_s": window_steps * cfg.batch_size / max(dt, 1e-9),
                         "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                         **{k: float(v) for k, v in logs.items()},

@@ -1,0 +1,221 @@
+"""Generators and discriminators: the original MLP GAN, DCGAN, and the conditional GAN.
+
+Generators work in the model space [-1, 1] (tanh output, as DCGAN); ``GAN.generate`` is the only place
+that turns their output into [0, 1] images. Discriminators return one logit (or critic score) per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.diffusion.generate import to_images, to_model_space
+from genlab.errors import GenlabError
+from genlab.nn.pretrained import PretrainedMixin
+
+ARCHS = ("mlp", "dcgan", "cgan")
+NORMS = ("batch", "layer", "none")
+
+
+@dataclass
+class GANConfig:
+    arch: str = "dcgan"  # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2016), cgan (dcgan + labels)
+    in_channels: int = 1
+    image_size: int = 28
+    z_dim: int = 100
+    width: int = 64  # DCGAN: channels of D's first / G's last layer; MLP: hidden units are 4x and 8x this
+    num_classes: int = 0  # > 0: conditional on class labels (Mirza & Osindero 2014), one-hot concatenated
+    d_norm: str = "batch"  # normalisation in D: batch (DCGAN), layer (WGAN-GP: per-sample), none
+    dropout: float = 0.0  # in the MLP discriminator (the original paper's regulariser)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise GenlabError(f"unknown GAN --arch '{self.arch}'; choose one of {', '.join(ARCHS)}")
+        if self.d_norm not in NORMS:
+            raise GenlabError(f"unknown discriminator norm '{self.d_norm}'; choose one of {', '.join(NORMS)}")
+        if self.z_dim < 1 or self.width < 1:
+            raise GenlabError(f"--z-dim and --width must be positive (got {self.z_dim}, {self.width})")
+        if self.arch == "cgan" and self.num_classes < 2:
+            raise GenlabError("--arch cgan needs data with class labels (mnist, digits, shapes, folder:)")
+        if self.arch != "mlp":
+            dcgan_levels(self.image_size)
+
+
+def dcgan_levels(image_size: int) -> tuple[int, int]:
+    """(number of stride-2 stages, side of the smallest feature map): as many halvings (at most 4) as
+    keep the side whole and at least 4, e.g. 28 -> 7 (2 stages), 32 -> 4 (3), 64 -> 4 (4)."""
+    k = 0
+    while k < 4 and image_size % 2 ** (k + 1) == 0 and image_size // 2 ** (k + 1) >= 4:
+        k += 1
+    if k == 0:
+        raise GenlabError(
+            f"a DCGAN needs an even image side of at least 8 (got {image_size}); "
+            "pass --image-size 32 or use --arch mlp"
+        )
+    return k, image_size // 2**k
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # over (C, H, W) of each sample, as Gulrajani et al. advise for the critic
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+    if num_classes == 0:
+        return None
+    if labels is None:
+        raise GenlabError("this GAN is class-conditional: give class labels")
+    return F.one_hot(labels.long(), num_classes).to(like)
+
+
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers with LeakyReLU(0.2) (and dropout) between them, none after the last."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(0.2))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class MLPGenerator(nn.Module):
+    """z (+ one-hot label) -> 4w -> 8w -> C*H*W, tanh (Goodfellow et al. 2014 used ReLU/sigmoid MLPs)."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        out = cfg.in_channels * cfg.image_size**2
+        self.net = mlp([cfg.z_dim + cfg.num_classes, 4 * cfg.width, 8 * cfg.width, out])
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        y = _one_hot(labels, self.cfg.num_classes, z)
+        h = self.net(z if y is None else torch.cat([z, y], 1))
+        return torch.tanh(h).view(-1, self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
+
+
+class MLPDiscriminator(nn.Module):
+    """C*H*W (+ one-hot label) -> 8w -> 4w -> 1 logit, LeakyReLU and optional dropout."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        inp = cfg.in_channels * cfg.image_size**2 + cfg.num_classes
+        self.net = mlp([inp, 8 * cfg.width, 4 * cfg.width, 1], cfg.dropout)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        y = _one_hot(labels, self.cfg.num_classes, x)
+        h = x.flatten(1)
+        return self.net(h if y is None else torch.cat([h, y], 1)).squeeze(1)
+
+
+class DCGANGenerator(nn.Module):
+    """Radford et al. 2016, figure 1: z projected to a small deep tensor, then stride-2 transposed
+    convolutions that halve the channels and double the side, BatchNorm and ReLU, tanh at the output."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        k, s0 = dcgan_levels(cfg.image_size)
+        c = cfg.width * 2 ** (k - 1)
+        self.project = nn.Sequential(
+            nn.Linear(cfg.z_dim + cfg.num_classes, c * s0 * s0, bias=False),
+            nn.Unflatten(1, (c, s0, s0)),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for _ in range(k - 1):
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c // 2),
+                nn.ReLU(True),
+            ]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, cfg.in_channels, 4, 2, 1), nn.Tanh()]
+        self.up = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        y = _one_hot(labels, self.cfg.num_classes, z)
+        return self.up(self.project(z if y is None else torch.cat([z, y], 1)))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Stride-2 convolutions instead of pooling, LeakyReLU(0.2), BatchNorm on all but the first layer,
+    one linear logit (Radford et al. 2016, section 3). A conditional one sees the label as extra one-hot
+    input planes (Mirza & Osindero 2014)."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        k, s0 = dcgan_levels(cfg.image_size)
+        c = cfg.width
+        layers: list[nn.Module] = [
+            nn.Conv2d(cfg.in_channels + cfg.num_classes, c, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for _ in range(k - 1):
+            layers += [
+                nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
+                _norm(cfg.d_norm, 2 * c),
+                nn.LeakyReLU(0.2, True),
+            ]
+            c *= 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c * s0 * s0, 1)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        y = _one_hot(labels, self.cfg.num_classes, x)
+        if y is not None:
+            x = torch.cat([x, y[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+class GAN(PretrainedMixin, nn.Module):
+    """The two players of one game, saved and loaded together (``GAN.from_pretrained(run)``)."""
+
+    kind = "gan"
+    config_class = GANConfig
+
+    def __init__(self, config: GANConfig):
+        super().__init__()
+        self.config = config
+        conv = config.arch in ("dcgan", "cgan")
+        self.generator = (DCGANGenerator if conv else MLPGenerator)(config)
+        self.discriminator = (DCGANDiscriminator if conv else MLPDiscriminator)(config)
+        if conv:
+            self.apply(_dcgan_init)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of z ~ N(0, I) (on the CPU generator, so a seed gives the same z on any device)."""
+        return torch.randn(n, self.config.z_dim, generator=generator).to(self.device)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] for latents ``z`` (and class labels of a conditional GAN)."""
+        return to_images(self.generator(z, labels))
+
+    def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logit for images in [0, 1]."""
+        return self.discriminator(to_model_space(images), labels)
+
+
+def _dcgan_init(m: nn.Module) -> None:
+    """N(0, 0.02) weights, BatchNorm gains N(1, 0.02) (Radford et al. 2016, section 4)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)

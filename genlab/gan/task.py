@@ -1,0 +1,287 @@
+"""Training a GAN on the shared engine: two optimizers, k discriminator steps per generator step
+(Goodfellow et al. 2014, Algorithm 1), an EMA of the generator, and a monitor that measures FID and the
+histogram of generated classes as training goes, so mode collapse shows when it happens."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genlab.data import DataConfig, load_splits, save_grid
+from genlab.diffusion.generate import to_model_space
+from genlab.errors import GenlabError
+from genlab.gan.losses import LOSSES, gradient_penalty
+from genlab.gan.models import GAN, GANConfig
+from genlab.nn.pretrained import config_from_dict
+from genlab.train.config import TrainConfig
+from genlab.train.distributed import DistInfo, average_gradients
+from genlab.train.engine import Batch, Task, check_finite, clip_gradients
+
+# Adam's betas of each game's paper: DCGAN (Radford et al. 2016, section 4) and WGAN-GP (Gulrajani et al.
+# 2017, Algorithm 1: beta1 = 0, beta2 = 0.9, five critic steps per generator step).
+PAPER_BETAS = {"wgan-gp": (0.0, 0.9)}
+DCGAN_BETAS = (0.5, 0.999)
+PAPER_D_STEPS = {"wgan-gp": 5}
+
+
+@dataclass
+class GameConfig:
+    """How the two players play; stored as config.json's ``game``."""
+
+    loss: str = "ns"  # ns | minimax | wgan-gp | hinge (genlab.gan.losses)
+    d_steps: int = 0  # k discriminator steps per generator step; 0: the loss's paper's (5 WGAN-GP, else 1)
+    gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP)
+    d_lr_ratio: float = 1.0  # D's learning rate over G's (> 1 is the two time-scale rule, Heusel et al.)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise GenlabError(f"unknown GAN --loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+        if self.d_steps < 0:
+            raise GenlabError(f"--d-steps must be 0 (the paper's) or more (got {self.d_steps})")
+        if self.gp_weight < 0 or self.d_lr_ratio <= 0:
+            raise GenlabError("--gp-weight must be >= 0 and --d-lr-ratio > 0")
+
+    @property
+    def k(self) -> int:
+        return self.d_steps or PAPER_D_STEPS.get(self.loss, 1)
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return PAPER_BETAS.get(self.loss, DCGAN_BETAS)
+
+
+@dataclass
+class MonitorConfig:
+    """What each evaluation measures; stored as config.json's ``monitor``."""
+
+    samples: int = 500  # generated images scored (fixed latents, so evaluations compare)
+    features: str = (
+        "auto"  # FID features: auto (the data's own classifier), inception, a classifier run, none
+    )
+
+
+class GANTask(Task):
+    kind = "gan"
+
+    def __init__(
+        self,
+        data: DataConfig,
+        game: GameConfig | None = None,
+        model_config: GANConfig | None = None,
+        monitor: MonitorConfig | None = None,
+        log=print,
+        **model_options: Any,
+    ):
+        """Load the data and build a GAN fitted to it (or exactly ``model_config``, for resume).
+
+        ``model_options`` are GANConfig fields (arch, z_dim, width, d_norm, dropout); a WGAN-GP critic gets
+        layer normalisation unless told otherwise, since BatchNorm would mix the samples of the penalty.
+        """
+        self.data, self.game, self.monitor = data, game or GameConfig(), monitor or MonitorConfig()
+        self.train_data, self.val_data = load_splits(
+            data.name, data.split_seed, data.val_fraction, data.image_size
+        )
+        if model_config is None:
+            x = self.train_data.images
+            arch = model_options.get("arch", "dcgan")
+            if arch == "cgan" and self.train_data.labels is None:
+                raise GenlabError(f"--arch cgan needs class labels, and {data.name} has none; use dcgan")
+            model_options.setdefault("d_norm", "layer" if LOSSES[self.game.loss].penalty else "batch")
+            model_config = GANConfig(
+                in_channels=x.shape[1],
+                image_size=x.shape[2],
+                num_classes=self.train_data.num_classes if arch == "cgan" else 0,
+                **model_options,
+            )
+        if LOSSES[self.game.loss].penalty and model_config.d_norm == "batch":
+            raise GenlabError("the WGAN-GP penalty is per sample: use --d-norm layer or none, not batch")
+        self.model = GAN(model_config)
+        self.extractor = self._extractor(log)
+
+    def _extractor(self, log):
+        if self.monitor.features == "none":
+            return None
+        from genlab.metrics.features import resolve_extractor
+
+        try:
+            return resolve_extractor(self.monitor.features, self.data, log=log)
+        except GenlabError as e:
+            if self.monitor.features != "auto":
+                raise
+            log(f"no FID during training: {e}")
+            return None
+
+    @classmethod
+    def from_run_config(cls, config: dict[str, Any], log=print) -> GANTask:
+        """Rebuild the task of a saved run (for --resume) from its config.json."""
+        return cls(
+            config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'"),
+            config_from_dict(GameConfig, config.get("game", {}), "config.json 'game'"),
+            model_config=config_from_dict(GANConfig, config["model"], "config.json 'model'"),
+            monitor=config_from_dict(MonitorConfig, config.get("monitor", {}), "config.json 'monitor'"),
+            log=log,
+        )
+
+    def config_sections(self) -> dict[str, Any]:
+        sections: dict[str, Any] = {
+            "data": asdict(self.data),
+            "game": asdict(self.game),
+            "monitor": asdict(self.monitor),
+        }
+        if self.train_data.class_names is not None:
+            sections["class_names"] = list(self.train_data.class_names)
+        return sections
+
+    # --- the game ---------------------------------------------------------------------------------
+
+    def optimizers(self, model: nn.Module, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """One Adam(W) per player, with the betas of the loss's paper."""
+        assert isinstance(model, GAN)
+
+        def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
+            params = list(module.parameters())
+            return torch.optim.AdamW(params, lr=lr, betas=self.game.betas, weight_decay=cfg.weight_decay)
+
+        return {
+            "generator": adam(model.generator, cfg.lr),
+            "discriminator": adam(model.discriminator, cfg.lr * self.game.d_lr_ratio),
+        }
+
+    def distribute(self, model: nn.Module, dist: DistInfo) -> nn.Module:
+        self.dist = dist  # `step` averages each player's gradients itself: DDP cannot double-backward
+        return model
+
+    def _real(
+        self, batch: Batch, j: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The real minibatch of discriminator step j: the engine's batch first, then fresh random ones."""
+        if j == 0:
+            return batch.images, batch.labels
+        data = self.train_data
+        idx = torch.randint(0, len(data), (len(batch),), generator=generator)
+        labels = data.labels[idx].to(batch.images.device) if data.labels is not None else None
+        return data.images[idx].to(batch.images.device), labels
+
+    def _labels(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor | None:
+        k = self.model.config.num_classes
+        return torch.randint(0, k, (n,), generator=generator).to(device) if k else None
+
+    def step(
+        self,
+        net: nn.Module,
+        batch: Batch,
+        generator: torch.Generator,
+        optimizers: dict[str, torch.optim.Optimizer],
+        cfg: TrainConfig,
+    ) -> tuple[torch.Tensor, dict]:
+        """k discriminator steps, then one generator step (Goodfellow et al. 2014, Algorithm 1)."""
+        gan: GAN = net  # type: ignore[assignment]
+        game, rule = self.game, LOSSES[self.game.loss]
+        dist = getattr(self, "dist", None)
+        G, D = gan.generator, gan.discriminator
+        opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
+        n, device = len(batch), batch.images.device
+        cond = gan.config.num_classes > 0
+        logs: dict[str, float] = {}
+        for j in range(game.k):
+            images, labels = self._real(batch, j, generator)
+            real = to_model_space(images)
+            y_real = labels if cond else None
+            y_fake = self._labels(n, generator, device)
+            with torch.no_grad():
+                fake = G(gan.latents(n, generator), y_fake)
+            d_real, d_fake = D(real, y_real), D(fake, y_fake)
+            d_loss = rule.discriminator(d_real, d_fake)
+            if rule.penalty:
+                if cond:  # the penalty interpolates images of one class: pair reals with fakes of their label
+                    fake = G(gan.latents(n, generator), y_real).detach()
+                gp = gradient_penalty(partial(D, labels=y_real), real, fake, generator).mean()
+                d_loss = d_loss + game.gp_weight * gp
+                logs["gradient_penalty"] = gp.item()
+            check_finite(d_loss, "discriminator loss")
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            if dist is not None:
+                average_gradients(list(D.parameters()), dist)
+            logs["d_grad_norm"] = clip_gradients(opt_d, cfg.grad_clip)
+            opt_d.step()
+
+        y_fake = self._labels(n, generator, device)
+        D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
+        try:
+            d_gen = D(G(gan.latents(n, generator), y_fake), y_fake)
+            g_loss = rule.generator(d_gen)
+            check_finite(g_loss, "generator loss")
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+        finally:
+            D.requires_grad_(True)
+        if dist is not None:
+            average_gradients(list(G.parameters()), dist)
+        logs["g_grad_norm"] = clip_gradients(opt_g, cfg.grad_clip)
+        opt_g.step()
+
+        # D(x) and D(G(z)) as probabilities for the BCE games, raw critic scores otherwise.
+        squash = torch.sigmoid if rule.probabilistic else (lambda t: t)
+        logs.update(
+            d_loss=d_loss.item(),
+            g_loss=g_loss.item(),
+            d_real=float(squash(d_real.detach()).mean()),
+            d_fake=float(squash(d_fake.detach()).mean()),
+        )
+        return d_loss.detach(), logs
+
+    # --- monitoring ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, model: GAN, n: int, seed: int = 0, batch_size: int = 250
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n images from fixed latents (and, for a conditional GAN, classes in turn)."""
+        g = torch.Generator().manual_seed(seed)
+        k = model.config.num_classes
+        labels = torch.arange(n) % k if k else None
+        images = []
+        for i in range(0, n, batch_size):
+            z = model.latents(min(batch_size, n - i), g)
+            y = labels[i : i + batch_size].to(model.device) if labels is not None else None
+            images.append(model.generate(z, y).cpu())
+        return torch.cat(images), labels
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        """FID of ``monitor.samples`` images against the validation split, and the histogram of the classes
+        the data's classifier sees in them (modes covered, normalised entropy): mode collapse over time."""
+        if self.extractor is None:
+            return {}
+        from genlab.metrics.coverage import mode_coverage
+        from genlab.metrics.distances import fid_from_features
+        from genlab.metrics.features import reference_features
+
+        images, _ = self.generate(model, self.monitor.samples)
+        real = reference_features(self.extractor, self.val_data)
+        out: dict[str, Any] = {"fid": fid_from_features(real, self.extractor(images))}
+        judge = self.extractor.classifier
+        if judge is not None:
+            from genlab.classification.evaluate import predict
+
+            cover = mode_coverage(predict(judge, images).argmax(1), judge.config.num_classes)
+            out.update(
+                modes_covered=float(cover["modes_covered"]),
+                normalized_entropy=cover["normalized_entropy"],
+                class_histogram=cover["histogram"],
+            )
+        return out
+
+    def sample(self, model: nn.Module, path: Path) -> Path:
+        """64 samples from fixed latents; a conditional GAN draws one class per column."""
+        k = model.config.num_classes
+        n = 8 * k if k and k <= 10 else 64
+        images, labels = self.generate(model, n)
+        names = self.train_data.class_names
+        captions = [names[int(y)] for y in labels] if labels is not None and names else None
+        return save_grid(path, images, captions, nrow=k if k and k <= 10 else 8)

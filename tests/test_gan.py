@@ -1,0 +1,343 @@
+"""GANs: the losses against their formulas, the saturating gradient, the per-sample gradient penalty, the
+theory's -log 4, toy mode coverage, the models, the training step on the engine and the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from genlab import rundir
+from genlab.cli import cli
+from genlab.data import DataConfig
+from genlab.errors import GenlabError
+from genlab.gan.latent import arithmetic, interpolate, slerp
+from genlab.gan.losses import (
+    LOSSES,
+    critic_wasserstein,
+    discriminator_bce,
+    discriminator_hinge,
+    generator_minimax,
+    generator_non_saturating,
+    generator_wasserstein,
+    gradient_penalty,
+)
+from genlab.gan.models import GAN, GANConfig, dcgan_levels
+from genlab.gan.task import GameConfig, GANTask, MonitorConfig
+from genlab.gan.toy import ToyConfig, modes_covered, render_frame, theory_check, toy_data, train_toy
+from genlab.pipelines.gan import GANPipeline
+from genlab.train import TrainConfig, Trainer, seed_step
+
+REAL = torch.tensor([0.0, 2.0, -1.0])
+FAKE = torch.tensor([-1.0, 1.0, 3.0])
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_losses_equal_their_formulas_on_hand_computed_logits():
+    d_real, d_fake = [_sig(v) for v in REAL.tolist()], [_sig(v) for v in FAKE.tolist()]
+    bce = -(sum(math.log(d) for d in d_real) / 3 + sum(math.log(1 - d) for d in d_fake) / 3)
+    assert discriminator_bce(REAL, FAKE).item() == pytest.approx(bce, rel=1e-6)
+    assert generator_minimax(FAKE).item() == pytest.approx(sum(math.log(1 - d) for d in d_fake) / 3, rel=1e-6)
+    assert generator_non_saturating(FAKE).item() == pytest.approx(
+        -sum(math.log(d) for d in d_fake) / 3, rel=1e-6
+    )
+    # WGAN: E D(fake) - E D(real) = 1 - 1/3; hinge: mean relu(1 - r) + mean relu(1 + f)
+    assert critic_wasserstein(REAL, FAKE).item() == pytest.approx(1.0 - 1.0 / 3.0)
+    assert generator_wasserstein(FAKE).item() == pytest.approx(-1.0)
+    hinge = (1.0 + 0.0 + 2.0) / 3 + (0.0 + 2.0 + 4.0) / 3
+    assert discriminator_hinge(REAL, FAKE).item() == pytest.approx(hinge)
+    # BCE at the equilibrium D = 1/2 everywhere is log 4: V = -log 4 (Goodfellow et al., theorem 1)
+    zeros = torch.zeros(5)
+    assert discriminator_bce(zeros, zeros).item() == pytest.approx(math.log(4))
+
+
+def test_the_saturating_generator_loss_loses_its_gradient_as_d_rejects_the_fakes():
+    """d/dl log(1 - sigmoid(l)) = -D(G(z)) -> 0, while d/dl -log sigmoid(l) = -(1 - D(G(z))) -> -1."""
+    grads = {}
+    for name, loss in (("minimax", generator_minimax), ("ns", generator_non_saturating)):
+        logits = torch.tensor([-2.0, -6.0, -12.0], requires_grad=True)  # D(G(z)) = 0.12, 2.5e-3, 6e-6
+        loss(logits).backward()
+        grads[name] = logits.grad * 3  # per sample (undo the mean)
+    d = torch.sigmoid(torch.tensor([-2.0, -6.0, -12.0]))
+    assert torch.allclose(grads["minimax"], -d, atol=1e-7)
+    assert torch.allclose(grads["ns"], -(1 - d), atol=1e-7)
+    assert grads["minimax"].abs()[-1] < 1e-5 and grads["ns"].abs()[-1] > 0.999
+    assert (grads["minimax"].abs().diff() < 0).all()  # shrinks as D(G(z)) -> 0
+
+
+def test_gradient_penalty_of_a_linear_critic_is_known():
+    w = torch.tensor([3.0, 4.0])  # ||w|| = 5 everywhere: (5 - 1)^2 = 16 per sample
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    gp = gradient_penalty(lambda x: x @ w, real, fake)
+    assert gp.shape == (6,) and torch.allclose(gp, torch.full((6,), 16.0))
+
+
+def test_gradient_penalty_is_per_sample_on_images():
+    seed_step(0, -1)
+    critic = GAN(GANConfig(image_size=16, d_norm="layer")).discriminator
+    real, fake = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 1, 16, 16) * 2 - 1
+    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(3))
+    changed = real.clone()
+    changed[2] = -changed[2]
+    gp2 = gradient_penalty(critic, changed, fake, torch.Generator().manual_seed(3))
+    assert gp.shape == (4,)
+    assert not torch.isclose(gp[2], gp2[2])
+    assert torch.allclose(gp[[0, 1, 3]], gp2[[0, 1, 3]], atol=1e-6)
+    gp.mean().backward()  # create_graph: the penalty trains the critic
+    weights = [p for name, p in critic.named_parameters() if name.endswith("weight")]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)  # biases do not move grad_x
+
+
+def test_value_at_the_optimal_discriminator_is_minus_log_4_at_equilibrium():
+    rows = theory_check()
+    assert rows[0]["shift"] == 0.0 and rows[0]["value"] == pytest.approx(-math.log(4), abs=1e-9)
+    for row in rows[1:]:
+        assert row["value"] > -math.log(4) + 1e-3  # the generator is not the data: V(D*, G) is above
+        assert row["value"] == pytest.approx(row["minus_log4_plus_2jsd"], abs=1e-9)
+    # A shift of 3 lays one cluster exactly on the other: half the mass matches, JSD = log(2) / 2
+    assert rows[-1]["jsd"] == pytest.approx(math.log(2) / 2, abs=1e-6)
+
+
+def test_mode_coverage_on_the_ring():
+    ring = toy_data("ring")
+    assert modes_covered(ring.sample(2000, torch.Generator().manual_seed(0)), ring)["modes_covered"] == 8
+    one = ring.centers[3] + 0.01 * torch.randn(500, 2)
+    assert modes_covered(one, ring)["modes_covered"] == 1
+    assert modes_covered(torch.zeros(100, 2), ring) == {
+        "modes_covered": 0,
+        "num_modes": 8,
+        "high_quality": 0.0,
+        "histogram": [0] * 8,
+    }
+    with pytest.raises(GenlabError, match="unknown toy data"):
+        toy_data("cats")
+
+
+def test_toy_training_records_frames_and_draws_them():
+    result = train_toy(ToyConfig(data="ducks-cows", steps=40, frames=4, batch_size=64))
+    assert [r["step"] for r in result.history] == [0, 10, 20, 30, 40]
+    assert "d_loss" in result.history[-1] and len(result.critics) == 5
+    frame = render_frame(result, 4)
+    assert frame.shape[0] == 3 and 0 <= frame.min() and frame.max() <= 1
+    wgan = train_toy(ToyConfig(data="ring", loss="wgan-gp", steps=5, frames=1, batch_size=32))
+    assert len(wgan.history) == 2 and wgan.snapshots[-1].shape == (2000, 2)
+
+
+@pytest.mark.parametrize(
+    "size,expected", [(28, (2, 7)), (32, (3, 4)), (64, (4, 4)), (8, (1, 4)), (30, (1, 15))]
+)
+def test_dcgan_geometry(size, expected):
+    assert dcgan_levels(size) == expected
+    gan = GAN(GANConfig(image_size=size, in_channels=3))
+    x = gan.generate(gan.latents(2))
+    assert x.shape == (2, 3, size, size) and 0 <= x.min() and x.max() <= 1
+    assert gan.discriminate(x).shape == (2,)
+
+
+def test_models_refuse_what_they_cannot_do():
+    with pytest.raises(GenlabError, match="even image side"):
+        GANConfig(image_size=7)
+    with pytest.raises(GenlabError, match="unknown GAN --arch"):
+        GANConfig(arch="stylegan")
+    with pytest.raises(GenlabError, match="class labels"):
+        GANConfig(arch="cgan", num_classes=0)
+    cgan = GAN(GANConfig(arch="cgan", num_classes=10, image_size=8))
+    with pytest.raises(GenlabError, match="class-conditional"):
+        cgan.generate(cgan.latents(2))
+    assert cgan.generate(cgan.latents(2), torch.tensor([1, 2])).shape == (2, 1, 8, 8)
+
+
+def test_slerp_and_arithmetic():
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    path = interpolate(a, b, 5)
+    assert torch.allclose(path[0], a) and torch.allclose(path[-1], b)
+    assert torch.allclose(path.norm(dim=-1), torch.ones(5, 1))  # the arc keeps the norm
+    assert torch.allclose(interpolate(a, b, 3, "lerp")[1], torch.tensor([[0.5, 0.5]]))
+    assert torch.allclose(slerp(a, a, torch.tensor([0.5])), a)  # parallel: the line
+    x, y, z = torch.ones(3, 4), torch.zeros(2, 4), 2 * torch.ones(1, 4)
+    assert torch.equal(arithmetic(x, y, z), torch.full((4,), 3.0))
+    with pytest.raises(GenlabError):
+        interpolate(a, b, 1)
+
+
+def _tiny_task(loss: str = "ns", arch: str = "dcgan", d_steps: int = 0) -> GANTask:
+    seed_step(0, -1)
+    return GANTask(
+        DataConfig("digits"),
+        GameConfig(loss, d_steps),
+        monitor=MonitorConfig(features="none"),
+        arch=arch,
+        width=8,
+        z_dim=8,
+    )
+
+
+def test_k_discriminator_steps_per_generator_step(tmp_path):
+    task = _tiny_task("wgan-gp")  # 5 critic steps per generator step (Gulrajani et al.)
+    cfg = TrainConfig(
+        steps=2, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
+    )
+    trainer = Trainer(task, cfg, tmp_path / "run")
+    trainer.train()
+    opt_g, opt_d = trainer.optimizers["generator"], trainer.optimizers["discriminator"]
+    step_of = lambda opt: int(next(iter(opt.state.values()))["step"])  # noqa: E731
+    assert step_of(opt_g) == 2 and step_of(opt_d) == 10
+    assert opt_d.param_groups[0]["betas"] == (0.0, 0.9)
+    assert task.model.config.d_norm == "layer"
+    record = [r for r in rundir.read_metrics(tmp_path / "run") if r["event"] == "train"][-1]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "gradient_penalty"):
+        assert key in record
+
+
+def test_resume_continues_a_gan_exactly(tmp_path):
+    def cfg(steps):
+        return TrainConfig(
+            steps=steps,
+            batch_size=16,
+            warmup_steps=0,
+            min_lr_ratio=1.0,  # a constant rate: the two runs' horizons differ
+            eval_every=0,
+            sample_every=0,
+            checkpoint_every=0,
+            progress=False,
+        )
+
+    Trainer(_tiny_task(d_steps=2), cfg(6), tmp_path / "full").train()
+    Trainer(_tiny_task(d_steps=2), cfg(3), tmp_path / "split").train()
+    config = rundir.read_config(tmp_path / "split")
+    Trainer(GANTask.from_run_config(config), cfg(6), tmp_path / "split", resume=True).train()
+    (wa, _), (wb, _) = rundir.load_checkpoint(tmp_path / "full"), rundir.load_checkpoint(tmp_path / "split")
+    for name in ("model", "ema", "optimizer_generator", "optimizer_discriminator"):
+        for key in wa[name]:
+            assert torch.equal(wa[name][key], wb[name][key]), f"{name}.{key}"
+
+
+def test_wgan_gp_refuses_a_batchnorm_critic():
+    with pytest.raises(GenlabError, match="per sample"):
+        GANTask(
+            DataConfig("digits"),
+            GameConfig("wgan-gp"),
+            monitor=MonitorConfig(features="none"),
+            d_norm="batch",
+        )
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+FAST = ["--data", "digits", "--width", "8", "--z-dim", "8", "--batch-size", "16", "--no-progress"]
+
+
+def test_train_sample_eval_interpolate_arithmetic(tmp_path):
+    run = tmp_path / "cgan"
+    result = invoke(
+        "train", "gan", *FAST, "--arch", "cgan", "--loss", "hinge", "--steps", "4", "--out", str(run)
+    )
+    assert result.exit_code == 0, result.output
+    config = rundir.read_config(run, kind="gan")
+    assert config["game"]["loss"] == "hinge" and config["model"]["num_classes"] == 10
+    evals = [r for r in rundir.read_metrics(run) if r["event"] == "eval"]
+    assert "fid" in evals[-1] and len(evals[-1]["class_histogram"]) == 10  # the monitor ran (auto features)
+
+    pipe = GANPipeline.from_pretrained(run)
+    out = pipe(5, [3], generator=torch.Generator().manual_seed(0))
+    assert out.tensors.shape == (5, 1, 8, 8) and out.class_labels.tolist() == [3] * 5
+    with pytest.raises(GenlabError, match="class labels must lie"):
+        pipe(2, [10])
+
+    grid = tmp_path / "grid.png"
+    assert invoke("sample", str(run), "--class", "all", "--n", "20", "--out", str(grid)).exit_code == 0
+    assert grid.is_file()
+    walk = tmp_path / "walk.png"
+    assert (
+        invoke("gan", "interpolate", str(run), "--rows", "2", "--steps", "4", "--out", str(walk)).exit_code
+        == 0
+    )
+    assert walk.is_file()
+    sums = tmp_path / "sums.png"
+    r = invoke("gan", "arithmetic", str(run), "--a", "1,2", "--b", "3", "--c", "4", "--out", str(sums))
+    assert r.exit_code == 0, r.output and sums.is_file()
+    bad = CliRunner().invoke(
+        cli, ["gan", "arithmetic", str(run), "--by", "class", "--a", "7", "--b", "1", "--c", "4"]
+    )
+    assert bad.exit_code == 2 and "use --by index" in bad.output
+
+    report = tmp_path / "eval.json"
+    r = invoke("eval", str(run), "--n", "50", "--metrics", "accuracy,fid,coverage", "--out", str(report))
+    assert r.exit_code == 0, r.output
+    data = json.loads(report.read_text())
+    assert 0 <= data["accuracy"]["value"] <= 1 and data["fid"]["value"] > 0 and data["nfe"] == 1
+
+
+def test_restarts_keep_the_run_of_best_fid(tmp_path):
+    out = tmp_path / "best"
+    result = invoke("train", "gan", *FAST, "--steps", "3", "--restarts", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "restarts.json").read_text())
+    fids = [r["fid"] for r in summary["runs"]]
+    assert len(fids) == 2 and summary["chosen_seed"] == fids.index(min(fids))
+    assert rundir.read_config(out, kind="gan")["train"]["seed"] == summary["chosen_seed"]
+    assert (out / "model.safetensors").is_file()
+
+
+def test_gan_command_errors_are_one_line(tmp_path):
+    def error(*args: str) -> str:
+        r = CliRunner().invoke(cli, list(args))
+        assert r.exit_code == 2, r.output
+        return r.output
+
+    assert "--restarts must be at least 1" in error("train", "gan", *FAST, "--restarts", "0")
+    assert "per sample" in error(
+        "train",
+        "gan",
+        *FAST,
+        "--loss",
+        "wgan-gp",
+        "--d-norm",
+        "batch",
+        "--steps",
+        "1",
+        "--features",
+        "none",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert "even image side" in error(
+        "train",
+        "gan",
+        "--data",
+        "digits",
+        "--image-size",
+        "7",
+        "--steps",
+        "1",
+        "--features",
+        "none",
+        "--out",
+        str(tmp_path / "y"),
+    )
+
+
+def test_toy_and_theory_commands(tmp_path):
+    r = invoke("gan", "theory")
+    assert r.exit_code == 0 and "-1.386294" in r.output
+    out = tmp_path / "toy"
+    r = invoke("gan", "toy", "--data", "ring", "--steps", "20", "--frames", "2", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert (out / "training.gif").is_file() and (out / "history.png").is_file()
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert history[-1]["step"] == 20 and "modes_covered" in history[-1]
+
+
+def test_every_loss_is_registered():
+    assert set(LOSSES) == {"ns", "minimax", "wgan-gp", "hinge"}
+    from genlab.cli.gan import GAN_LOSSES
+
+    assert set(GAN_LOSSES) == set(LOSSES)
