@@ -14,6 +14,7 @@ from genlab import rundir
 from genlab.cli import cli
 from genlab.data import DataConfig
 from genlab.errors import GenlabError
+from genlab.gan.diffaugment import cutout, diff_augment, parse_policy, translation
 from genlab.gan.latent import arithmetic, interpolate, slerp
 from genlab.gan.losses import (
     LOSSES,
@@ -166,11 +167,11 @@ def test_slerp_and_arithmetic():
         interpolate(a, b, 1)
 
 
-def _tiny_task(loss: str = "ns", arch: str = "dcgan", d_steps: int = 0) -> GANTask:
+def _tiny_task(loss: str = "ns", arch: str = "dcgan", d_steps: int = 0, augment: str = "") -> GANTask:
     seed_step(0, -1)
     return GANTask(
         DataConfig("digits"),
-        GameConfig(loss, d_steps),
+        GameConfig(loss, d_steps, augment=augment),
         monitor=MonitorConfig(features="none"),
         arch=arch,
         width=8,
@@ -208,8 +209,9 @@ def test_resume_continues_a_gan_exactly(tmp_path):
             progress=False,
         )
 
-    Trainer(_tiny_task(d_steps=2), cfg(6), tmp_path / "full").train()
-    Trainer(_tiny_task(d_steps=2), cfg(3), tmp_path / "split").train()
+    task = lambda: _tiny_task(d_steps=2, augment="translation,cutout")  # noqa: E731
+    Trainer(task(), cfg(6), tmp_path / "full").train()
+    Trainer(task(), cfg(3), tmp_path / "split").train()
     config = rundir.read_config(tmp_path / "split")
     Trainer(GANTask.from_run_config(config), cfg(6), tmp_path / "split", resume=True).train()
     (wa, _), (wb, _) = rundir.load_checkpoint(tmp_path / "full"), rundir.load_checkpoint(tmp_path / "split")
@@ -341,3 +343,59 @@ def test_every_loss_is_registered():
     from genlab.cli.gan import GAN_LOSSES
 
     assert set(GAN_LOSSES) == set(LOSSES)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_torchrun_trains_a_wgan_gp(tmp_path):
+    """Two processes average each player's gradients themselves (DDP cannot double-backward the penalty)."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp-gan"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "genlab",
+    ]
+    args = [
+        "train",
+        "gan",
+        *FAST,
+        "--loss",
+        "wgan-gp",
+        "--steps",
+        "3",
+        "--features",
+        "none",
+        "--out",
+        str(run),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, state = rundir.load_checkpoint(run)
+    assert state["world_size"] == 2 and state["step"] == 3
+
+
+def test_diffaugment_is_differentiable_and_does_what_it_says():
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    assert torch.equal(translation(x, ratio=0.0), x)  # no shift: the identity
+    shifted = translation(x, torch.Generator().manual_seed(0))
+    for i in range(6):  # each image is the original moved: its non-border pixels appear in x
+        assert torch.isin(shifted[i, 0, 4:12, 4:12], x[i, 0]).all()
+    cut = cutout(torch.ones(6, 1, 16, 16), torch.Generator().manual_seed(0))
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert (zeros > 0).all() and (zeros <= 64).all()  # an 8x8 square, partly outside the image at most
+    out = diff_augment(x, parse_policy("color,translation,cutout"), torch.Generator().manual_seed(1))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # G's gradient flows through the augmentation
+    a = diff_augment(x, ("translation",), torch.Generator().manual_seed(2))
+    assert torch.equal(a, diff_augment(x, ("translation",), torch.Generator().manual_seed(2)))
+    with pytest.raises(GenlabError, match="unknown --augment"):
+        parse_policy("rotate")
+    assert parse_policy("none") == ()

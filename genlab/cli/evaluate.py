@@ -91,7 +91,7 @@ def eval_cmd(
     device: str,
     no_progress: bool,
 ) -> None:
-    """Sample N images from a diffusion or GAN run and score them: classifier accuracy of the asked class, FID,
+    """Sample N images from a diffusion or GAN run and score them: accuracy of the asked class, FID,
     KID, precision/recall (k=3), mode coverage and memorization. Writes RUN/eval.json, an HTML report
     RUN/eval.html with the pictures, and the pictures themselves (eval_*.png).
 
@@ -180,7 +180,14 @@ def eval_cmd(
     if judge_extractor is not None:
         report["classifier"] = str(classifier)
         report["classifier_val_acc"] = judge_extractor.val_accuracy
-    curve = plot_training(rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png")
+    if gan:
+        from genlab.gan.plots import plot_gan_training
+
+        curve = plot_gan_training(
+            rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png", config.get("class_names")
+        )
+    else:
+        curve = plot_training(rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png")
     if curve is not None:
         report["pictures"]["training"] = curve.name
     rundir.atomic_write_json(out_path, report)

@@ -48,6 +48,13 @@ GAN_DEFAULTS: dict[str, Any] = dict(
 )
 @click.option("--gp-weight", default=10.0, show_default=True, type=float, help="WGAN-GP's lambda.")
 @click.option("--d-lr-ratio", default=1.0, show_default=True, type=float, help="D's learning rate / G's.")
+@click.option(
+    "--augment",
+    default="none",
+    show_default=True,
+    help="DiffAugment (Zhao et al. 2020) of every D input, real and generated alike: a comma list of "
+    "translation, cutout, color; keeps D from memorising a small data set.",
+)
 @click.option("--z-dim", default=100, show_default=True, type=int, help="Size of the latent z.")
 @click.option("--width", default=64, show_default=True, type=int, help="Channels of D's first conv layer.")
 @click.option(
@@ -109,7 +116,13 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
             options["d_norm"] = params["d_norm"]
         return GANTask(
             DataConfig(**data_fields(params)),
-            GameConfig(params["loss"], params["d_steps"], params["gp_weight"], params["d_lr_ratio"]),
+            GameConfig(
+                params["loss"],
+                params["d_steps"],
+                params["gp_weight"],
+                params["d_lr_ratio"],
+                params["augment"],
+            ),
             monitor=MonitorConfig(params["eval_samples"], params["features"]),
             log=echo,
             **options,
@@ -124,6 +137,16 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
         _report(result, labels)
     else:
         result = _restarts(ctx, params, build, rebuild, restarts)
+    from genlab import rundir
+    from genlab.gan.plots import plot_gan_training
+
+    config = rundir.read_config(result.run_dir)
+    plot = plot_gan_training(
+        rundir.read_metrics(result.run_dir),
+        Path(result.run_dir) / "diagnostics.png",
+        config.get("class_names"),
+    )
+    echo(f"diagnostics (losses, D(x), D(G(z)), FID, class shares): {plot}")
     echo(f"sample it: genlab sample {result.run_dir} --n 64 --out gan.png")
 
 
@@ -176,12 +199,33 @@ def gan() -> None:
     """GAN demonstrations: toy distributions, the theory's -log 4, latent interpolation and arithmetic."""
 
 
+@gan.command("plot")
+@click.argument("run", type=click.Path())
+@click.option("--out", default=None, help="PNG to write (default: RUN/diagnostics.png).")
+def plot_cmd(run: str, out: str | None) -> None:
+    """Draw a GAN run's diagnostics: D and G losses, D(x) and D(G(z)), FID, and the class shares of the
+    samples at every evaluation (mode collapse made visible).
+
+    \b
+    Example:
+      genlab gan plot runs/gan-mnist
+    """
+    from genlab import rundir
+    from genlab.gan.plots import plot_gan_training
+
+    config = rundir.read_config(run, kind="gan")
+    path = plot_gan_training(
+        rundir.read_metrics(run), out or Path(run) / "diagnostics.png", config.get("class_names")
+    )
+    echo(f"diagnostics: {path}")
+
+
 @gan.command("toy")
 @click.option("--data", default="ring", show_default=True, type=click.Choice(["ring", "ducks-cows"]))
 @click.option("--loss", default="ns", show_default=True, type=click.Choice(GAN_LOSSES))
 @click.option("--steps", default=20000, show_default=True, type=int, help="Generator steps.")
 @click.option("--minutes", default=None, type=float, help="Stop after this many minutes.")
-@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--lr", default=1e-4, show_default=True, type=float)
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option(
     "--d-steps", default=0, show_default=True, type=int, help="D steps per G step (0: the paper's)."

@@ -15,6 +15,7 @@ from torch import nn
 from genlab.data import DataConfig, load_splits, save_grid
 from genlab.diffusion.generate import to_model_space
 from genlab.errors import GenlabError
+from genlab.gan.diffaugment import diff_augment, parse_policy
 from genlab.gan.losses import LOSSES, gradient_penalty
 from genlab.gan.models import GAN, GANConfig
 from genlab.nn.pretrained import config_from_dict
@@ -37,6 +38,7 @@ class GameConfig:
     d_steps: int = 0  # k discriminator steps per generator step; 0: the loss's paper's (5 WGAN-GP, else 1)
     gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP)
     d_lr_ratio: float = 1.0  # D's learning rate over G's (> 1 is the two time-scale rule, Heusel et al.)
+    augment: str = ""  # DiffAugment of every D input, e.g. "translation,cutout" (genlab.gan.diffaugment)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -45,6 +47,7 @@ class GameConfig:
             raise GenlabError(f"--d-steps must be 0 (the paper's) or more (got {self.d_steps})")
         if self.gp_weight < 0 or self.d_lr_ratio <= 0:
             raise GenlabError("--gp-weight must be >= 0 and --d-lr-ratio > 0")
+        parse_policy(self.augment)
 
     @property
     def k(self) -> int:
@@ -187,6 +190,12 @@ class GANTask(Task):
         opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
         n, device = len(batch), batch.images.device
         cond = gan.config.num_classes > 0
+        policy = parse_policy(game.augment)
+
+        def judge(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            """D on the augmented images: the same random policy for real and generated ones."""
+            return D(diff_augment(x, policy, generator) if policy else x, y)
+
         logs: dict[str, float] = {}
         for j in range(game.k):
             images, labels = self._real(batch, j, generator)
@@ -195,7 +204,7 @@ class GANTask(Task):
             y_fake = self._labels(n, generator, device)
             with torch.no_grad():
                 fake = G(gan.latents(n, generator), y_fake)
-            d_real, d_fake = D(real, y_real), D(fake, y_fake)
+            d_real, d_fake = judge(real, y_real), judge(fake, y_fake)
             d_loss = rule.discriminator(d_real, d_fake)
             if rule.penalty:
                 if cond:  # the penalty interpolates images of one class: pair reals with fakes of their label
@@ -214,7 +223,7 @@ class GANTask(Task):
         y_fake = self._labels(n, generator, device)
         D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
         try:
-            d_gen = D(G(gan.latents(n, generator), y_fake), y_fake)
+            d_gen = judge(G(gan.latents(n, generator), y_fake), y_fake)
             g_loss = rule.generator(d_gen)
             check_finite(g_loss, "generator loss")
             opt_g.zero_grad(set_to_none=True)
