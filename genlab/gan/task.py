@@ -16,7 +16,8 @@ from genlab.data import DataConfig, load_splits, save_grid
 from genlab.diffusion.generate import to_model_space
 from genlab.errors import GenlabError
 from genlab.gan.diffaugment import diff_augment, parse_policy
-from genlab.gan.losses import LOSSES, gradient_penalty
+from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
+from genlab.gan.losses import LOSSES
 from genlab.gan.models import GAN, GANConfig
 from genlab.nn.pretrained import config_from_dict
 from genlab.train.config import TrainConfig
@@ -105,6 +106,7 @@ class GANTask(Task):
             raise GenlabError("the WGAN-GP penalty is per sample: use --d-norm layer or none, not batch")
         self.model = GAN(model_config)
         self.extractor = self._extractor(log)
+        self.dist: DistInfo | None = None  # set by `distribute` in a multi-process run
 
     def _extractor(self, log):
         if self.monitor.features == "none":
@@ -185,7 +187,6 @@ class GANTask(Task):
         """k discriminator steps, then one generator step (Goodfellow et al. 2014, Algorithm 1)."""
         gan: GAN = net  # type: ignore[assignment]
         game, rule = self.game, LOSSES[self.game.loss]
-        dist = getattr(self, "dist", None)
         G, D = gan.generator, gan.discriminator
         opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
         n, device = len(batch), batch.images.device
@@ -202,48 +203,41 @@ class GANTask(Task):
             real = to_model_space(images)
             y_real = labels if cond else None
             y_fake = self._labels(n, generator, device)
+            if rule.penalty and cond:  # the penalty interpolates within a class: fakes of the reals' labels
+                y_fake = y_real
             with torch.no_grad():
                 fake = G(gan.latents(n, generator), y_fake)
-            d_real, d_fake = judge(real, y_real), judge(fake, y_fake)
-            d_loss = rule.discriminator(d_real, d_fake)
-            if rule.penalty:
-                if cond:  # the penalty interpolates images of one class: pair reals with fakes of their label
-                    fake = G(gan.latents(n, generator), y_real).detach()
-                gp = gradient_penalty(partial(D, labels=y_real), real, fake, generator).mean()
-                d_loss = d_loss + game.gp_weight * gp
-                logs["gradient_penalty"] = gp.item()
-            check_finite(d_loss, "discriminator loss")
+            d = discriminator_terms(
+                partial(judge, y=y_real),
+                real,
+                fake,
+                rule,
+                game.gp_weight,
+                critic=partial(D, labels=y_real),
+                generator=generator,
+            )
+            check_finite(d.loss, "discriminator loss")
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            if dist is not None:
-                average_gradients(list(D.parameters()), dist)
+            d.loss.backward()
+            if self.dist is not None:
+                average_gradients(list(D.parameters()), self.dist)
             logs["d_grad_norm"] = clip_gradients(opt_d, cfg.grad_clip)
             opt_d.step()
 
         y_fake = self._labels(n, generator, device)
-        D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
-        try:
-            d_gen = judge(G(gan.latents(n, generator), y_fake), y_fake)
-            g_loss = rule.generator(d_gen)
+        with frozen(D):
+            g_loss = rule.generator(judge(G(gan.latents(n, generator), y_fake), y_fake))
             check_finite(g_loss, "generator loss")
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
-        finally:
-            D.requires_grad_(True)
-        if dist is not None:
-            average_gradients(list(G.parameters()), dist)
+        if self.dist is not None:
+            average_gradients(list(G.parameters()), self.dist)
         logs["g_grad_norm"] = clip_gradients(opt_g, cfg.grad_clip)
         opt_g.step()
-
-        # D(x) and D(G(z)) as probabilities for the BCE games, raw critic scores otherwise.
-        squash = torch.sigmoid if rule.probabilistic else (lambda t: t)
-        logs.update(
-            d_loss=d_loss.item(),
-            g_loss=g_loss.item(),
-            d_real=float(squash(d_real.detach()).mean()),
-            d_fake=float(squash(d_fake.detach()).mean()),
-        )
-        return d_loss.detach(), logs
+        if d.penalty is not None:
+            logs["gradient_penalty"] = d.penalty.item()
+        logs.update(d_loss=d.loss.item(), g_loss=g_loss.item(), **discriminator_outputs(d, rule))
+        return d.loss.detach(), logs
 
     # --- monitoring ----------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from genlab.errors import GenlabError
-from genlab.gan.losses import LOSSES, gradient_penalty
+from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
+from genlab.gan.losses import LOSSES
 from genlab.gan.task import DCGAN_BETAS, PAPER_BETAS, PAPER_D_STEPS
 from genlab.metrics.coverage import mode_coverage
 from genlab.train.order import seed_step
@@ -182,6 +183,10 @@ def train_toy(cfg: ToyConfig, progress: Callable[[dict], None] | None = None) ->
     k = cfg.d_steps or PAPER_D_STEPS.get(cfg.loss, 1)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
+
+    def judge(x: torch.Tensor) -> torch.Tensor:
+        return D(x).squeeze(1)
+
     g = torch.Generator().manual_seed(cfg.seed)
     fixed_z = torch.randn(cfg.eval_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     grid = torch.linspace(-4, 4, 400)[:, None]
@@ -212,28 +217,17 @@ def train_toy(cfg: ToyConfig, progress: Callable[[dict], None] | None = None) ->
             real = data.sample(cfg.batch_size, g)
             with torch.no_grad():
                 fake = G(torch.randn(cfg.batch_size, cfg.z_dim, generator=g))
-            lr_, lf = D(real).squeeze(1), D(fake).squeeze(1)
-            d_loss = rule.discriminator(lr_, lf)
-            if rule.penalty:
-                d_loss = (
-                    d_loss + cfg.gp_weight * gradient_penalty(lambda x: D(x).squeeze(1), real, fake, g).mean()
-                )
+            d = discriminator_terms(judge, real, fake, rule, cfg.gp_weight, generator=g)
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            d.loss.backward()
             opt_d.step()
-        D.requires_grad_(False)
-        g_loss = rule.generator(D(G(torch.randn(cfg.batch_size, cfg.z_dim, generator=g))).squeeze(1))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        with frozen(D):
+            g_loss = rule.generator(judge(G(torch.randn(cfg.batch_size, cfg.z_dim, generator=g))))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
         opt_g.step()
-        D.requires_grad_(True)
-        squash = torch.sigmoid if rule.probabilistic else (lambda t: t)
-        last = {
-            "d_loss": d_loss.item(),
-            "g_loss": g_loss.item(),
-            "d_real": float(squash(lr_.detach()).mean()),
-            "d_fake": float(squash(lf.detach()).mean()),
-        }
+        d_loss = d.loss
+        last = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **discriminator_outputs(d, rule)}
         if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
             raise GenlabError(
                 f"the toy GAN's losses became non-finite at step {step}; lower --lr (now {cfg.lr})"
