@@ -26,7 +26,7 @@ from genlab.gan.losses import (
     generator_wasserstein,
     gradient_penalty,
 )
-from genlab.gan.models import GAN, GANConfig, dcgan_levels
+from genlab.gan.models import GAN, GANConfig, dcgan_levels, minibatch_std
 from genlab.gan.task import GameConfig, GANTask, MonitorConfig
 from genlab.gan.toy import ToyConfig, modes_covered, render_frame, theory_check, toy_data, train_toy
 from genlab.pipelines.gan import GANPipeline
@@ -399,3 +399,23 @@ def test_diffaugment_is_differentiable_and_does_what_it_says():
     with pytest.raises(GenlabError, match="unknown --augment"):
         parse_policy("rotate")
     assert parse_policy("none") == ()
+
+
+def test_minibatch_std_appends_the_group_spread():
+    h = torch.randn(8, 3, 2, 2)
+    out = minibatch_std(h)  # groups of 4: samples i and i + 2, i + 4, i + 6 share one group
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], h)
+    expected = h.reshape(4, 2, 3, 2, 2).std(0, unbiased=False).mean(dim=(1, 2, 3))
+    assert torch.allclose(out[:2, 3, 0, 0], expected) and torch.allclose(out[2:4, 3, 0, 0], expected)
+    same = minibatch_std(torch.ones(4, 2, 2, 2))  # a collapsed batch: no spread at all
+    assert torch.allclose(same[:, 2], torch.full((4, 2, 2), 1e-4), atol=1e-5)
+    gan = GAN(GANConfig(image_size=8, minibatch_std=True))
+    assert gan.discriminate(gan.generate(gan.latents(6))).shape == (6,)  # 6 samples: groups of 3
+    with pytest.raises(GenlabError, match="per sample"):
+        GANTask(
+            DataConfig("digits"),
+            GameConfig("wgan-gp"),
+            monitor=MonitorConfig(features="none"),
+            d_norm="layer",
+            minibatch_std=True,
+        )

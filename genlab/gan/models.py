@@ -30,6 +30,7 @@ class GANConfig:
     num_classes: int = 0  # > 0: conditional on class labels (Mirza & Osindero 2014), one-hot concatenated
     d_norm: str = "batch"  # normalisation in D: batch (DCGAN), layer (WGAN-GP: per-sample), none
     dropout: float = 0.0  # in the MLP discriminator (the original paper's regulariser)
+    minibatch_std: bool = False  # DCGAN D sees the batch's feature spread (Karras et al. 2018, section 3)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -169,13 +170,30 @@ class DCGANDiscriminator(nn.Module):
             ]
             c *= 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(c * s0 * s0, 1)
+        self.head = nn.Linear((c + cfg.minibatch_std) * s0 * s0, 1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         y = _one_hot(labels, self.cfg.num_classes, x)
         if y is not None:
             x = torch.cat([x, y[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
-        return self.head(self.features(x).flatten(1)).squeeze(1)
+        h = self.features(x)
+        if self.cfg.minibatch_std:
+            h = minibatch_std(h)
+        return self.head(h.flatten(1)).squeeze(1)
+
+
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Append one feature map holding the mean standard deviation of the features over groups of
+    ``group`` samples (Karras et al. 2018, "Progressive growing of GANs", section 3): a batch of
+    near-identical fakes (a collapsing generator) stands out to D. Mixes samples, like BatchNorm: not for
+    a per-sample penalty."""
+    n, c, height, width = h.shape
+    g = min(group, n)
+    while n % g:
+        g -= 1
+    std = h.reshape(g, n // g, c, height, width).var(0, unbiased=False).add(1e-8).sqrt()
+    stat = std.mean(dim=(1, 2, 3)).repeat(g)  # one number per group, given to each of its samples
+    return torch.cat([h, stat[:, None, None, None].expand(n, 1, height, width)], 1)
 
 
 class GAN(PretrainedMixin, nn.Module):

@@ -102,8 +102,10 @@ class GANTask(Task):
                 num_classes=self.train_data.num_classes if arch == "cgan" else 0,
                 **model_options,
             )
-        if LOSSES[self.game.loss].penalty and model_config.d_norm == "batch":
-            raise GenlabError("the WGAN-GP penalty is per sample: use --d-norm layer or none, not batch")
+        if LOSSES[self.game.loss].penalty and (model_config.d_norm == "batch" or model_config.minibatch_std):
+            raise GenlabError(
+                "the WGAN-GP penalty is per sample: no --minibatch-std, and --d-norm layer or none, not batch"
+            )
         self.model = GAN(model_config)
         self.extractor = self._extractor(log)
         self.dist: DistInfo | None = None  # set by `distribute` in a multi-process run
