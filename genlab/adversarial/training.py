@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.adversarial.attacks import NORMS, fgsm, pgd
+from genlab.adversarial.evaluation import spread
 from genlab.classification.evaluate import predict
 from genlab.classification.task import ClassifierDataConfig, ClassifierTask
 from genlab.data.augment import random_affine
@@ -95,8 +96,7 @@ class AdversarialClassifierTask(ClassifierTask):
         """Clean validation accuracy, and accuracy under PGD at the training epsilon (fixed images, seed)."""
         out = super().evaluate(model)
         a = self.adversarial
-        n = min(a.eval_images, len(self.val_data))
-        x, y = self.val_data.images[:n], self.val_data.labels[:n]
+        x, y = spread(self.val_data.images, self.val_data.labels, a.eval_images)
         with torch.enable_grad():
             adv = pgd(
                 model, x, y, a.eps, a.eval_steps, norm=a.norm, generator=torch.Generator().manual_seed(0)

@@ -65,6 +65,9 @@ GAN_DEFAULTS: dict[str, Any] = dict(
 )
 @click.option("--dropout", default=0.0, show_default=True, type=float, help="Dropout in the MLP D.")
 @click.option(
+    "--spectral-norm", is_flag=True, help="Spectral normalisation of every D layer (Miyato et al. 2018)."
+)
+@click.option(
     "--minibatch-std", is_flag=True, help="Give the DCGAN D the batch's feature spread (Karras et al. 2018)."
 )
 @click.option(
@@ -114,7 +117,9 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
         )
 
     def build(cfg: Any) -> GANTask:
-        options = {k: params[k] for k in ("arch", "z_dim", "width", "dropout", "minibatch_std")}
+        options = {
+            k: params[k] for k in ("arch", "z_dim", "width", "dropout", "minibatch_std", "spectral_norm")
+        }
         if params["d_norm"] is not None:
             options["d_norm"] = params["d_norm"]
         return GANTask(

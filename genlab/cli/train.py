@@ -97,6 +97,25 @@ CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
 @click.option("--hidden", default=128, show_default=True, type=int, help="Width of the hidden dense layer.")
 @click.option("--dropout", default=0.3, show_default=True, type=float)
 @click.option("--no-augment", is_flag=True, help="Train without random rotations/shifts/scalings.")
+@click.option(
+    "--adversarial",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "fgsm", "pgd"]),
+    help="Adversarial training: attack every batch against the current weights and learn from it.",
+)
+@click.option("--adv-eps", default=0.3, show_default=True, type=float, help="Epsilon of the training attack.")
+@click.option(
+    "--adv-steps", default=10, show_default=True, type=int, help="PGD steps of the training attack."
+)
+@click.option("--adv-norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
+@click.option(
+    "--clean-weight",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="alpha in alpha J(x) + (1 - alpha) J(x_adv): 0 is Madry et al.'s, 0.5 Goodfellow et al.'s.",
+)
 @train_options(**CLASSIFIER_DEFAULTS)
 @click.pass_context
 def train_classifier(ctx: click.Context, **params: Any) -> None:
@@ -108,17 +127,45 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
       genlab train classifier --data digits --steps 300
       genlab train classifier --data folder:./pets --image-size 64 --minutes 10
       genlab train classifier --out runs/classifier-mnist --resume
+      genlab train classifier --data mnist --adversarial pgd --adv-eps 0.3 --minutes 20   # Madry et al.
       torchrun --nproc_per_node=2 -m genlab train classifier --data mnist
     """
     from genlab.classification.task import ClassifierDataConfig, ClassifierTask
 
     def build(cfg: Any) -> ClassifierTask:
         data = ClassifierDataConfig(**data_fields(params), augment=not params["no_augment"])
-        widths = int_tuple(params["widths"], "--widths")
-        return ClassifierTask(data, widths=widths, hidden=params["hidden"], dropout=params["dropout"])
+        options = dict(
+            widths=int_tuple(params["widths"], "--widths"), hidden=params["hidden"], dropout=params["dropout"]
+        )
+        if params["adversarial"] == "none":
+            return ClassifierTask(data, **options)
+        from genlab.adversarial.training import AdversarialClassifierTask, AdversarialTrainingConfig
 
-    result = _train(ctx, params, "classifier", build, ClassifierTask.from_run_config)
-    _report(result, {"val_acc": "validation accuracy", "val_loss": "validation loss"})
+        adversarial = AdversarialTrainingConfig(
+            params["adversarial"],
+            params["adv_eps"],
+            params["adv_steps"],
+            norm=params["adv_norm"],
+            clean_weight=params["clean_weight"],
+        )
+        return AdversarialClassifierTask(data, adversarial, **options)
+
+    def rebuild(config: dict[str, Any]) -> ClassifierTask:
+        if "adversarial" in config:
+            from genlab.adversarial.training import AdversarialClassifierTask
+
+            return AdversarialClassifierTask.from_run_config(config)
+        return ClassifierTask.from_run_config(config)
+
+    result = _train(ctx, params, "classifier", build, rebuild)
+    _report(
+        result,
+        {
+            "val_acc": "validation accuracy",
+            "val_robust_acc": "validation accuracy under PGD at the training epsilon",
+            "val_loss": "validation loss",
+        },
+    )
 
 
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(

@@ -31,6 +31,9 @@ class GANConfig:
     d_norm: str = "batch"  # normalisation in D: batch (DCGAN), layer (WGAN-GP: per-sample), none
     dropout: float = 0.0  # in the MLP discriminator (the original paper's regulariser)
     minibatch_std: bool = False  # DCGAN D sees the batch's feature spread (Karras et al. 2018, section 3)
+    spectral_norm: bool = (
+        False  # every D layer's weight divided by its largest singular value (Miyato et al.)
+    )
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -210,6 +213,8 @@ class GAN(PretrainedMixin, nn.Module):
         self.discriminator = (DCGANDiscriminator if conv else MLPDiscriminator)(config)
         if conv:
             self.apply(_dcgan_init)
+        if config.spectral_norm:
+            _spectral_norm(self.discriminator)
 
     @property
     def device(self) -> torch.device:
@@ -226,6 +231,16 @@ class GAN(PretrainedMixin, nn.Module):
     def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """D's logit for images in [0, 1]."""
         return self.discriminator(to_model_space(images), labels)
+
+
+def _spectral_norm(module: nn.Module) -> None:
+    """Make every linear and convolutional layer of ``module`` 1-Lipschitz by dividing its weight by its
+    largest singular value, estimated by one power iteration per step (Miyato et al. 2018, Algorithm 1)."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.Conv2d, nn.Linear)):
+            setattr(module, name, nn.utils.parametrizations.spectral_norm(child))
+        else:
+            _spectral_norm(child)
 
 
 def _dcgan_init(m: nn.Module) -> None:

@@ -1,0 +1,202 @@
+"""Robustness evaluation: accuracy under each attack at each epsilon, pictures of what the attacks do, and
+the sanity checks that catch gradient masking (Carlini et al. 2019, "On evaluating adversarial
+robustness", section 5): eps = 0 changes nothing, more PGD steps never help the model, a black-box attack
+does not beat the white-box one by a wide margin, accuracy falls as epsilon grows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genlab.adversarial.attacks import check_inputs, fgsm, pgd
+from genlab.adversarial.blackbox import nes_attack
+from genlab.classification.evaluate import predict
+from genlab.errors import GenlabError
+
+WHITE_BOX = ("fgsm", "pgd", "pgd-l2")
+ATTACK_NAMES = (*WHITE_BOX, "nes")
+BLACK_BOX_MARGIN = 0.05  # black-box accuracy may undercut white-box by this much (sampling noise) at most
+
+
+@dataclass
+class RobustnessConfig:
+    eps: tuple[float, ...] = (0.1, 0.2, 0.3)
+    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    pgd_steps: int = 40
+    l2_scale: float = (
+        5.0  # pgd-l2 uses eps * l2_scale as its L2 radius (28x28: 0.3 L-inf ~ 1.5-2 L2 in Madry)
+    )
+    n: int = 500
+    blackbox_n: int = 50  # images attacked by NES (each costs up to blackbox_budget queries)
+    blackbox_budget: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.attacks) - set(ATTACK_NAMES))
+        if unknown or not self.attacks:
+            raise GenlabError(
+                f"unknown --attacks {', '.join(unknown) or '(none)'}; choose from {', '.join(ATTACK_NAMES)}"
+            )
+        if any(not e >= 0 for e in self.eps) or not self.eps:
+            raise GenlabError("--eps takes one or more epsilons >= 0, like 0.1,0.2,0.3")
+        if self.n < 1 or self.pgd_steps < 1:
+            raise GenlabError("--n and --steps must be at least 1")
+
+
+def spread(
+    images: torch.Tensor, labels: torch.Tensor, n: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images drawn without replacement by a seeded permutation (data splits may be sorted by class)."""
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[pick], labels[pick]
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predict(model, x).argmax(1) == y).float().mean())
+
+
+def run_attack(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    cfg: RobustnessConfig,
+    steps: int | None = None,
+) -> torch.Tensor:
+    """Adversarial images of ``name`` at ``eps`` (PGD with ``steps``, default ``cfg.pgd_steps``)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    if name == "fgsm":
+        return fgsm(model, x, y, eps)
+    if name == "pgd":
+        return pgd(model, x, y, eps, steps or cfg.pgd_steps, generator=g)
+    if name == "pgd-l2":
+        return pgd(model, x, y, eps * cfg.l2_scale, steps or cfg.pgd_steps, norm="l2", generator=g)
+    if name == "nes":
+        return nes_attack(model, x, y, eps, budget=cfg.blackbox_budget, generator=g)[0]
+    raise GenlabError(f"unknown attack '{name}'")
+
+
+@dataclass
+class RobustnessReport:
+    clean_accuracy: float
+    n: int
+    table: dict[str, dict[str, float]] = field(default_factory=dict)  # attack -> {eps: accuracy}
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    examples: dict[str, torch.Tensor] = field(default_factory=dict)  # "pgd@0.3" -> adversarial images
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clean_accuracy": self.clean_accuracy,
+            "n": self.n,
+            "accuracy": self.table,
+            "checks": self.checks,
+        }
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: RobustnessConfig,
+    log: Callable[[str], None] = print,
+) -> RobustnessReport:
+    """Accuracy of ``model`` on ``cfg.n`` of the images (a seeded random subset) under every attack at every
+    epsilon, with the sanity checks; NES runs on the first ``cfg.blackbox_n`` of them only and is compared
+    with PGD on the same."""
+    check_inputs(images, labels)
+    x, y = spread(images, labels, cfg.n, cfg.seed)
+    report = RobustnessReport(accuracy(model, x, y), len(x))
+    log(f"clean accuracy {report.clean_accuracy:.1%} on {len(x)} images")
+    for name in cfg.attacks:
+        xs, ys = (x[: cfg.blackbox_n], y[: cfg.blackbox_n]) if name == "nes" else (x, y)
+        row = {}
+        for eps in cfg.eps:
+            adv = run_attack(name, model, xs, ys, eps, cfg)
+            row[str(eps)] = accuracy(model, adv, ys)
+            report.examples[f"{name}@{eps}"] = adv[:8]
+            log(f"  {name:>7} eps {eps:<5}: accuracy {row[str(eps)]:.1%} ({len(xs)} images)")
+        report.table[name] = row
+    report.checks = sanity_checks(model, x, y, cfg, report)
+    for check in report.checks:
+        log(f"  check {'passed' if check['passed'] else 'FAILED'}: {check['name']} ({check['detail']})")
+    return report
+
+
+def sanity_checks(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RobustnessConfig, report: RobustnessReport
+) -> list[dict[str, Any]]:
+    checks = []
+    zero = run_attack("pgd", model, x[:100], y[:100], 0.0, cfg)
+    checks.append(
+        {
+            "name": "eps = 0 is the identity",
+            "passed": bool(torch.equal(zero, x[:100])),
+            "detail": "PGD at eps 0 on 100 images",
+        }
+    )
+    eps = max(cfg.eps)
+    few = accuracy(model, run_attack("pgd", model, x, y, eps, cfg, steps=max(1, cfg.pgd_steps // 4)), y)
+    many = report.table.get("pgd", {}).get(str(eps))
+    if many is None:
+        many = accuracy(model, run_attack("pgd", model, x, y, eps, cfg), y)
+    fewer = max(1, cfg.pgd_steps // 4)
+    checks.append(
+        {
+            "name": "more PGD steps are never weaker",
+            "passed": many <= few + 0.005,  # different step sizes: allow one image in 200 of noise
+            "detail": f"eps {eps}: {fewer} steps {few:.1%}, {cfg.pgd_steps} steps {many:.1%}",
+        }
+    )
+    for name, row in report.table.items():
+        values = [row[str(e)] for e in sorted(cfg.eps)]
+        checks.append(
+            {
+                "name": f"{name}: accuracy does not rise with epsilon",
+                "passed": all(b <= a + 0.02 for a, b in zip(values, values[1:], strict=False)),
+                "detail": ", ".join(f"{v:.1%}" for v in values),
+            }
+        )
+    if "nes" in report.table:
+        xs, ys = x[: cfg.blackbox_n], y[: cfg.blackbox_n]
+        for e in cfg.eps:
+            white = accuracy(model, run_attack("pgd", model, xs, ys, e, cfg), ys)
+            black = report.table["nes"][str(e)]
+            checks.append(
+                {
+                    "name": f"black-box does not beat white-box at eps {e}",
+                    "passed": black >= white - BLACK_BOX_MARGIN,
+                    "detail": f"NES {black:.1%}, PGD {white:.1%} on {len(xs)} images",
+                }
+            )
+    return checks
+
+
+def example_panel(
+    images: torch.Tensor, report: RobustnessReport, model: nn.Module, path: str | Path, names: list[str]
+) -> Path:
+    """Rows: clean images, then per attack at the largest epsilon the adversarial images and their
+    perturbations magnified (x - x_adv scaled to fill [0, 1]), captioned with the predictions."""
+    from genlab.data import save_grid
+
+    x = images[:8]
+    rows, captions = [x], [f"clean: {names[k]}" for k in predict(model, x).argmax(1).tolist()]
+    eps = max(float(e) for e in next(iter(report.table.values())))
+    for key, adv in report.examples.items():
+        name, e = key.split("@")
+        if float(e) != eps:
+            continue
+        n = len(adv)
+        pred = predict(model, adv).argmax(1).tolist()
+        delta = adv - x[:n]
+        scale = delta.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        rows += [adv, 0.5 + 0.5 * delta / scale]
+        captions += [f"{name} {e}: {names[k]}" for k in pred] + [
+            f"x{float(0.5 / scale[i]):.0f} perturbation" for i in range(n)
+        ]
+    return save_grid(path, torch.cat(rows), captions, nrow=len(x))
