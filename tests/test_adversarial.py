@@ -170,3 +170,182 @@ def test_patch_pieces():
     result = evaluate_patch(model, learned, x, y, 0)
     assert 0 <= result.success_rate <= 1
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_backdoor_poisoning_and_its_detectors():
+    from genlab.adversarial.backdoor import (
+        PoisonConfig,
+        activation_clustering,
+        poison,
+        precision_recall,
+        spectral_scores,
+        stamp,
+    )
+
+    train, _ = load_splits("digits", 0, 0.1, None)
+    stamped = stamp(torch.zeros(1, 1, 8, 8), 2)
+    assert stamped[0, 0, 5:7, 5:7].tolist() == [[0, 1], [1, 0]] and stamped.sum() == 2
+    dirty, mask = poison(train, PoisonConfig(fraction=0.1, target=3, size=2))
+    candidates = int((train.labels != 3).sum())
+    assert int(mask.sum()) == round(0.1 * candidates)
+    assert (train.labels[mask] != 3).all() and (dirty.labels[mask] == 3).all()
+    assert torch.equal(dirty.images[~mask], train.images[~mask]) and torch.equal(train.labels, train.labels)
+    with pytest.raises(GenlabError, match="fraction"):
+        PoisonConfig(fraction=1.5)
+
+    # Synthetic activations: class 0 one blob, class 1 a blob plus 10% far-away poisoned points.
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(400, 16, generator=g)
+    labels = torch.cat([torch.zeros(200), torch.ones(200)]).long()
+    truth = torch.zeros(400, dtype=torch.bool)
+    truth[380:] = True
+    feats[380:] += 6.0
+    flagged = activation_clustering(feats, labels)
+    assert precision_recall(flagged, truth) == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "flagged": 20,
+        "poisoned": 20,
+    }
+    top = spectral_scores(feats, labels).topk(20).indices
+    assert truth[top].all()
+
+
+def test_adversarial_training_runs_resumes_and_reports_robust_accuracy(tmp_path):
+    from genlab import rundir
+    from genlab.adversarial.training import AdversarialClassifierTask, AdversarialTrainingConfig
+    from genlab.classification.task import ClassifierDataConfig
+    from genlab.train import TrainConfig, Trainer, seed_step
+
+    seed_step(0, -1)
+    adv = AdversarialTrainingConfig("pgd", eps=0.1, steps=2, eval_steps=2, eval_images=50, clean_weight=0.5)
+    task = AdversarialClassifierTask(ClassifierDataConfig("digits"), adv, widths=(8,), hidden=16)
+    cfg = TrainConfig(
+        steps=3, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
+    )
+    result = Trainer(task, cfg, tmp_path / "run").train()
+    assert 0 <= result.metrics["val_robust_acc"] <= result.metrics["val_acc"] + 0.1
+    record = [r for r in rundir.read_metrics(tmp_path / "run") if r["event"] == "train"][-1]
+    assert "train_adv_acc" in record and "train_acc" in record
+    config = rundir.read_config(tmp_path / "run", kind="classifier")
+    assert config["adversarial"]["method"] == "pgd"
+    again = AdversarialClassifierTask.from_run_config(config)
+    assert again.adversarial == adv
+    with pytest.raises(GenlabError, match="unknown adversarial training"):
+        AdversarialTrainingConfig("cw")
+
+
+def test_attack_and_defend_commands(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from genlab.cli import cli
+    from genlab.data import save_grid
+
+    def run(*args: str):
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    clf = tmp_path / "clf"
+    fast = ["--data", "digits", "--widths", "8", "--hidden", "16", "--batch-size", "32", "--no-progress"]
+    run("train", "classifier", *fast, "--steps", "40", "--out", str(clf))
+    out = tmp_path / "attack.json"
+    run(
+        "attack",
+        "eval",
+        str(clf),
+        "--n",
+        "40",
+        "--steps",
+        "3",
+        "--attacks",
+        "fgsm,pgd,nes",
+        "--blackbox-n",
+        "2",
+        "--budget",
+        "60",
+        "--out",
+        str(out),
+    )
+    report = json.loads(out.read_text())
+    assert set(report["accuracy"]) == {"fgsm", "pgd", "nes"} and report["checks"][0]["passed"]
+    assert (tmp_path / "attack_curve.png").is_file() and (tmp_path / "attack_examples.png").is_file()
+
+    train, _ = load_splits("digits", 0, 0.1, None)
+    digit = tmp_path / "digit.png"
+    save_grid(digit, train.images[:1], scale=1)
+    run(
+        "attack",
+        "image",
+        str(clf),
+        str(digit),
+        "--eps",
+        "0.2",
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path / "a.png"),
+    )
+    run(
+        "attack",
+        "image",
+        str(clf),
+        str(digit),
+        "--target",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path / "b.png"),
+    )
+    run(
+        "attack",
+        "optimize",
+        str(clf),
+        "--target",
+        "7",
+        "--steps",
+        "5",
+        "--n",
+        "2",
+        "--out",
+        str(tmp_path / "c.png"),
+    )
+    text = run(
+        "attack",
+        "patch",
+        str(clf),
+        "--target",
+        "0",
+        "--size",
+        "3",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path / "d.png"),
+    )
+    assert "held-out images" in text
+    text = run("attack", "transfer", str(clf), str(clf), "--eps", "0.1", "--steps", "2", "--n", "20")
+    assert "transfer" in text
+    text = run("attack", "linearity", "--data", "digits", "--classes", "0,1", "--eps", "0,0.1")
+    assert "eps*||w||_1" in text
+    bad = CliRunner().invoke(cli, ["attack", "eval", str(clf), "--eps", "-0.1"])
+    assert bad.exit_code == 2 and "epsilon" in bad.output
+
+    text = run(
+        "defend",
+        "backdoor-demo",
+        "--data",
+        "digits",
+        "--trigger-size",
+        "2",
+        "--steps",
+        "10",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "bd"),
+    )
+    result = json.loads((tmp_path / "bd" / "backdoor.json").read_text())
+    assert {"clean", "poisoned", "detection"} <= set(result)

@@ -46,4 +46,17 @@ def main() -> None:
 
 
 # Importing the command modules registers their commands on `cli`.
-from genlab.cli import attack, bench, clip, data, demo, diffusion, evaluate, gan, predict, sample, train  # noqa: E402, F401
+from genlab.cli import (  # noqa: E402, F401
+    attack,
+    bench,
+    clip,
+    data,
+    defend,
+    demo,
+    diffusion,
+    evaluate,
+    gan,
+    predict,
+    sample,
+    train,
+)
