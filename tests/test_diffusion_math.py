@@ -514,3 +514,49 @@ def test_bad_arguments_raise_clear_errors():
         sample("ddim", gaussian_denoiser, z, LINEAR, 10, eta=-1.0)
     with pytest.raises(GenlabError, match="keywords"):
         CFGDenoiser(gaussian_denoiser, 2.0, {"class_labels": torch.zeros(2)}, {"context": torch.zeros(2)})
+
+
+# ---------------------------------------------------------------- starting from images (SDEdit)
+
+
+def test_discrete_sigmas_from_a_start_timestep():
+    sigmas = get_sigmas_discrete(LINEAR, 5, start=199)
+    assert float(sigmas[0]) == float(LINEAR.sigmas[199]) and float(sigmas[-1]) == 0.0
+    assert LINEAR.sigma_to_t(sigmas[:-1]).tolist() == [199, 159, 119, 79, 39]
+    karras = get_sigmas(LINEAR, 5, "karras", start=199)
+    assert float(karras[0]) == pytest.approx(float(LINEAR.sigmas[199])) and bool((karras.diff() < 0).all())
+    with pytest.raises(GenlabError, match="at most 200 steps"):
+        get_sigmas_discrete(LINEAR, 201, start=199)
+
+
+def test_sdedit_from_data_keeps_the_data_distribution():
+    """Data noised to timestep t has the marginal at t, so the exact reverse process from there (DDPM on
+    every timestep below t) returns the data distribution N(MU, S^2)."""
+    n = 20_000
+    x0 = MU + S * torch.randn(n, 1, generator=torch.Generator().manual_seed(6))
+    z = torch.randn(n, 1, generator=torch.Generator().manual_seed(7))
+    out = sample(
+        "ddpm", gaussian_denoiser, z, LINEAR, 300, x0=x0, start=299, generator=torch.Generator().manual_seed(8)
+    )
+    check_gaussian_samples(out, n)
+    near = sample("ddim", gaussian_denoiser, z[:100], LINEAR, 5, x0=x0[:100], start=9)
+    assert (near - x0[:100]).abs().mean() < 0.1  # a small start keeps each sample close to its image
+
+
+def test_generate_from_images_strength_zero_is_the_identity():
+    from genlab.diffusion.generate import generate
+    from genlab.nn.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(
+        UNetConfig(in_channels=1, image_size=8, base_channels=32, channel_mults=(1,), attention_levels=())
+    )
+    images = torch.rand(2, 1, 8, 8)
+    same = generate(net, LINEAR, "eps", (2, 1, 8, 8), init_images=images, strength=0.0, steps=5)
+    assert torch.equal(same, images)
+    out = generate(net, LINEAR, "eps", (2, 1, 8, 8), init_images=images, strength=0.3, steps=50)
+    assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(GenlabError, match="strength must lie"):
+        generate(net, LINEAR, "eps", (2, 1, 8, 8), init_images=images, strength=1.5)
+    with pytest.raises(GenlabError, match="init images have shape"):
+        generate(net, LINEAR, "eps", (3, 1, 8, 8), init_images=images, strength=0.5)

@@ -261,7 +261,7 @@ def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
-def get_sigmas_discrete(schedule: NoiseSchedule, n: int) -> torch.Tensor:
+def get_sigmas_discrete(schedule: NoiseSchedule, n: int, start: int | None = None) -> torch.Tensor:
     """The sigmas of n training timesteps with "trailing" spacing (Lin et al. 2023, Table 2), then 0.
 
     The timesteps are round(T - k T / n) - 1 for k = 0..n-1: T-1 first, so the first step starts at the
@@ -269,22 +269,26 @@ def get_sigmas_discrete(schedule: NoiseSchedule, n: int) -> torch.Tensor:
     sigma = 0 (clean data). For n = T these are all timesteps T-1 .. 0. float64, shape (n + 1,).
     """
     _check_steps(n)
-    T = schedule.timesteps
+    T = schedule.timesteps if start is None else start + 1  # from timestep ``start`` down (SDEdit)
     if n > T:
-        raise GenlabError(f"at most {T} steps on the discrete schedule (its number of timesteps), got {n}")
+        raise GenlabError(f"at most {T} steps from timestep {T - 1} of the discrete schedule, got {n}")
     t = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round().long() - 1
     sigmas = schedule.sigmas[t]
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
-def get_sigmas(schedule: NoiseSchedule, n: int, kind: str = "karras") -> torch.Tensor:
+def get_sigmas(
+    schedule: NoiseSchedule, n: int, kind: str = "karras", start: int | None = None
+) -> torch.Tensor:
     """n + 1 decreasing sigmas ending in 0: ``kind`` "karras" (eq. 5 between the schedule's sigma_min and
-    sigma_max) or "discrete" (the training timesteps, trailing spacing)."""
+    sigma_max) or "discrete" (the training timesteps, trailing spacing); with ``start``, from the sigma of
+    that timestep instead of sigma_max (a partial trajectory, as SDEdit runs)."""
     _check_steps(n)
     if kind == "karras":
-        return get_sigmas_karras(n, schedule.sigma_min, schedule.sigma_max)
+        top = schedule.sigma_max if start is None else float(schedule.sigmas[start])
+        return get_sigmas_karras(n, min(schedule.sigma_min, top), top)
     if kind == "discrete":
-        return get_sigmas_discrete(schedule, n)
+        return get_sigmas_discrete(schedule, n, start)
     raise GenlabError(f"unknown sigma spacing {kind!r}; choose one of: {', '.join(SIGMA_KINDS)}")
 
 
@@ -298,12 +302,16 @@ def sample(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
     sigmas_kind: str | None = None,
+    x0: torch.Tensor | None = None,
+    start: int | None = None,
     **sampler_kwargs,
 ) -> torch.Tensor:
     """Run sampler ``name`` for ``steps`` steps from unit Gaussian noise ``x_noise_unit``.
 
     Builds the sigmas (``DEFAULT_SIGMAS[name]`` unless ``sigmas_kind`` is given), scales the noise by
-    sigmas[0] and calls the sampler; ``sampler_kwargs`` go to it (e.g. ``eta`` for "ddim").
+    sigmas[0] and calls the sampler; ``sampler_kwargs`` go to it (e.g. ``eta`` for "ddim"). With ``x0``
+    (model space) and ``start`` (a timestep), the trajectory starts from x0 noised to that timestep,
+    x = x0 + sigma_start eps in the sampler's variables: SDEdit (Meng et al. 2022, section 3.2).
     """
     if name not in SAMPLERS:
         raise GenlabError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
@@ -314,8 +322,10 @@ def sample(
     if unknown:
         options = ", ".join(sorted(accepted - {"generator"})) or "none"
         raise GenlabError(f"sampler {name!r} takes no option {', '.join(unknown)} (its options: {options})")
-    sigmas = get_sigmas(schedule, int(steps), sigmas_kind or DEFAULT_SIGMAS[name])
+    sigmas = get_sigmas(schedule, int(steps), sigmas_kind or DEFAULT_SIGMAS[name], start)
     x = x_noise_unit * float(sigmas[0])
+    if x0 is not None:
+        x = x + x0
     return sampler(
         model, x, sigmas, extra_args=extra_args, callback=callback, generator=generator, **sampler_kwargs
     )
