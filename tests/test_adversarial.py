@@ -349,3 +349,20 @@ def test_attack_and_defend_commands(tmp_path):
     )
     result = json.loads((tmp_path / "bd" / "backdoor.json").read_text())
     assert {"clean", "poisoned", "detection"} <= set(result)
+
+
+def test_feature_squeezers_and_detector_thresholds():
+    from genlab.adversarial.detection import auroc, bit_depth, fit_detector, median_filter
+
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert set(bit_depth(x, 1).unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(median_filter(torch.full((1, 1, 5, 5), 0.3), 2), torch.full((1, 1, 5, 5), 0.3))
+    dot = torch.zeros(1, 1, 5, 5)
+    dot[0, 0, 2, 2] = 1.0
+    assert median_filter(dot, 3).sum() == 0  # a lone bright pixel is noise to a median
+    assert auroc(torch.zeros(5), torch.ones(5)) == 1.0 and auroc(torch.ones(5), torch.ones(5)) == 0.5
+    model, (images, _) = _easy_model(), _batch(100)
+    det = fit_detector(model, images, "msp", fpr=0.1)
+    assert float(det.flag(model, images).float().mean()) == pytest.approx(0.1, abs=0.02)
+    with pytest.raises(GenlabError, match="false-positive rate"):
+        fit_detector(model, images, "msp", fpr=0.0)

@@ -536,7 +536,14 @@ def test_sdedit_from_data_keeps_the_data_distribution():
     x0 = MU + S * torch.randn(n, 1, generator=torch.Generator().manual_seed(6))
     z = torch.randn(n, 1, generator=torch.Generator().manual_seed(7))
     out = sample(
-        "ddpm", gaussian_denoiser, z, LINEAR, 300, x0=x0, start=299, generator=torch.Generator().manual_seed(8)
+        "ddpm",
+        gaussian_denoiser,
+        z,
+        LINEAR,
+        300,
+        x0=x0,
+        start=299,
+        generator=torch.Generator().manual_seed(8),
     )
     check_gaussian_samples(out, n)
     near = sample("ddim", gaussian_denoiser, z[:100], LINEAR, 5, x0=x0[:100], start=9)
