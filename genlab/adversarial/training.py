@@ -34,6 +34,7 @@ class AdversarialTrainingConfig:
     alpha: float | None = None  # PGD step size; None: 2.5 eps / steps
     norm: str = "linf"
     clean_weight: float = 0.0  # alpha of the mix: 0 is Madry's (attacked images only), 0.5 Goodfellow's
+    warmup_steps: int = 0  # epsilon ramps up linearly over these steps (small nets can stall at full eps)
     eval_steps: int = 20  # PGD steps of the robust validation accuracy
     eval_images: int = 200
 
@@ -72,16 +73,21 @@ class AdversarialClassifierTask(ClassifierTask):
     def config_sections(self) -> dict[str, Any]:
         return {**super().config_sections(), "adversarial": asdict(self.adversarial)}
 
-    def attack(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Attack a batch against the current weights (the bare model: an attack never steps DDP)."""
+    def attack(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, step: int = 0
+    ) -> torch.Tensor:
+        """Attack a batch against the current weights (the bare model: an attack never steps DDP), at the
+        epsilon of the ramp at ``step``; PGD's step size scales with it."""
         a = self.adversarial
+        scale = min(1.0, (step + 1) / a.warmup_steps) if a.warmup_steps else 1.0
         if a.method == "fgsm":
-            return fgsm(self.model, x, y, a.eps)
-        return pgd(self.model, x, y, a.eps, a.steps, a.alpha, a.norm, generator=generator)
+            return fgsm(self.model, x, y, a.eps * scale)
+        alpha = a.alpha * scale if a.alpha is not None else None
+        return pgd(self.model, x, y, a.eps * scale, a.steps, alpha, a.norm, generator=generator)
 
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         x = random_affine(batch.images, generator) if self.data.augment else batch.images
-        x_adv = self.attack(x, batch.labels, generator)
+        x_adv = self.attack(x, batch.labels, generator, batch.step)
         w = self.adversarial.clean_weight
         logits_adv = model(x_adv)
         loss = (1 - w) * F.cross_entropy(logits_adv, batch.labels)

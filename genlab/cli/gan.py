@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import data_fields, data_options, echo, train_options
+from genlab.cli.common import data_fields, data_options, echo, is_main_process, train_options
 from genlab.cli.train import _report, _run_dir, _train, train
 from genlab.errors import GenlabError
 
@@ -145,17 +145,18 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
         _report(result, labels)
     else:
         result = _restarts(ctx, params, build, rebuild, restarts)
-    from genlab import rundir
-    from genlab.gan.plots import plot_gan_training
+    if is_main_process():
+        from genlab import rundir
+        from genlab.gan.plots import plot_gan_training
 
-    config = rundir.read_config(result.run_dir)
-    plot = plot_gan_training(
-        rundir.read_metrics(result.run_dir),
-        Path(result.run_dir) / "diagnostics.png",
-        config.get("class_names"),
-    )
-    echo(f"diagnostics (losses, D(x), D(G(z)), FID, class shares): {plot}")
-    echo(f"sample it: genlab sample {result.run_dir} --n 64 --out gan.png")
+        config = rundir.read_config(result.run_dir)
+        plot = plot_gan_training(
+            rundir.read_metrics(result.run_dir),
+            Path(result.run_dir) / "diagnostics.png",
+            config.get("class_names"),
+        )
+        echo(f"diagnostics (losses, D(x), D(G(z)), FID, class shares): {plot}")
+        echo(f"sample it: genlab sample {result.run_dir} --n 64 --out gan.png")
 
 
 def _restarts(ctx: click.Context, params: dict[str, Any], build, rebuild, n: int):

@@ -110,6 +110,9 @@ CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
 )
 @click.option("--adv-norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
 @click.option(
+    "--adv-warmup", default=0, show_default=True, type=int, help="Steps over which epsilon ramps up from 0."
+)
+@click.option(
     "--clean-weight",
     default=0.0,
     show_default=True,
@@ -145,8 +148,10 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
             params["adversarial"],
             params["adv_eps"],
             params["adv_steps"],
+            params["adv_alpha"],
             norm=params["adv_norm"],
             clean_weight=params["clean_weight"],
+            warmup_steps=params["adv_warmup"],
         )
         return AdversarialClassifierTask(data, adversarial, **options)
 

@@ -27,7 +27,7 @@ class GANConfig:
     image_size: int = 28
     z_dim: int = 100
     width: int = 64  # DCGAN: channels of D's first / G's last layer; MLP: hidden units are 4x and 8x this
-    num_classes: int = 0  # > 0: conditional on class labels (Mirza & Osindero 2014), one-hot concatenated
+    num_classes: int = 0  # > 0: class-conditional: one-hot label into G (Mirza & Osindero), projection in D
     d_norm: str = "batch"  # normalisation in D: batch (DCGAN), layer (WGAN-GP: per-sample), none
     dropout: float = 0.0  # in the MLP discriminator (the original paper's regulariser)
     minibatch_std: bool = False  # DCGAN D sees the batch's feature spread (Karras et al. 2018, section 3)

@@ -44,6 +44,7 @@ class Batch:
     labels: torch.Tensor | None
     captions: list[str]
     indices: torch.Tensor
+    step: int = 0  # the optimizer step this batch is for (curricula, e.g. an epsilon ramp)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -222,7 +223,7 @@ class Trainer:
         data = self.task.train_data
         dev = self.dist.device
         labels = data.labels[idx].to(dev) if data.labels is not None else None
-        return Batch(data.images[idx].to(dev), labels, [data.captions[i] for i in idx.tolist()], idx)
+        return Batch(data.images[idx].to(dev), labels, [data.captions[i] for i in idx.tolist()], idx, step)
 
     def _eval_model(self) -> nn.Module:
         return self.ema.model if self.ema is not None else self.model
