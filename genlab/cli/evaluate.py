@@ -136,6 +136,10 @@ def eval_cmd(
         raise GenlabError(
             f"unknown --sweep-samplers {', '.join(bad)}; choose from {', '.join(SAMPLER_NAMES)}"
         )
+    if gan:  # one generator pass: steps, sampler and guidance do not apply
+        if sweep:
+            raise GenlabError("--sweep-steps applies to diffusion runs; a GAN makes an image in one pass")
+        steps, sampler, guidance = 1, "generator", 1.0
     cfg = EvalConfig(n, steps, sampler, guidance, seed, wanted, sweep, samplers)
     if gan:
         from genlab.pipelines.gan import GANPipeline
@@ -222,6 +226,12 @@ def _prompts(spec: str, val, n: int) -> list[str]:
     return [captions[i % len(captions)] for i in range(n)]
 
 
+def _sampling(report: dict) -> str:
+    if report["sampler"] == "generator":
+        return "one generator pass"
+    return f"{report['sampler']} {report['steps']} steps, guidance {report['guidance_scale']}"
+
+
 def _print_report(report: dict) -> None:
     if "adherence" in report:
         a = report["adherence"]
@@ -240,7 +250,7 @@ def _print_report(report: dict) -> None:
         a = report["accuracy"]
         click.echo(
             f"classifier accuracy of class-conditional samples: {a['value']:.1%} ({a['generated']} samples, "
-            f"{report['sampler']} {report['steps']} steps, guidance {report['guidance_scale']}, "
+            f"{_sampling(report)}, "
             f"seed {report['seed']}; {report['sampling_seconds']:.0f} s; judge: {a['judge']})"
         )
         click.echo("per class: " + ", ".join(f"{k} {v:.0%}" for k, v in a["per_class"].items()))
