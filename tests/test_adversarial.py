@@ -251,6 +251,27 @@ def test_attack_and_defend_commands(tmp_path):
     clf = tmp_path / "clf"
     fast = ["--data", "digits", "--widths", "8", "--hidden", "16", "--batch-size", "32", "--no-progress"]
     run("train", "classifier", *fast, "--steps", "40", "--out", str(clf))
+    robust = tmp_path / "robust"
+    text = run(
+        "train",
+        "classifier",
+        *fast,
+        "--steps",
+        "2",
+        "--adversarial",
+        "pgd",
+        "--adv-eps",
+        "0.1",
+        "--adv-steps",
+        "2",
+        "--adv-alpha",
+        "0.05",
+        "--adv-warmup",
+        "2",
+        "--out",
+        str(robust),
+    )
+    assert "under PGD" in text
     out = tmp_path / "attack.json"
     run(
         "attack",

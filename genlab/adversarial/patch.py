@@ -64,9 +64,9 @@ def train_patch(
     target: int,
     size: int = 8,
     steps: int = 300,
-    lr: float = 0.05,
-    tv_weight: float = 0.1,
-    print_weight: float = 0.1,
+    lr: float = 0.3,
+    tv_weight: float = 0.01,
+    print_weight: float = 0.01,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:

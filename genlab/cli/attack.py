@@ -233,10 +233,10 @@ def attack_optimize(
 @attack.command("patch")
 @click.argument("run", type=click.Path())
 @click.option("--target", required=True, help="Class the patch should make the classifier see.")
-@click.option("--size", default=8, show_default=True, type=int, help="Side of the square patch in pixels.")
+@click.option("--size", default=12, show_default=True, type=int, help="Side of the square patch in pixels.")
 @click.option("--steps", default=300, show_default=True, type=int)
-@click.option("--tv-weight", default=0.1, show_default=True, type=float, help="Total-variation weight.")
-@click.option("--print-weight", default=0.1, show_default=True, type=float, help="Printability weight.")
+@click.option("--tv-weight", default=0.01, show_default=True, type=float, help="Total-variation weight.")
+@click.option("--print-weight", default=0.01, show_default=True, type=float, help="Printability weight.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default="patch.png", show_default=True)
 def attack_patch(
@@ -247,7 +247,7 @@ def attack_patch(
 
     \b
     Example:
-      genlab attack patch runs/classifier-mnist --target 0 --size 8
+      genlab attack patch runs/classifier-mnist --target 8 --size 12
     """
     import torch
 

@@ -108,6 +108,13 @@ CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
 @click.option(
     "--adv-steps", default=10, show_default=True, type=int, help="PGD steps of the training attack."
 )
+@click.option(
+    "--adv-alpha",
+    default=None,
+    type=float,
+    help="PGD step size (default 2.5 eps / steps); --adv-steps 1 --adv-alpha 0.375 with eps 0.3 is the "
+    "fast FGSM-with-random-start training of Wong et al. (2020).",
+)
 @click.option("--adv-norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
 @click.option(
     "--adv-warmup", default=0, show_default=True, type=int, help="Steps over which epsilon ramps up from 0."
