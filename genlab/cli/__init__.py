@@ -54,6 +54,7 @@ from genlab.cli import (  # noqa: E402, F401
     defend,
     demo,
     diffusion,
+    edit,
     evaluate,
     gan,
     predict,

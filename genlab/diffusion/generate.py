@@ -73,6 +73,7 @@ def generate(
     clip_denoised: bool = True,
     init_images: torch.Tensor | None = None,
     strength: float = 1.0,
+    keep: torch.Tensor | None = None,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
@@ -81,6 +82,12 @@ def generate(
     round(strength T) - 1 instead of from pure noise (SDEdit, Meng et al. 2022): strength 1 forgets them,
     small strengths keep their content and only re-draw the details (purification, image-to-image);
     strength 0 returns them unchanged.
+
+    With ``keep`` as well (N or 1, 1, H, W; 1 where ``init_images`` must stay), the rest is inpainted: at
+    every step the denoised estimate takes the known pixels in the kept region, so the sampler's
+    trajectory is pulled toward them, and the result is composited with them at the end, so the kept
+    region is returned exactly (the replacement method of Song et al. 2021, appendix I; RePaint's
+    resampling is not done).
 
     ``clip_denoised`` clamps every x0 estimate to the data range [-1, 1], as the sampler of Ho et al. (2020)
     does (``clip_denoised`` in their code): guided estimates at high noise can overshoot far outside it,
@@ -121,6 +128,16 @@ def generate(
             raise GenlabError("guidance needs an unconditional (or negative) condition beside the condition")
         else:
             denoiser = CFGDenoiser(denoiser, guidance_scale, cond, uncond)
+    known = m = None
+    if keep is not None:
+        if init_images is None:
+            raise GenlabError("inpainting needs the image to keep parts of (init_images)")
+        known = to_model_space(init_images.to(device))
+        m = keep.to(device=device, dtype=known.dtype)
+        if m.dim() != 4 or m.shape[1] != 1 or m.shape[2:] != known.shape[2:]:
+            raise GenlabError(f"the mask must be (N, 1, H, W) like the images, got {tuple(m.shape)}")
+        free = denoiser
+        denoiser = lambda x, sigma: m * known + (1 - m) * free(x, sigma)  # noqa: E731
     if clip_denoised:
         unclipped = denoiser
         denoiser = lambda x, sigma: unclipped(x, sigma).clamp(-1.0, 1.0)  # noqa: E731
@@ -143,4 +160,6 @@ def generate(
         start=start,
         **sampler_kwargs,
     )
+    if m is not None:
+        x = m * known + (1 - m) * x
     return to_images(x)
