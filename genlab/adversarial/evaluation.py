@@ -177,6 +177,13 @@ def sanity_checks(
     return checks
 
 
+def magnify(delta: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """Perturbations made visible: each scaled so its largest pixel reaches 0 or 1 around mid-gray, and
+    the magnification of each."""
+    scale = delta.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return 0.5 + 0.5 * delta / scale, (0.5 / scale.flatten()).tolist()
+
+
 def example_panel(
     images: torch.Tensor, report: RobustnessReport, model: nn.Module, path: str | Path, names: list[str]
 ) -> Path:
@@ -193,10 +200,9 @@ def example_panel(
             continue
         n = len(adv)
         pred = predict(model, adv).argmax(1).tolist()
-        delta = adv - x[:n]
-        scale = delta.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        rows += [adv, 0.5 + 0.5 * delta / scale]
+        shown, factors = magnify(adv - x[:n])
+        rows += [adv, shown]
         captions += [f"{name} {e}: {names[k]}" for k in pred] + [
-            f"x{float(0.5 / scale[i]):.0f} perturbation" for i in range(n)
+            f"x{factors[i]:.0f} perturbation" for i in range(n)
         ]
     return save_grid(path, torch.cat(rows), captions, nrow=len(x))

@@ -7,15 +7,8 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import echo
+from genlab.cli.common import echo, number_list
 from genlab.errors import GenlabError
-
-
-def _floats(text: str, option: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GenlabError(f"{option} takes comma-separated numbers like 0.1,0.2,0.3 (got {text!r})") from None
 
 
 def _load(run: str, device: str = "cpu"):
@@ -84,7 +77,7 @@ def attack_eval(
     from genlab.adversarial.plots import plot_accuracy_vs_eps
 
     cfg = RobustnessConfig(
-        _floats(eps, "--eps"),
+        number_list(eps, "--eps", float),
         tuple(a.strip() for a in attacks.split(",") if a.strip()),
         steps,
         l2_scale,
@@ -142,6 +135,7 @@ def attack_image(
     import torch
 
     from genlab.adversarial.attacks import fgsm, pgd
+    from genlab.adversarial.evaluation import magnify
     from genlab.classification.evaluate import predict
     from genlab.data import load_image, save_grid
 
@@ -158,19 +152,9 @@ def attack_image(
     if name == "fgsm":
         adv = fgsm(model, x, y, eps, targeted)
     else:
-        adv = pgd(
-            model,
-            x,
-            y,
-            eps if name == "pgd" else eps,
-            steps,
-            norm="l2" if name == "pgd-l2" else "linf",
-            targeted=targeted,
-        )
+        adv = pgd(model, x, y, eps, steps, norm="l2" if name == "pgd-l2" else "linf", targeted=targeted)
     probs = predict(model, adv)
-    delta = adv - x
-    scale = delta.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    grid = torch.cat([x, adv, 0.5 + 0.5 * delta / scale])
+    grid = torch.cat([x, adv, magnify(adv - x)[0]])
     captions = [f"clean: {names[k]}" for k in clean.tolist()]
     captions += [f"{name}: {names[k]} ({probs[i, k]:.0%})" for i, k in enumerate(probs.argmax(1).tolist())]
     captions += ["perturbation (magnified)"] * len(x)
@@ -311,7 +295,7 @@ def attack_transfer(surrogate: str, target_run: str, eps: str, steps: int, n: in
         f"target clean accuracy {accuracy(target, x, y):.1%}, surrogate {accuracy(source, x, y):.1%} "
         f"({len(x)} images)"
     )
-    for e in _floats(eps, "--eps"):
+    for e in number_list(eps, "--eps", float):
         adv = pgd(source, x, y, e, steps, generator=torch.Generator().manual_seed(0))
         white = pgd(target, x, y, e, steps, generator=torch.Generator().manual_seed(0))
         echo(
@@ -339,11 +323,11 @@ def attack_linearity(data: str, classes: str, eps: str) -> None:
     from genlab.adversarial.linearity import linearity_demo
     from genlab.data import load_splits
 
-    pair = tuple(int(c) for c in _floats(classes, "--classes"))
+    pair = number_list(classes, "--classes")
     if len(pair) != 2:
         raise GenlabError("--classes takes two class indices, like 3,7")
     train, _ = load_splits(data, 0, 0.1, None)
-    report = linearity_demo(train, pair, _floats(eps, "--eps"))
+    report = linearity_demo(train, pair, number_list(eps, "--eps", float))
     echo(
         f"logistic regression {pair[0]} vs {pair[1]} on {report.dimension} pixels: "
         f"{report.clean_accuracy:.1%} accuracy"

@@ -25,7 +25,8 @@ def bench() -> None:
 
 def _unet_config(image_size: int) -> Any:
     """The U-Net that `genlab train diffusion --data mnist --cond class` builds: its option defaults."""
-    from genlab.cli.train import int_tuple, train_diffusion
+    from genlab.cli.common import number_list
+    from genlab.cli.train import train_diffusion
     from genlab.nn.unet import UNetConfig
 
     d = {p.name: p.default for p in train_diffusion.params}
@@ -33,9 +34,9 @@ def _unet_config(image_size: int) -> Any:
         in_channels=1,
         image_size=image_size,
         base_channels=d["base_channels"],
-        channel_mults=int_tuple(d["channel_mults"], "--channel-mults"),
+        channel_mults=number_list(d["channel_mults"], "--channel-mults"),
         num_res_blocks=d["num_res_blocks"],
-        attention_levels=int_tuple(d["attention_levels"], "--attention-levels"),
+        attention_levels=number_list(d["attention_levels"], "--attention-levels"),
         dropout=d["dropout"],
         num_classes=10,
     )

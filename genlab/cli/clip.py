@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import data_fields, data_options, echo, train_options
-from genlab.cli.train import _report, _train, int_tuple, train
+from genlab.cli.common import data_fields, data_options, echo, number_list, train_options
+from genlab.cli.train import _report, _train, train
 from genlab.errors import GenlabError
 
 # Measured on 2 CPU cores (another training job running beside it): `genlab train clip --data shapes`
@@ -76,7 +76,7 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
             text_options=dict(
                 width=params["text_width"], layers=params["text_layers"], heads=params["text_heads"]
             ),
-            widths=int_tuple(params["widths"], "--widths"),
+            widths=number_list(params["widths"], "--widths"),
             image_hidden=params["image_hidden"],
             embed_dim=params["embed_dim"],
         )

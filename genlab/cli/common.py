@@ -10,6 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from genlab.errors import GenlabError
 from genlab.train.config import TrainConfig
 
 
@@ -48,6 +49,15 @@ def data_options(f: Callable) -> Callable:
     return click.option(
         "--data", default="mnist", show_default=True, help="mnist, digits, shapes or folder:PATH."
     )(f)
+
+
+def number_list(text: str, option: str, kind: type = int) -> tuple:
+    """The comma-separated numbers of an option ("1,2,2", "0.1,0.3"), or a one-line error naming it."""
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        what = "whole numbers like 1,2,2" if kind is int else "numbers like 0.1,0.2,0.3"
+        raise GenlabError(f"{option} takes comma-separated {what} (got {text!r})") from None
 
 
 def data_fields(params: dict[str, Any]) -> dict[str, Any]:

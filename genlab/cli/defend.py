@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import echo, fresh_run_dir
+from genlab.cli.common import echo, fresh_run_dir, number_list
 from genlab.errors import GenlabError
 
 
@@ -173,7 +173,7 @@ def purify_cmd(
     from genlab.adversarial.attacks import pgd
     from genlab.adversarial.evaluation import accuracy, spread
     from genlab.adversarial.purification import purify
-    from genlab.cli.attack import _floats, _load
+    from genlab.cli.attack import _load
     from genlab.data import save_grid
     from genlab.pipelines import DiffusionPipeline
 
@@ -188,7 +188,7 @@ def purify_cmd(
         f"{accuracy(model, adv, y):.1%} ({len(x)} images)"
     )
     rows = [x[:8], adv[:8]]
-    for s in _floats(strength, "--strength"):
+    for s in number_list(strength, "--strength", float):
         g = torch.Generator().manual_seed(seed)
         clean_p = purify(pipe, x, s, steps, sampler, g)
         adv_p = purify(pipe, adv, s, steps, sampler, g)
@@ -236,7 +236,7 @@ def detect_cmd(run: str, fpr: float, eps: str, ood: str, n: int, seed: int) -> N
     from genlab.adversarial.attacks import fgsm, pgd
     from genlab.adversarial.detection import auroc, fit_detector
     from genlab.adversarial.evaluation import spread
-    from genlab.cli.attack import _floats, _load
+    from genlab.cli.attack import _load
     from genlab.data import load_splits
     from genlab.data.images import resize_batch
 
@@ -246,7 +246,7 @@ def detect_cmd(run: str, fpr: float, eps: str, ood: str, n: int, seed: int) -> N
     calib, test, y_test = x[:half], x[half:], y[half:]
     cfg = model.config
     sets: dict[str, torch.Tensor] = {}
-    for e in _floats(eps, "--eps"):
+    for e in number_list(eps, "--eps", float):
         sets[f"FGSM eps {e}"] = fgsm(model, test, y_test, e)
         sets[f"PGD-40 eps {e}"] = pgd(
             model, test, y_test, e, 40, generator=torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import SAMPLER_NAMES, echo, sampling_options
+from genlab.cli.common import SAMPLER_NAMES, echo, number_list, sampling_options
 from genlab.cli.data import data
 
 METRIC_NAMES = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
@@ -17,18 +17,6 @@ FEATURES_HELP = (
     "cached), 'inception' (pip install 'genlab[inception]'), or a classifier run. Default: the --classifier "
     "run when one is given, else auto."
 )
-
-
-def _int_list(text: str, option: str) -> tuple[int, ...]:
-    from genlab.errors import GenlabError
-
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GenlabError(
-            f"{option} takes comma-separated whole numbers, e.g. 5,10,20,50 (got {text!r})"
-        ) from None
-    return values
 
 
 @cli.command("eval")
@@ -127,7 +115,7 @@ def eval_cmd(
         names = METRIC_NAMES if conditional else tuple(m for m in METRIC_NAMES if m != "accuracy")
         metrics = ",".join(TEXT_METRIC_NAMES + (("clip",) if clip_run else ())) if text else ",".join(names)
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
-    sweep = _int_list(sweep_steps, "--sweep-steps")
+    sweep = number_list(sweep_steps, "--sweep-steps")
     samplers = (
         SAMPLER_NAMES if sweep_samplers == "all" else tuple(s.strip() for s in sweep_samplers.split(","))
     )

@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import data_fields, data_options, echo, fresh_run_dir, train_config_from, train_options
+from genlab.cli.common import (
+    data_fields,
+    data_options,
+    echo,
+    fresh_run_dir,
+    number_list,
+    train_config_from,
+    train_options,
+)
 from genlab.errors import GenlabError
 
 
@@ -46,14 +54,6 @@ def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
         return out
     name = data.split(":", 1)[-1].rstrip("/").split("/")[-1] or "data"
     return str(fresh_run_dir(f"runs/{kind}-{name}"))
-
-
-def int_tuple(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GenlabError(f"{option} takes comma-separated integers like 1,2,2 (got {text!r})") from None
-    return values
 
 
 def _train(ctx: click.Context, params: dict[str, Any], kind: str, build: Callable, rebuild: Callable):
@@ -145,7 +145,9 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
     def build(cfg: Any) -> ClassifierTask:
         data = ClassifierDataConfig(**data_fields(params), augment=not params["no_augment"])
         options = dict(
-            widths=int_tuple(params["widths"], "--widths"), hidden=params["hidden"], dropout=params["dropout"]
+            widths=number_list(params["widths"], "--widths"),
+            hidden=params["hidden"],
+            dropout=params["dropout"],
         )
         if params["adversarial"] == "none":
             return ClassifierTask(data, **options)
@@ -280,9 +282,9 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             data,
             diffusion,
             base_channels=params["base_channels"],
-            channel_mults=int_tuple(params["channel_mults"], "--channel-mults"),
+            channel_mults=number_list(params["channel_mults"], "--channel-mults"),
             num_res_blocks=params["num_res_blocks"],
-            attention_levels=int_tuple(params["attention_levels"], "--attention-levels"),
+            attention_levels=number_list(params["attention_levels"], "--attention-levels"),
             dropout=params["dropout"],
             coordinates=params["cond"] == "text" if params["coordinates"] is None else params["coordinates"],
             text_encoder=params["text_encoder"],

@@ -32,6 +32,18 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(a[..., 0] if a.shape[-1] == 1 else a)) for a in arrays]
 
 
+def class_index(name: str, class_names: list[str] | None, num_classes: int) -> int:
+    """The index of class ``name`` among ``class_names``, or ``name`` read as a number; the range is
+    checked where the labels are used."""
+    if class_names and name in class_names:
+        return class_names.index(name)
+    try:
+        return int(name)
+    except ValueError:
+        known = ", ".join(class_names or []) or f"0..{num_classes - 1}"
+        raise GenlabError(f"unknown class '{name}'; this model knows {known}") from None
+
+
 class DiffusionPipeline:
     """``DiffusionPipeline.from_pretrained(run)(num_images=16, class_labels=7, num_inference_steps=20)``."""
 
@@ -74,13 +86,7 @@ class DiffusionPipeline:
 
     def class_index(self, name: str) -> int:
         """The class index of a class name (e.g. "7", "circle") or a number given as text."""
-        if self.class_names and name in self.class_names:
-            return self.class_names.index(name)
-        try:
-            return int(name)
-        except ValueError:
-            known = ", ".join(self.class_names or []) or f"0..{self.num_classes - 1}"
-            raise GenlabError(f"unknown class '{name}'; this model knows {known}") from None
+        return class_index(name, self.class_names, self.num_classes)
 
     def __call__(
         self,

@@ -10,7 +10,7 @@ import torch
 from genlab import rundir
 from genlab.errors import GenlabError
 from genlab.gan.models import GAN
-from genlab.pipelines.diffusion import PipelineOutput, tensor_to_pil
+from genlab.pipelines.diffusion import PipelineOutput, class_index, tensor_to_pil
 from genlab.train.distributed import pick_device
 
 
@@ -43,16 +43,7 @@ class GANPipeline:
 
     def class_index(self, name: str) -> int:
         """The class index of a class name (e.g. "7") or a number given as text."""
-        if self.class_names and name in self.class_names:
-            return self.class_names.index(name)
-        try:
-            index = int(name)
-        except ValueError:
-            index = -1
-        if not 0 <= index < self.num_classes:
-            known = ", ".join(self.class_names or []) or f"0..{self.num_classes - 1}"
-            raise GenlabError(f"unknown class '{name}'; this model knows {known}")
-        return index
+        return class_index(name, self.class_names, self.num_classes)
 
     @torch.no_grad()
     def __call__(
