@@ -63,7 +63,14 @@ GAN_DEFAULTS: dict[str, Any] = dict(
     type=click.Choice(["batch", "layer", "none"]),
     help="Normalisation in D (default: batch; layer for wgan-gp, whose penalty is per sample).",
 )
-@click.option("--dropout", default=0.0, show_default=True, type=float, help="Dropout in the MLP D.")
+@click.option("--dropout", default=0.0, show_default=True, type=float, help="Dropout in D.")
+@click.option(
+    "--pack",
+    default=1,
+    show_default=True,
+    type=int,
+    help="PacGAN (Lin et al. 2018): D judges groups of N samples at once, which penalises mode collapse.",
+)
 @click.option(
     "--spectral-norm", is_flag=True, help="Spectral normalisation of every D layer (Miyato et al. 2018)."
 )
@@ -118,10 +125,13 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
 
     def build(cfg: Any) -> GANTask:
         options = {
-            k: params[k] for k in ("arch", "z_dim", "width", "dropout", "minibatch_std", "spectral_norm")
+            k: params[k]
+            for k in ("arch", "z_dim", "width", "dropout", "pack", "minibatch_std", "spectral_norm")
         }
         if params["d_norm"] is not None:
             options["d_norm"] = params["d_norm"]
+        if params["pack"] > 1 and cfg.batch_size % params["pack"]:
+            raise GenlabError(f"--pack {params['pack']} needs a --batch-size divisible by it")
         return GANTask(
             DataConfig(**data_fields(params)),
             GameConfig(

@@ -13,6 +13,7 @@ from genlab.cli.common import (
     data_options,
     echo,
     fresh_run_dir,
+    is_main_process,
     number_list,
     train_config_from,
     train_options,
@@ -249,10 +250,37 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     "Default: on with --cond text, off otherwise.",
 )
 @click.option("--dropout", default=0.0, show_default=True, type=float)
+@click.option(
+    "--backbone",
+    default="unet",
+    show_default=True,
+    type=click.Choice(["unet", "dit"]),
+    help="The denoiser: the U-Net, or a diffusion transformer (DiT, Peebles & Xie 2023).",
+)
+@click.option("--patch-size", default=2, show_default=True, type=int, help="DiT: side of a patch token.")
+@click.option("--dit-width", default=128, show_default=True, type=int, help="DiT: token width.")
+@click.option("--dit-depth", default=4, show_default=True, type=int, help="DiT: transformer blocks.")
+@click.option("--dit-heads", default=4, show_default=True, type=int, help="DiT: attention heads.")
+@click.option(
+    "--latent",
+    default=None,
+    metavar="VAE_RUN",
+    help="Latent diffusion (Rombach et al. 2022): diffuse the scaled latents of this `genlab train vae` "
+    "run, decoded at sampling; the autoencoder is copied into the new run.",
+)
+@click.option(
+    "--upscale",
+    default=0,
+    show_default=True,
+    type=click.Choice(["0", "2", "4"]),
+    help="Train a super-resolution model (SR3) that enlarges images this many times; sharpen a base "
+    "model's samples with `genlab edit upscale`.",
+)
 @train_options(**DIFFUSION_DEFAULTS)
 @click.pass_context
 def train_diffusion(ctx: click.Context, **params: Any) -> None:
-    """Train a denoising diffusion model (DDPM, Ho et al. 2020) with a U-Net.
+    """Train a denoising diffusion model (DDPM, Ho et al. 2020) with a U-Net or a DiT, on pixels or
+    on an autoencoder's latents.
 
     Sample grids (20 DPM-Solver++ steps; one row per class with --cond class) are drawn into
     RUN/samples during training; sample afterwards with `genlab sample RUN`.
@@ -262,6 +290,10 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
       genlab train diffusion --data mnist --cond class --minutes 20
       genlab train diffusion --data shapes --schedule cosine --parameterization v
       genlab train diffusion --data shapes --cond text --attention-levels 1,2 --minutes 20
+      genlab train diffusion --data mnist --cond class --backbone dit --patch-size 2
+      genlab train diffusion --data mnist --cond class --latent runs/vae-mnist --channel-mults 1 \
+          --attention-levels 0
+      genlab train diffusion --data mnist --cond class --upscale 2     # 14x14 -> 28x28
       genlab train diffusion --out runs/diffusion-mnist --resume --steps 8000
       torchrun --nproc_per_node=2 -m genlab train diffusion --data mnist --cond class
     """
@@ -277,6 +309,9 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             cond=params["cond"],
             cond_dropout=params["cond_dropout"],
             min_snr_gamma=params["min_snr_gamma"],
+            backbone=params["backbone"],
+            latent=params["latent"] or "",
+            upscale=int(params["upscale"]),
         )
         return DiffusionTask(
             data,
@@ -294,8 +329,105 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
                 heads=params["text_heads"],
                 tokenizer=params["tokenizer"],
             ),
+            dit_options=dict(
+                patch_size=params["patch_size"],
+                width=params["dit_width"],
+                depth=params["dit_depth"],
+                heads=params["dit_heads"],
+            ),
         )
 
     result = _train(ctx, params, "diffusion", build, DiffusionTask.from_run_config)
     _report(result, {"val_loss": "validation loss"})
     echo(f"sample it: genlab sample {result.run_dir} --steps 20 --sampler dpmpp-2m --out grid.png")
+
+
+# Measured on 2 CPU cores (README): mnist reconstructed at ~27 dB PSNR with 4x4-downsampled latents.
+VAE_DEFAULTS: dict[str, Any] = dict(
+    steps=2000,
+    batch_size=64,
+    lr=1e-3,
+    warmup_steps=100,
+    ema_decay=0.999,
+    grad_clip=1.0,
+    eval_every=500,
+    sample_every=500,
+    checkpoint_every=500,
+)
+
+
+@train.command("vae")
+@data_options
+@click.option("--latent-channels", default=4, show_default=True, type=int, help="Channels of the latent map.")
+@click.option(
+    "--downsample",
+    default=4,
+    show_default=True,
+    type=click.Choice(["2", "4", "8"]),
+    help="f: the latent's side is the image's divided by f.",
+)
+@click.option("--base-channels", default=32, show_default=True, type=int, help="Width at full size.")
+@click.option(
+    "--reconstruction", default="l1", show_default=True, type=click.Choice(["l1", "mse"]), help="Pixel loss."
+)
+@click.option(
+    "--kl-weight",
+    default=1e-3,
+    show_default=True,
+    type=float,
+    help="Weight of KL(q(z|x) || N(0, I)) per pixel; small keeps detail (Rombach et al. use 1e-6).",
+)
+@click.option(
+    "--perceptual",
+    default=None,
+    metavar="CLASSIFIER_RUN",
+    help="Also match this genlab classifier's features of the image (a perceptual loss).",
+)
+@click.option("--perceptual-weight", default=0.1, show_default=True, type=float)
+@train_options(**VAE_DEFAULTS)
+@click.pass_context
+def train_vae(ctx: click.Context, **params: Any) -> None:
+    """Train the KL-regularised autoencoder of latent diffusion (Rombach et al. 2022).
+
+    Writes RUN/latent.json with the latent scale factor (1 / the standard deviation of the latents
+    over the training set) that `genlab train diffusion --latent RUN` multiplies latents by.
+
+    \b
+    Examples:
+      genlab train vae --data mnist                       # 28x28 -> 4x7x7 latents
+      genlab train vae --data shapes --downsample 8 --latent-channels 8
+      genlab train vae --data mnist --perceptual runs/classifier-mnist
+    """
+    from genlab import rundir
+    from genlab.data import DataConfig, load_splits
+    from genlab.latent.task import LATENT_FILE, VAELossConfig, VAETask, measure_scale
+    from genlab.nn.pretrained import config_from_dict
+    from genlab.nn.vae import VAE
+
+    def build(cfg: Any) -> VAETask:
+        loss = VAELossConfig(
+            params["reconstruction"],
+            params["kl_weight"],
+            params["perceptual"] or "",
+            params["perceptual_weight"],
+        )
+        return VAETask(
+            DataConfig(**data_fields(params)),
+            loss,
+            latent_channels=params["latent_channels"],
+            downsample=int(params["downsample"]),
+            base_channels=params["base_channels"],
+        )
+
+    def rebuild(config: dict[str, Any]) -> VAETask:
+        return VAETask.from_run_config(config)
+
+    result = _train(ctx, params, "vae", build, rebuild)
+    _report(result, {"val_psnr": "validation PSNR (dB)", "val_kl": "KL per pixel"})
+    if is_main_process():  # the scale factor of the final (EMA) weights, over the training images
+        data = config_from_dict(DataConfig, rundir.read_config(result.run_dir)["data"], "config.json 'data'")
+        train_data, _ = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
+        stats = measure_scale(VAE.from_pretrained(result.run_dir), train_data.images)
+        rundir.atomic_write_json(result.run_dir / LATENT_FILE, stats)
+        echo(f"latent scale factor {stats['scale_factor']:.4f}, latents {tuple(stats['latent_shape'])}")
+        echo(f"train on its latents: genlab train diffusion --latent {result.run_dir} --data {data.name}")

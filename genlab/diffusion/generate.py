@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genlab.diffusion.denoiser import VPDenoiser
@@ -27,10 +28,12 @@ def to_images(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def trajectory_frame(info: dict[str, Any]) -> torch.Tensor:
+def trajectory_frame(info: dict[str, Any], net: nn.Module | None = None) -> torch.Tensor:
     """The image a sampler callback's state shows: the sampler's x = x0 + sigma * eps (VE form) divided by
-    sqrt(1 + sigma^2) is the VP x_t, mapped to [0, 1] on the CPU."""
-    return to_images(info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5).cpu()
+    sqrt(1 + sigma^2) is the VP x_t, mapped to [0, 1] on the CPU (decoded, for a latent network)."""
+    x_t = info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5
+    decode = getattr(net, "decode_latents", None)
+    return (decode(x_t) if decode is not None else to_images(x_t)).cpu()
 
 
 def check_sampling_args(sampler: str, steps: int, guidance_scale: float) -> None:
@@ -74,6 +77,7 @@ def generate(
     init_images: torch.Tensor | None = None,
     strength: float = 1.0,
     keep: torch.Tensor | None = None,
+    lowres: torch.Tensor | None = None,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
@@ -89,6 +93,14 @@ def generate(
     region is returned exactly (the replacement method of Song et al. 2021, appendix I; RePaint's
     resampling is not done).
 
+    A latent network (``genlab.diffusion.networks.LatentDiffusion``) is sampled in its latent space
+    (``shape`` is then the latents'), images are encoded into it and the result decoded; an inpainting
+    mask is area-averaged down to the latent grid and the known pixels composited at full size.
+
+    ``lowres`` (N, C, h, w) in [0, 1] is what a super-resolution network (``lowres_channels`` > 0) sharpens:
+    it is given to the network at every step, with and without the other condition (a cascade's second
+    stage, Ho et al. 2022).
+
     ``clip_denoised`` clamps every x0 estimate to the data range [-1, 1], as the sampler of Ho et al. (2020)
     does (``clip_denoised`` in their code): guided estimates at high noise can overshoot far outside it,
     and an ODE solver started from such a point lands off the data manifold (noise-filled samples).
@@ -101,25 +113,42 @@ def generate(
     (the empty prompt's, or a negative prompt's: its prediction then takes the unconditional one's place).
     """
     check_sampling_args(sampler, steps, guidance_scale)
+    latent = hasattr(net, "decode_latents")
+    device = next(net.parameters()).device
     start = None
     if init_images is not None:
         if not 0.0 <= strength <= 1.0:
             raise GenlabError(f"strength must lie in [0, 1] (got {strength})")
-        if tuple(init_images.shape) != tuple(shape):
-            raise GenlabError(f"init images have shape {tuple(init_images.shape)}, expected {tuple(shape)}")
+        c, side = net.image_shape if latent else shape[1:3]
+        expected = (shape[0], c, side, side) if latent else tuple(shape)
+        if tuple(init_images.shape) != tuple(expected):
+            raise GenlabError(
+                f"init images have shape {tuple(init_images.shape)}, expected {tuple(expected)}"
+            )
         start = round(strength * schedule.timesteps) - 1
         if start < 0:
             return init_images.clone()
         steps = min(steps, start + 1)
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
     check_class_labels(class_labels, num_classes)
-    device = next(net.parameters()).device
+    init = None
+    if init_images is not None:
+        init = net.encode_images(init_images.to(device)) if latent else to_model_space(init_images.to(device))
     denoiser: Callable = VPDenoiser(net, schedule, parameterization)
     if class_labels is not None:
         if cond is not None:
             raise GenlabError("give either class labels or another condition, not both")
         labels = class_labels.to(device)
         cond, uncond = {"class_labels": labels}, {"class_labels": torch.full_like(labels, num_classes)}
+    if lowres is not None:  # part of every prediction, guided or not
+        if lowres.shape[0] != shape[0]:
+            raise GenlabError(f"give one low-resolution image per output ({shape[0]}), not {lowres.shape[0]}")
+        small = {"lowres": to_model_space(lowres.to(device))}
+        if uncond is None:  # nothing to guide toward but the low-resolution image itself
+            guidance_scale = 1.0
+        else:
+            uncond = {**uncond, **small}
+        cond = {**(cond or {}), **small}
     if cond is not None:
         if guidance_scale == 1.0:
             base, kwargs = denoiser, dict(cond)
@@ -128,17 +157,17 @@ def generate(
             raise GenlabError("guidance needs an unconditional (or negative) condition beside the condition")
         else:
             denoiser = CFGDenoiser(denoiser, guidance_scale, cond, uncond)
-    known = m = None
+    m = m_full = None
     if keep is not None:
-        if init_images is None:
+        if init_images is None or init is None:
             raise GenlabError("inpainting needs the image to keep parts of (init_images)")
-        known = to_model_space(init_images.to(device))
-        m = keep.to(device=device, dtype=known.dtype)
-        if m.dim() != 4 or m.shape[1] != 1 or m.shape[2:] != known.shape[2:]:
-            raise GenlabError(f"the mask must be (N, 1, H, W) like the images, got {tuple(m.shape)}")
+        m_full = keep.to(device=device, dtype=init.dtype)
+        if m_full.dim() != 4 or m_full.shape[1] != 1 or m_full.shape[2:] != init_images.shape[2:]:
+            raise GenlabError(f"the mask must be (N, 1, H, W) like the images, got {tuple(m_full.shape)}")
+        m = F.interpolate(m_full, size=init.shape[2:], mode="area") if latent else m_full
         free = denoiser
-        denoiser = lambda x, sigma: m * known + (1 - m) * free(x, sigma)  # noqa: E731
-    if clip_denoised:
+        denoiser = lambda x, sigma: m * init + (1 - m) * free(x, sigma)  # noqa: E731
+    if clip_denoised and not latent:  # latents have no fixed range
         unclipped = denoiser
         denoiser = lambda x, sigma: unclipped(x, sigma).clamp(-1.0, 1.0)  # noqa: E731
     noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu").to(
@@ -156,10 +185,11 @@ def generate(
         callback=callback,
         generator=generator,
         sigmas_kind=sigmas_kind,
-        x0=to_model_space(init_images.to(device)) if init_images is not None else None,
+        x0=init,
         start=start,
         **sampler_kwargs,
     )
-    if m is not None:
-        x = m * known + (1 - m) * x
-    return to_images(x)
+    images = net.decode_latents(x) if latent else to_images(x)
+    if m_full is not None:
+        images = m_full * init_images.to(device) + (1 - m_full) * images
+    return images

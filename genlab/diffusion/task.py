@@ -7,17 +7,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genlab.data import DataConfig, load_splits, save_grid
+from genlab.data.images import resize_batch
 from genlab.diffusion.generate import generate, to_model_space
+from genlab.diffusion.networks import (
+    BACKBONES,
+    LatentConfig,
+    LatentDiffusion,
+    network_class,
+    sample_shape,
+)
 from genlab.diffusion.parameterization import PARAMETERIZATIONS, diffusion_loss
 from genlab.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
 from genlab.errors import GenlabError
+from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.pretrained import config_from_dict
 from genlab.nn.text import TextEncoderConfig, Tokenizer
 from genlab.nn.text_unet import TextUNet, TextUNetConfig
 from genlab.nn.unet import UNet, UNetConfig
+from genlab.nn.vae import VAE, latent_statistics
 from genlab.train.engine import Batch, Task
 
 CONDITIONS = ("none", "class", "text")
@@ -42,6 +53,9 @@ class DiffusionConfig:
     min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (Hang et al. 2023); 0: the plain MSE
     sample_steps: int = 20  # for the grids drawn during training
     sample_guidance: float = 3.0
+    backbone: str = "unet"  # unet | dit (genlab.diffusion.networks)
+    latent: str = ""  # the autoencoder run whose latents are diffused (latent diffusion); "": pixels
+    upscale: int = 0  # > 0: a super-resolution model from images this many times smaller (SR3)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -57,6 +71,14 @@ class DiffusionConfig:
             raise GenlabError(f"--cond-dropout must be in [0, 1) (got {self.cond_dropout})")
         if self.min_snr_gamma < 0:
             raise GenlabError(f"--min-snr-gamma must be 0 (off) or positive (got {self.min_snr_gamma})")
+        if self.backbone not in BACKBONES:
+            raise GenlabError(f"unknown --backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        if self.backbone == "dit" and self.cond == "text":
+            raise GenlabError("--backbone dit takes --cond none or class; text conditioning uses the U-Net")
+        if self.upscale not in (0, 2, 4):
+            raise GenlabError(f"--upscale must be 2 or 4 (got {self.upscale})")
+        if self.upscale and (self.latent or self.backbone != "unet"):
+            raise GenlabError("an --upscale model is a pixel-space U-Net: drop --latent and --backbone dit")
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(ScheduleConfig(kind=self.schedule, timesteps=self.timesteps))
@@ -69,17 +91,20 @@ class DiffusionTask(Task):
         self,
         data: DataConfig,
         diffusion: DiffusionConfig,
-        model_config: UNetConfig | TextUNetConfig | None = None,
+        model_config: UNetConfig | TextUNetConfig | DiTConfig | LatentConfig | None = None,
         text_encoder: str = "joint",
         text_options: dict[str, Any] | None = None,
+        dit_options: dict[str, Any] | None = None,
         **unet_options: Any,
     ):
-        """Load the data and build a U-Net fitted to it (or exactly ``model_config``, for resume).
+        """Load the data and build a denoiser fitted to it (or exactly ``model_config``, for resume).
 
+        The denoiser is a U-Net (``unet_options``) or, with ``backbone="dit"``, a DiT (``dit_options``).
         With ``cond="text"`` the network is a TextUNet: a transformer text encoder, trained jointly from
         scratch (``text_encoder="joint"``, shaped by ``text_options``: width, layers, heads, tokenizer),
         the frozen text tower of a CLIP run (``"clip:RUN"``) or the frozen pretrained MiniLM
         (``"minilm"``, genlab.nn.minilm), and a U-Net cross-attending to its tokens.
+        With ``latent`` (an autoencoder run) the denoiser works on its scaled latents (Rombach et al. 2022).
         """
         self.data, self.diffusion = data, diffusion
         self.train_data, self.val_data = load_splits(
@@ -90,25 +115,82 @@ class DiffusionTask(Task):
                 f"--cond class needs class labels, and {data.name} has none; "
                 "use --cond none or class sub-folders"
             )
-        text_weights = None
         if model_config is None:
-            x = self.train_data.images
+            self.model = self._new_network(text_encoder, text_options or {}, dit_options or {}, unet_options)
+        else:
+            self.model = network_class(diffusion)(model_config)
+        self.schedule = diffusion.noise_schedule()
+        self.latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if isinstance(self.model, LatentDiffusion):
+            self._encode_data(self.model)
+
+    def _new_network(
+        self,
+        text_encoder: str,
+        text_options: dict[str, Any],
+        dit_options: dict[str, Any],
+        unet_options: dict[str, Any],
+    ) -> nn.Module:
+        diffusion = self.diffusion
+        channels, side = self.train_data.images.shape[1], self.train_data.images.shape[2]
+        vae = None
+        if diffusion.latent:
+            vae = self._autoencoder(channels, side)
+            channels, side, _ = vae.config.latent_shape
+        classes = self.train_data.num_classes if diffusion.cond == "class" else 0
+        net: nn.Module
+        if diffusion.backbone == "dit":
+            net = DiT(DiTConfig(in_channels=channels, image_size=side, num_classes=classes, **dit_options))
+        else:
+            if diffusion.upscale and side % diffusion.upscale:
+                raise GenlabError(
+                    f"--upscale {diffusion.upscale} needs an image side divisible by it (got {side})"
+                )
             unet_config = UNetConfig(
-                in_channels=x.shape[1],
-                image_size=x.shape[2],
-                num_classes=self.train_data.num_classes if diffusion.cond == "class" else 0,
+                in_channels=channels,
+                image_size=side,
+                num_classes=classes,
+                lowres_channels=channels if diffusion.upscale else 0,
                 **unet_options,
             )
-            model_config = unet_config
+            net = UNet(unet_config)
             if diffusion.cond == "text":
-                model_config, text_weights = self._text_config(unet_config, text_encoder, text_options or {})
-        if isinstance(model_config, TextUNetConfig):
-            self.model = TextUNet(model_config)
-            if text_weights is not None:
-                self.model.text_encoder.load_state_dict(text_weights)
-        else:
-            self.model = UNet(model_config)
-        self.schedule = diffusion.noise_schedule()
+                text_config, text_weights = self._text_config(unet_config, text_encoder, text_options)
+                net = TextUNet(text_config)
+                if text_weights is not None:
+                    net.text_encoder.load_state_dict(text_weights)
+        if vae is None:
+            return net
+        return LatentDiffusion.around(vae, net, self._scale(vae), diffusion.latent)
+
+    def _autoencoder(self, channels: int, side: int) -> VAE:
+        vae = VAE.from_pretrained(self.diffusion.latent)
+        if (vae.config.in_channels, vae.config.image_size) != (channels, side):
+            raise GenlabError(
+                f"--latent {self.diffusion.latent} encodes {vae.config.in_channels}x{vae.config.image_size} "
+                f"images, the data is {channels}x{side}; train the autoencoder on this data"
+            )
+        return vae
+
+    def _scale(self, vae: VAE) -> float:
+        """The scale factor the autoencoder run measured (latent.json), or measured now on the data."""
+        import json
+        from pathlib import Path
+
+        from genlab.latent.task import LATENT_FILE, measure_scale
+
+        path = Path(self.diffusion.latent) / LATENT_FILE
+        if path.is_file():
+            return float(json.loads(path.read_text())["scale_factor"])
+        return float(measure_scale(vae, self.train_data.images)["scale_factor"])
+
+    def _encode_data(self, model: LatentDiffusion) -> None:
+        """q(z|x)'s mean and standard deviation of every image, once, scaled: each step then draws its
+        latents z ~ q(z|x) for the cost of a multiply-add."""
+        scale = model.config.scale_factor
+        for name, split in (("train", self.train_data), ("val", self.val_data)):
+            mean, std = latent_statistics(model.vae, split.images)
+            self.latents[name] = (mean * scale, std * scale)
 
     def _text_config(
         self, unet: UNetConfig, source: str, options: dict[str, Any]
@@ -148,7 +230,7 @@ class DiffusionTask(Task):
     def from_run_config(cls, config: dict[str, Any]) -> DiffusionTask:
         """Rebuild the task of a saved run (for --resume) from its config.json."""
         diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), "config.json 'diffusion'")
-        model_class = TextUNetConfig if diffusion.cond == "text" else UNetConfig
+        model_class = network_class(diffusion).config_class  # type: ignore[attr-defined]
         return cls(
             config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'"),
             diffusion,
@@ -161,11 +243,29 @@ class DiffusionTask(Task):
             sections["class_names"] = list(self.train_data.class_names)
         return sections
 
+    def lowres(self, images: torch.Tensor) -> torch.Tensor:
+        """What an upscaler is given for ``images`` in [0, 1]: the image ``upscale`` times smaller."""
+        return resize_batch(images, images.shape[-1] // self.diffusion.upscale)
+
     def _condition(
-        self, labels: torch.Tensor | None, captions: list[str], drop: torch.Tensor | None
+        self,
+        labels: torch.Tensor | None,
+        captions: list[str],
+        drop: torch.Tensor | None,
+        images: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The network's condition keywords; where ``drop`` is True the class becomes "no class" and the
-        caption the empty prompt (condition dropout, Ho & Salimans 2022, for classifier-free guidance)."""
+        caption the empty prompt (condition dropout, Ho & Salimans 2022, for classifier-free guidance).
+        An upscaler always sees the low-resolution version of ``images``."""
+        cond = self._label_condition(labels, captions, drop)
+        if self.diffusion.upscale:
+            assert images is not None
+            cond["lowres"] = to_model_space(self.lowres(images))
+        return cond
+
+    def _label_condition(
+        self, labels: torch.Tensor | None, captions: list[str], drop: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         if self.diffusion.cond == "class":
             if drop is None:
                 return {"class_labels": labels}
@@ -180,14 +280,21 @@ class DiffusionTask(Task):
         return {}
 
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """Ho et al. (2020) Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), regress the target of x_t."""
-        x0 = to_model_space(batch.images)
+        """Ho et al. (2020) Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), regress the target of x_t (x0 an
+        image in [-1, 1], or a latent drawn from q(z|x) and scaled)."""
+        if self.latents:
+            mean, std = self.latents["train"]
+            idx = batch.indices.cpu()
+            e = torch.randn(mean[idx].shape, generator=generator)
+            x0 = (mean[idx] + std[idx] * e).to(batch.images.device)
+        else:
+            x0 = to_model_space(batch.images)
         n = x0.shape[0]
         t = torch.randint(0, self.schedule.timesteps, (n,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         x_t = self.schedule.q_sample(x0, t, noise)
         drop = torch.rand(n, generator=generator) < self.diffusion.cond_dropout
-        out = model(x_t, t.float(), **self._condition(batch.labels, batch.captions, drop))
+        out = model(x_t, t.float(), **self._condition(batch.labels, batch.captions, drop, batch.images))
         abar = self.schedule.abar(t)
         param, gamma = self.diffusion.parameterization, self.diffusion.min_snr_gamma
         return diffusion_loss(param, out, x0, noise, abar, gamma), {}
@@ -199,11 +306,16 @@ class DiffusionTask(Task):
         device = next(model.parameters()).device
         total = 0.0
         for i in range(0, len(data), 100):
-            x0 = to_model_space(data.images[i : i + 100]).to(device)
+            if self.latents:
+                x0 = self.latents["val"][0][i : i + 100].to(device)
+            else:
+                x0 = to_model_space(data.images[i : i + 100]).to(device)
             t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), generator=g).to(device)
             noise = torch.randn(x0.shape, generator=g).to(device)
             labels = data.labels[i : i + 100].to(device) if self.diffusion.cond == "class" else None
-            cond = self._condition(labels, data.captions[i : i + 100], None)
+            cond = self._condition(
+                labels, data.captions[i : i + 100], None, data.images[i : i + 100].to(device)
+            )
             out = model(self.schedule.q_sample(x0, t, noise), t.float(), **cond)
             loss = diffusion_loss(self.diffusion.parameterization, out, x0, noise, self.schedule.abar(t))
             total += float(loss) * x0.shape[0]
@@ -211,16 +323,33 @@ class DiffusionTask(Task):
 
     def sample(self, model: nn.Module, path: Path) -> Path:
         """A grid of samples (20 DPM-Solver++ steps, fixed seed): per class in rows when class-conditional,
-        four per prompt for eight validation captions when text-conditional."""
+        four per prompt for eight validation captions when text-conditional; for an upscaler, eight
+        validation images made small (top row), upscaled (middle) and as they were (bottom)."""
         g = torch.Generator().manual_seed(0)
         kwargs = dict(steps=self.diffusion.sample_steps, generator=g)
-        if isinstance(model, TextUNet):
+        if self.diffusion.upscale:
+            spread = torch.linspace(0, len(self.val_data) - 1, 8).round().long()
+            images = self.val_data.images[spread]
+            low = self.lowres(images)
+            labels = self.val_data.labels[spread] if self.diffusion.cond == "class" else None
+            device = next(model.parameters()).device
+            sharp = generate(
+                model,
+                self.schedule,
+                self.diffusion.parameterization,
+                tuple(images.shape),
+                class_labels=labels,
+                lowres=low.to(device),
+                **kwargs,
+            ).cpu()
+            blocky = F.interpolate(low, size=images.shape[-2:], mode="nearest")
+            return save_grid(path, torch.cat([blocky, sharp, images]), nrow=8)
+        if self.diffusion.cond == "text":
             spread = torch.linspace(0, len(self.val_data) - 1, 8).round().long().tolist()
             prompts = [self.val_data.captions[i] for i in spread for _ in range(4)]
             cond, _ = model.encode_prompts(prompts)
             uncond, _ = model.encode_prompts([""] * len(prompts))
-            cfg = model.config.unet
-            shape = (len(prompts), cfg.in_channels, cfg.image_size, cfg.image_size)
+            shape = (len(prompts), *sample_shape(model))
             images = generate(
                 model,
                 self.schedule,
@@ -232,15 +361,14 @@ class DiffusionTask(Task):
                 **kwargs,
             )
             return save_grid(path, images, prompts, nrow=4)
-        cfg = model.config
-        n_classes = cfg.num_classes
+        n_classes = model.config.num_classes
         labels = torch.arange(n_classes).repeat_interleave(max(1, 40 // n_classes)) if n_classes else None
         n = len(labels) if labels is not None else 32
         images = generate(
             model,
             self.schedule,
             self.diffusion.parameterization,
-            (n, cfg.in_channels, cfg.image_size, cfg.image_size),
+            (n, *sample_shape(model)),
             class_labels=labels,
             guidance_scale=self.diffusion.sample_guidance if labels is not None else 1.0,
             **kwargs,

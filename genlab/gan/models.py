@@ -29,7 +29,8 @@ class GANConfig:
     width: int = 64  # DCGAN: channels of D's first / G's last layer; MLP: hidden units are 4x and 8x this
     num_classes: int = 0  # > 0: class-conditional: one-hot label into G (Mirza & Osindero), projection in D
     d_norm: str = "batch"  # normalisation in D: batch (DCGAN), layer (WGAN-GP: per-sample), none
-    dropout: float = 0.0  # in the MLP discriminator (the original paper's regulariser)
+    dropout: float = 0.0  # in D after each LeakyReLU (the original paper's regulariser)
+    pack: int = 1  # D judges groups of this many samples at once: PacGAN (Lin et al. 2018)
     minibatch_std: bool = False  # DCGAN D sees the batch's feature spread (Karras et al. 2018, section 3)
     spectral_norm: bool = (
         False  # every D layer's weight divided by its largest singular value (Miyato et al.)
@@ -42,6 +43,12 @@ class GANConfig:
             raise GenlabError(f"unknown discriminator norm '{self.d_norm}'; choose one of {', '.join(NORMS)}")
         if self.z_dim < 1 or self.width < 1:
             raise GenlabError(f"--z-dim and --width must be positive (got {self.z_dim}, {self.width})")
+        if not 0 <= self.dropout < 1:
+            raise GenlabError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.pack < 1 or (self.pack > 1 and self.num_classes):
+            raise GenlabError(
+                f"--pack must be 1 or more, and 1 for a conditional GAN (got {self.pack}, arch {self.arch})"
+            )
         if self.arch == "cgan" and self.num_classes < 2:
             raise GenlabError("--arch cgan needs data with class labels (mnist, digits, shapes, folder:)")
         if self.arch != "mlp":
@@ -78,6 +85,17 @@ def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) 
     return F.one_hot(labels.long(), num_classes).to(like)
 
 
+def pack(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Stack each run of m consecutive samples along the channels, (N, C, ...) -> (N/m, mC, ...): D then
+    judges m samples jointly and sees their variety, which penalises a collapsed generator (Lin et al.
+    2018, "PacGAN", section 3)."""
+    if m == 1:
+        return x
+    if x.shape[0] % m:
+        raise GenlabError(f"this discriminator packs {m} samples: give a batch size divisible by {m}")
+    return x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+
+
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers with LeakyReLU(0.2) (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
@@ -111,12 +129,12 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, cfg: GANConfig):
         super().__init__()
         self.cfg = cfg
-        inp = cfg.in_channels * cfg.image_size**2 + cfg.num_classes
+        inp = cfg.pack * cfg.in_channels * cfg.image_size**2 + cfg.num_classes
         self.net = mlp([inp, 8 * cfg.width, 4 * cfg.width, 1], cfg.dropout)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         y = _one_hot(labels, self.cfg.num_classes, x)
-        h = x.flatten(1)
+        h = pack(x, self.cfg.pack).flatten(1)
         return self.net(h if y is None else torch.cat([h, y], 1)).squeeze(1)
 
 
@@ -162,12 +180,18 @@ class DCGANDiscriminator(nn.Module):
         self.cfg = cfg
         k, s0 = dcgan_levels(cfg.image_size)
         c = cfg.width
-        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, c, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        drop = [nn.Dropout(cfg.dropout)] if cfg.dropout else []
+        layers: list[nn.Module] = [
+            nn.Conv2d(cfg.pack * cfg.in_channels, c, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            *drop,
+        ]
         for _ in range(k - 1):
             layers += [
                 nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
                 _norm(cfg.d_norm, 2 * c),
                 nn.LeakyReLU(0.2, True),
+                *drop,
             ]
             c *= 2
         self.features = nn.Sequential(*layers)
@@ -177,7 +201,7 @@ class DCGANDiscriminator(nn.Module):
         self.embed = nn.Embedding(cfg.num_classes, dims) if cfg.num_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(x)
+        h = self.features(pack(x, self.cfg.pack))
         if self.cfg.minibatch_std:
             h = minibatch_std(h)
         h = h.flatten(1)

@@ -102,9 +102,11 @@ class GANTask(Task):
                 num_classes=self.train_data.num_classes if arch == "cgan" else 0,
                 **model_options,
             )
-        if LOSSES[self.game.loss].penalty and (model_config.d_norm == "batch" or model_config.minibatch_std):
+        if LOSSES[self.game.loss].penalty and (
+            model_config.d_norm == "batch" or model_config.minibatch_std or model_config.pack > 1
+        ):
             raise GenlabError(
-                "the WGAN-GP penalty is per sample: no --minibatch-std, and --d-norm layer or none, not batch"
+                "the WGAN-GP penalty is per sample: no --minibatch-std or --pack, and --d-norm layer or none"
             )
         self.model = GAN(model_config)
         self.extractor = self._extractor(log)

@@ -3,8 +3,8 @@ the patch tokens conditioned by adaptive layer norm on the timestep and class (a
 cross-attention to text tokens (as in the DiT variants for text-to-image, e.g. PixArt-alpha), and the
 tokens put back into an image. Same call as the U-Net: ``forward(x, t, class_labels, context, mask)``.
 
-Work in progress for issue 8: the model and its tests; the ``--backbone dit`` training option and the
-comparison with a U-Net of similar FLOPs are not wired yet.
+Trained with ``genlab train diffusion --backbone dit`` (class-conditional or unconditional, in pixel or
+latent space).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 from genlab.errors import GenlabError
 from genlab.nn.attention import MultiHeadAttention, masked_mean
 from genlab.nn.embeddings import sinusoidal_embedding
+from genlab.nn.pretrained import PretrainedMixin
 
 
 @dataclass
@@ -103,8 +104,11 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
-class DiT(nn.Module):
+class DiT(PretrainedMixin, nn.Module):
     """``forward(x, t, class_labels=None, context=None, context_mask=None)`` -> (N, C_out, H, W)."""
+
+    kind = "diffusion"
+    config_class = DiTConfig
 
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -139,6 +143,8 @@ class DiT(nn.Module):
 
     def forward(self, x, t, class_labels=None, context=None, context_mask=None) -> torch.Tensor:
         cfg = self.config
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
         c = self.condition(t, class_labels, context, context_mask)
         h = self.embed(patchify(x, cfg.patch_size)) + self.pos
         for block in self.blocks:

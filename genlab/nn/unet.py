@@ -37,6 +37,7 @@ class UNetConfig:
     groups: int = 8  # GroupNorm groups
     context_dim: int = 0  # >0: cross-attention to context tokens of this width at the attention levels
     coordinates: bool = False  # two input channels holding each pixel's (x, y): CoordConv
+    lowres_channels: int = 0  # > 0: a super-resolution model, given a low-resolution image to sharpen
 
     @property
     def downsampling(self) -> int:
@@ -120,7 +121,8 @@ class UNet(PretrainedMixin, nn.Module):
         # The prompt as a whole (mean of its token states) joins the timestep embedding, as the pooled
         # text embedding does in Imagen and SDXL; the tokens themselves enter through cross-attention.
         self.context_emb = nn.Linear(cfg.context_dim, emb_dim) if cfg.context_dim else None
-        self.conv_in = nn.Conv2d(cfg.in_channels + 2 * cfg.coordinates, base, 3, padding=1)
+        extra = 2 * cfg.coordinates + cfg.lowres_channels
+        self.conv_in = nn.Conv2d(cfg.in_channels + extra, base, 3, padding=1)
 
         skips, c = [base], base
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -170,8 +172,11 @@ class UNet(PretrainedMixin, nn.Module):
         class_labels: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        lowres: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``context`` (N, S, context_dim): text token states; ``context_mask`` (N, S): True on tokens."""
+        """``context`` (N, S, context_dim): text token states; ``context_mask`` (N, S): True on tokens;
+        ``lowres`` (N, lowres_channels, h, w), any h, w: the image a super-resolution model sharpens, in
+        [-1, 1], resized to x's size and concatenated to it (SR3, Saharia et al. 2022, section 2)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.embed(t, class_labels)
@@ -181,6 +186,13 @@ class UNet(PretrainedMixin, nn.Module):
             if context_mask is None:
                 context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
             emb = emb + self.context_emb(masked_mean(context, context_mask))
+        if self.config.lowres_channels:
+            if lowres is None or lowres.shape[1] != self.config.lowres_channels:
+                raise GenlabError(
+                    f"this U-Net upscales: give a low-resolution image of {self.config.lowres_channels} "
+                    "channels (lowres=...)"
+                )
+            x = torch.cat([x, F.interpolate(lowres.to(x), size=x.shape[-2:], mode="bicubic")], dim=1)
         h = self.conv_in(with_coordinates(x) if self.config.coordinates else x)
         hs = [h]
         for i, level in enumerate(self.down):

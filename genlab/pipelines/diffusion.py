@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
-from genlab import rundir
 from genlab.diffusion.generate import generate, trajectory_frame
+from genlab.diffusion.networks import image_shape, load_network, num_classes, sample_shape
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
-from genlab.nn.pretrained import config_from_dict
-from genlab.nn.unet import UNet
 from genlab.train.distributed import pick_device
 
 
@@ -47,7 +46,7 @@ def class_index(name: str, class_names: list[str] | None, num_classes: int) -> i
 class DiffusionPipeline:
     """``DiffusionPipeline.from_pretrained(run)(num_images=16, class_labels=7, num_inference_steps=20)``."""
 
-    def __init__(self, unet: UNet, diffusion: DiffusionConfig, class_names: list[str] | None = None):
+    def __init__(self, unet: nn.Module, diffusion: DiffusionConfig, class_names: list[str] | None = None):
         self.unet, self.diffusion = unet.eval(), diffusion
         self.schedule = diffusion.noise_schedule()
         self.class_names = class_names
@@ -56,15 +55,13 @@ class DiffusionPipeline:
     def from_pretrained(
         cls, run_dir: str | Path, device: str | torch.device = "auto", use_ema: bool = True
     ) -> DiffusionPipeline:
-        config = rundir.read_config(run_dir, kind="diffusion")
-        diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), f"{run_dir}/config.json")
+        dev = pick_device(device) if isinstance(device, str) else device
+        network, diffusion, config = load_network(run_dir, use_ema=use_ema, device=dev)
         if diffusion.cond == "text":
             raise GenlabError(
                 f'{run_dir} is a text-to-image run: use TextToImagePipeline, or genlab sample RUN "a prompt"'
             )
-        dev = pick_device(device) if isinstance(device, str) else device
-        unet = UNet.from_pretrained(run_dir, use_ema=use_ema, device=dev)
-        return cls(unet, diffusion, config.get("class_names"))
+        return cls(network, diffusion, config.get("class_names"))
 
     def to(self, device: str | torch.device) -> DiffusionPipeline:
         self.unet.to(device)
@@ -72,17 +69,39 @@ class DiffusionPipeline:
 
     @property
     def num_classes(self) -> int:
-        return self.unet.config.num_classes
+        return num_classes(self.unet)
 
     @property
-    def network(self) -> UNet:
+    def network(self) -> nn.Module:
         """The network called at every denoising step (what evaluation counts calls of)."""
         return self.unet
 
     @property
     def image_shape(self) -> tuple[int, int]:
         """(channels, side) of the images made."""
-        return self.unet.config.in_channels, self.unet.config.image_size
+        return image_shape(self.unet)
+
+    @property
+    def upscale(self) -> int:
+        """How many times an upscaler enlarges (0: not an upscaler)."""
+        return self.diffusion.upscale
+
+    def _check_lowres(self, lowres: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        channels, side = self.image_shape
+        if not self.upscale:
+            if lowres is not None:
+                raise GenlabError("this model is not an upscaler (trained without --upscale): drop lowres")
+            return None
+        small = side // self.upscale
+        if lowres is None:
+            raise GenlabError(
+                f"this model upscales {small}x{small} images {self.upscale}x: give them (genlab edit upscale)"
+            )
+        if tuple(lowres.shape) != (n, channels, small, small):
+            raise GenlabError(
+                f"this upscaler takes {n} images of {channels}x{small}x{small}, got {tuple(lowres.shape)}"
+            )
+        return lowres
 
     def class_index(self, name: str) -> int:
         """The class index of a class name (e.g. "7", "circle") or a number given as text."""
@@ -97,9 +116,12 @@ class DiffusionPipeline:
         sampler: str = "dpmpp-2m",
         generator: torch.Generator | None = None,
         return_trajectory: bool = False,
+        lowres: torch.Tensor | None = None,
         **sampler_kwargs: Any,
     ) -> PipelineOutput:
         """Generate ``num_images`` images; ``class_labels`` (one, or one per image, cycled) for a class model.
+        An upscaler (``upscale`` > 0) sharpens ``lowres``, (num_images, C, h, w) images in [0, 1] ``upscale``
+        times smaller than its output.
 
         ``guidance_scale`` applies with class labels (1 = plain conditional sampling); ``sampler`` is one
         of ddpm, ddim, dpmpp-2m, euler, heun; extra keywords (e.g. ``eta`` for ddim) go to the sampler.
@@ -112,23 +134,23 @@ class DiffusionPipeline:
             if labels.numel() == 0:
                 raise GenlabError("class_labels is empty")
             labels = labels.repeat((num_images + labels.numel() - 1) // labels.numel())[:num_images]
-        cfg = self.unet.config
         trajectory: list[torch.Tensor] = []
 
         def record(info: dict[str, Any]) -> None:
-            trajectory.append(trajectory_frame(info))
+            trajectory.append(trajectory_frame(info, self.unet))
 
         images = generate(
             self.unet,
             self.schedule,
             self.diffusion.parameterization,
-            (num_images, cfg.in_channels, cfg.image_size, cfg.image_size),
+            (num_images, *sample_shape(self.unet)),
             class_labels=labels,
             steps=num_inference_steps,
             sampler=sampler,
             guidance_scale=guidance_scale,
             generator=generator,
             callback=record if return_trajectory else None,
+            lowres=self._check_lowres(lowres, num_images),
             **sampler_kwargs,
         ).cpu()
         return PipelineOutput(

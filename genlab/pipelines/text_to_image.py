@@ -12,12 +12,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from genlab import rundir
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
 from genlab.diffusion.generate import generate, trajectory_frame
+from genlab.diffusion.networks import LatentDiffusion, image_shape, load_network, sample_shape
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
-from genlab.nn.pretrained import config_from_dict
 from genlab.nn.text import SPECIALS
 from genlab.nn.text_unet import TextUNet
 from genlab.pipelines.diffusion import tensor_to_pil
@@ -45,15 +44,17 @@ def _as_prompts(prompt: str | list[str], name: str) -> list[str]:
 class TextToImagePipeline:
     """``TextToImagePipeline.from_pretrained(run)("a small red circle at the top left").images``."""
 
-    def __init__(self, model: TextUNet, diffusion: DiffusionConfig):
+    def __init__(self, model: TextUNet | LatentDiffusion, diffusion: DiffusionConfig):
         self.model, self.diffusion = model.eval(), diffusion
         self.schedule = diffusion.noise_schedule()
+        # the text encoder and U-Net, in pixel space or inside a latent model
+        self.text_unet: TextUNet = model.net if isinstance(model, LatentDiffusion) else model  # type: ignore[assignment]
 
     num_classes = 0  # what evaluation asks of every pipeline: no classes here, prompts instead
     class_names = None
 
     @property
-    def unet(self) -> TextUNet:
+    def unet(self) -> TextUNet | LatentDiffusion:
         """The network called at every denoising step (text encoder and U-Net)."""
         return self.model
 
@@ -62,26 +63,24 @@ class TextToImagePipeline:
     @property
     def image_shape(self) -> tuple[int, int]:
         """(channels, side) of the images made."""
-        cfg = self.model.config.unet
-        return cfg.in_channels, cfg.image_size
+        return image_shape(self.model)
 
     @classmethod
     def from_pretrained(
         cls, run_dir: str | Path, device: str | torch.device = "auto", use_ema: bool = True
     ) -> TextToImagePipeline:
-        config = rundir.read_config(run_dir, kind="diffusion")
-        diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), f"{run_dir}/config.json")
+        dev = pick_device(device) if isinstance(device, str) else device
+        model, diffusion, _ = load_network(run_dir, use_ema=use_ema, device=dev)
         if diffusion.cond != "text":
             raise GenlabError(
                 f"{run_dir} is not a text-to-image run (it was trained with --cond {diffusion.cond}); "
                 "use DiffusionPipeline, or train with --cond text"
             )
-        dev = pick_device(device) if isinstance(device, str) else device
-        return cls(TextUNet.from_pretrained(run_dir, use_ema=use_ema, device=dev), diffusion)
+        return cls(model, diffusion)
 
     def tokens(self, prompt: str) -> list[str]:
         """The tokens the text encoder sees for ``prompt``: [BOS], words (or bytes), [EOS]."""
-        tok = self.model.tokenizer
+        tok = self.text_unet.tokenizer
         ids = tok.encode(prompt)
         return [
             tok.itos[i] if i < len(tok.itos) else repr(chr(i - len(SPECIALS)))
@@ -120,18 +119,17 @@ class TextToImagePipeline:
         negatives = [p for p in negative for _ in range(num_images)]
         cond, truncated = self.model.encode_prompts(prompts)
         uncond, truncated_negative = self.model.encode_prompts(negatives)
-        length = self.model.config.tokenizer.max_length
+        length = self.text_unet.config.tokenizer.max_length
         if any(truncated) or any(truncated_negative):
             warnings.warn(
                 f"a prompt was cut to its first {length - 2} tokens (the encoder's limit)", stacklevel=2
             )
-        cfg = self.model.config.unet
         trajectory: list[torch.Tensor] = []
 
         def record(info: dict[str, Any]) -> None:
-            trajectory.append(trajectory_frame(info))
+            trajectory.append(trajectory_frame(info, self.model))
 
-        recorder = CrossAttentionRecorder(self.model, len(prompts), cfg.image_size)
+        recorder = CrossAttentionRecorder(self.model, len(prompts), self.image_shape[1])
         if return_attention_maps and not recorder.layers:
             raise GenlabError("this model has no cross-attention layers to draw maps of")
         with recorder if return_attention_maps else nullcontext():
@@ -139,7 +137,7 @@ class TextToImagePipeline:
                 self.model,
                 self.schedule,
                 self.diffusion.parameterization,
-                (len(prompts), cfg.in_channels, cfg.image_size, cfg.image_size),
+                (len(prompts), *sample_shape(self.model)),
                 cond=cond,
                 uncond=uncond,
                 steps=num_inference_steps,
