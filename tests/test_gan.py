@@ -26,7 +26,7 @@ from genlab.gan.losses import (
     generator_wasserstein,
     gradient_penalty,
 )
-from genlab.gan.models import GAN, GANConfig, dcgan_levels, minibatch_std
+from genlab.gan.models import GAN, GANConfig, dcgan_levels, minibatch_std, pack
 from genlab.gan.task import GameConfig, GANTask, MonitorConfig
 from genlab.gan.toy import ToyConfig, modes_covered, render_frame, theory_check, toy_data, train_toy
 from genlab.pipelines.gan import GANPipeline
@@ -419,3 +419,40 @@ def test_minibatch_std_appends_the_group_spread():
             d_norm="layer",
             minibatch_std=True,
         )
+
+
+def test_pacgan_judges_packs_of_samples():
+    x = torch.arange(4 * 1 * 8 * 8, dtype=torch.float32).reshape(4, 1, 8, 8)
+    packed = pack(x, 2)
+    assert packed.shape == (2, 2, 8, 8)
+    assert torch.equal(packed[1, 0], x[2, 0]) and torch.equal(packed[1, 1], x[3, 0])  # consecutive samples
+    assert torch.equal(pack(x, 1), x)
+    for arch in ("dcgan", "mlp"):
+        gan = GAN(GANConfig(arch=arch, image_size=8, pack=2, dropout=0.3))
+        assert gan.discriminator(torch.randn(6, 1, 8, 8)).shape == (3,)
+        with pytest.raises(GenlabError, match="divisible by 2"):
+            gan.discriminator(torch.randn(5, 1, 8, 8))
+    # a pack's logit depends on every member, and only on its own pack's
+    gan = GAN(GANConfig(image_size=8, pack=2, d_norm="none")).eval()
+    a = torch.randn(4, 1, 8, 8)
+    b = a.clone()
+    b[1] += 1.0
+    out_a, out_b = gan.discriminator(a), gan.discriminator(b)
+    assert out_a[0] != out_b[0] and out_a[1] == out_b[1]
+    with pytest.raises(GenlabError, match="--pack"):
+        GANConfig(arch="cgan", num_classes=10, pack=2)
+    with pytest.raises(GenlabError, match="--dropout"):
+        GANConfig(dropout=1.0)
+
+
+def test_pack_option_trains_and_refuses_bad_batches(tmp_path):
+    run = tmp_path / "pac"
+    r = CliRunner().invoke(
+        cli, ["train", "gan", *FAST, "--pack", "2", "--dropout", "0.3", "--steps", "2", "--out", str(run)]
+    )
+    assert r.exit_code == 0, r.output
+    assert rundir.read_config(run)["model"]["pack"] == 2
+    r = CliRunner().invoke(
+        cli, ["train", "gan", *FAST, "--pack", "3", "--steps", "1", "--out", str(tmp_path / "x")]
+    )
+    assert r.exit_code == 2 and "divisible" in r.output

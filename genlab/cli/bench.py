@@ -119,3 +119,36 @@ def bench_diffusion(**params: Any) -> None:
     echo("")
     echo(format_table(result))
     echo(f"results: {out}")
+
+
+@bench.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--n", default=32, show_default=True, type=int, help="Images per timed sampling call.")
+@click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps (diffusion).")
+@click.option("--guidance", default=3.0, show_default=True, type=float, help="Guidance (class runs).")
+@click.option("--repeats", default=3, show_default=True, type=int, help="Interleaved timed rounds.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Results JSON to write.")
+def bench_compare(runs, n, steps, guidance, repeats, out) -> None:
+    """Trained runs side by side (the first is the reference): training minutes and steps, FLOPs to
+    make one image (every denoiser call, and the decoder of a latent model), milliseconds per image timed
+    interleaved in this process, and FID and accuracy from each run's eval.json (score each first with
+    the same `genlab eval` options: the command checks that they match).
+
+    \b
+    Examples:
+      genlab bench compare runs/bench-pixel-unet runs/bench-latent-unet runs/bench-pixel-dit
+      genlab bench compare runs/diffusion-mnist runs/gan-mnist --out bench/results/gan-diffusion.json
+    """
+    from genlab import rundir
+    from genlab.bench.compare import compare_runs, format_table
+
+    if min(n, steps, repeats) < 1:
+        raise GenlabError("--n, --steps and --repeats must be at least 1")
+    result = compare_runs(list(runs), n, steps, guidance, repeats, log=echo)
+    result["command"] = shlex.join(["genlab", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
+    result["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    echo("")
+    echo(format_table(result))
+    if out:
+        rundir.atomic_write_json(out, result)
+        echo(f"results: {out}")
