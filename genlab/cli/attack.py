@@ -12,21 +12,9 @@ from genlab.errors import GenlabError
 
 
 def _load(run: str, device: str = "cpu"):
-    """The classifier of RUN and its validation split (the images it never trained on)."""
-    from genlab import rundir
-    from genlab.data import DataConfig, load_splits
-    from genlab.nn import Classifier
-    from genlab.nn.pretrained import config_from_dict
+    from genlab.classification.evaluate import load_classifier_run
 
-    model = Classifier.from_pretrained(run, device=device)
-    config = rundir.read_config(run, kind="classifier")
-    data = config.get("data", {})
-    data_cfg = config_from_dict(
-        DataConfig, {k: v for k, v in data.items() if k != "augment"}, f"{run}/config.json"
-    )
-    _, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
-    names = list(model.config.class_names) or [str(i) for i in range(model.config.num_classes)]
-    return model, val, names
+    return load_classifier_run(run, device)
 
 
 @cli.group()

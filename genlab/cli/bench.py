@@ -152,3 +152,61 @@ def bench_compare(runs, n, steps, guidance, repeats, out) -> None:
     if out:
         rundir.atomic_write_json(out, result)
         echo(f"results: {out}")
+
+
+@bench.command("serve")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--model", default=None, help="Which run to ask (default: the first generator).")
+@click.option("--requests", default=100, show_default=True, type=int, help="Requests per burst.")
+@click.option("--concurrency", default=32, show_default=True, type=int, help="Requests in flight at once.")
+@click.option("--rounds", default=2, show_default=True, type=int, help="Bursts, one after another.")
+@click.option("--num-images", default=4, show_default=True, type=int)
+@click.option("--steps", default=10, show_default=True, type=int)
+@click.option(
+    "--rate-per-minute",
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="The server's per-client rate; a huge one leaves only the queue to bound the burst.",
+)
+@click.option("--burst", default=10, show_default=True, type=int, help="The server's per-client burst.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Results JSON to write.")
+def bench_serve(
+    runs, model, requests, concurrency, rounds, num_images, steps, rate_per_minute, burst, out
+) -> None:
+    """A load test of `genlab serve RUNS` on loopback: bursts of concurrent POST /api/generate from one
+    client. Reports the status codes (anything but 200 and 429 is an error), latencies, and the server's
+    resident memory before, at its peak and after each burst.
+
+    \b
+    Example:
+      genlab bench serve runs/diffusion-mnist --requests 100 --concurrency 32 --out bench/results/serve.json
+      genlab bench serve runs/diffusion-mnist --rate-per-minute 1e9 --burst 100000   # the queue alone
+    """
+    import json as _json
+
+    from genlab import rundir
+    from genlab.bench.load import load_test
+
+    if min(requests, concurrency, rounds) < 1:
+        raise GenlabError("--requests, --concurrency and --rounds must be at least 1")
+    name = model or next(
+        (
+            p.rstrip("/").split("/")[-1]
+            for p in runs
+            if rundir.read_config(p).get("kind") in ("diffusion", "gan")
+        ),
+        None,
+    )
+    if name is None:
+        raise GenlabError("none of RUNS makes images: give a diffusion or GAN run")
+    body = {"model": name, "num_images": num_images, "steps": steps}
+    limits = ["--rate-per-minute", str(rate_per_minute), "--burst", str(burst)]
+    result = load_test(list(runs), body, requests, concurrency, rounds, limits)
+    result["server_limits"] = {"rate_per_minute": rate_per_minute, "burst": burst}
+    echo(_json.dumps(result, indent=2))
+    if out:
+        rundir.atomic_write_json(out, result)
+        echo(f"results: {out}")
+    if result["unexpected"] or not result["alive_after"]:
+        raise GenlabError(f"the server answered {result['unexpected']} or stopped answering")

@@ -7,6 +7,7 @@ import click
 from genlab.cli import cli
 from genlab.cli.common import fresh_run_dir
 from genlab.cli.train import CLASSIFIER_DEFAULTS, DIFFUSION_DEFAULTS
+from genlab.errors import GenlabError
 
 
 @cli.command("demo")
@@ -30,6 +31,10 @@ from genlab.cli.train import CLASSIFIER_DEFAULTS, DIFFUSION_DEFAULTS
     help="Text-to-image training budget (shapes).",
 )
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option(
+    "--serve", is_flag=True, help="End by serving the demo's models in the web app (`genlab serve`)."
+)
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of --serve.")
 def demo(
     out: str,
     classifier_steps: int,
@@ -37,6 +42,8 @@ def demo(
     clip_steps: int,
     t2i_minutes: float,
     no_progress: bool,
+    serve: bool,
+    port: int,
 ) -> None:
     """Train an MNIST classifier, then a class-conditional diffusion model, sample it and judge the samples.
 
@@ -50,6 +57,8 @@ def demo(
        cross-attention U-Net) for --t2i-minutes: samples for a set of prompts, cross-attention maps,
        prompt adherence read back from the pixels, all on an HTML page (t2i.html).
     """
+    if serve and not 0 < port < 65536:  # before 20 minutes of training, not after
+        raise GenlabError(f"--port must be between 1 and 65535 (got {port})")
     import torch
 
     from genlab.classification import evaluate_classifier
@@ -120,6 +129,13 @@ def demo(
     click.echo(
         f'      genlab sample {root / "t2i"} "a large red circle on the left" --attention-maps maps.png'
     )
+    runs = [diff.run_dir, root / "t2i", clf.run_dir]
+    if serve:
+        from genlab.cli.serve import run_server
+
+        run_server(runs, port=port)
+    else:
+        click.echo(f"      genlab serve {' '.join(str(r) for r in runs)}   # the web app")
 
 
 # Ancestral DDPM steps: their fresh noise corrects what a briefly trained model gets wrong at high noise,

@@ -94,12 +94,37 @@ def load_image(path: str | os.PathLike, size: int | None = None, channels: int =
     With ``size`` the image is center-cropped to a square and resized to ``size`` x ``size``.
     Transparent pixels are composited on white. Raises GenlabError naming the file if it cannot be read.
     """
+    _check_request(size, channels)
+    return _to_tensor(_decode(Path(path), channels), size, channels)
+
+
+def image_from_bytes(
+    data: bytes, size: int | None = None, channels: int = 3, max_side: int = 4096
+) -> torch.Tensor:
+    """``load_image`` for the bytes of an image file (an upload); images wider or taller than ``max_side``
+    are refused before they are decoded."""
+    _check_request(size, channels)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if max(img.size) > max_side:
+                raise GenlabError(f"the image is {img.size[0]}x{img.size[1]}; at most {max_side} a side")
+            img.load()
+            decoded = _to_mode(ImageOps.exif_transpose(img), channels)
+    except GenlabError:
+        raise
+    except Exception:
+        raise GenlabError("the upload is not a readable image (PNG, JPEG, BMP or GIF)") from None
+    return _to_tensor(decoded, size, channels)
+
+
+def _check_request(size: int | None, channels: int) -> None:
     if channels not in (1, 3):
         raise GenlabError(f"channels must be 1 (gray) or 3 (RGB), got {channels}")
     if size is not None and size < 1:
         raise GenlabError(f"image size must be a positive number of pixels, got {size}")
-    path = Path(path)
-    img = _decode(path, channels)
+
+
+def _to_tensor(img: Image.Image, size: int | None, channels: int) -> torch.Tensor:
     if size is not None:
         img = _center_crop_resize(img, size)
     array = np.asarray(img, dtype=np.float32)

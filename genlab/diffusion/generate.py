@@ -36,6 +36,16 @@ def trajectory_frame(info: dict[str, Any], net: nn.Module | None = None) -> torc
     return (decode(x_t) if decode is not None else to_images(x_t)).cpu()
 
 
+def estimate_frame(info: dict[str, Any], net: nn.Module | None = None) -> torch.Tensor:
+    """What the image will be, as a sampler callback's state predicts it: the denoised estimate of x0
+    (decoded, for a latent network) on the CPU; the start, which has none, shows the noise."""
+    if info.get("denoised") is None:
+        return trajectory_frame(info, net)
+    decode = getattr(net, "decode_latents", None)
+    x0 = info["denoised"]
+    return (decode(x0) if decode is not None else to_images(x0)).cpu()
+
+
 def check_sampling_args(sampler: str, steps: int, guidance_scale: float) -> None:
     if sampler not in SAMPLERS:
         raise GenlabError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from genlab.diffusion.generate import generate, trajectory_frame
+from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
 from genlab.diffusion.networks import image_shape, load_network, num_classes, sample_shape
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
@@ -116,6 +117,7 @@ class DiffusionPipeline:
         sampler: str = "dpmpp-2m",
         generator: torch.Generator | None = None,
         return_trajectory: bool = False,
+        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         lowres: torch.Tensor | None = None,
         **sampler_kwargs: Any,
     ) -> PipelineOutput:
@@ -137,7 +139,10 @@ class DiffusionPipeline:
         trajectory: list[torch.Tensor] = []
 
         def record(info: dict[str, Any]) -> None:
-            trajectory.append(trajectory_frame(info, self.unet))
+            if return_trajectory:
+                trajectory.append(trajectory_frame(info, self.unet))
+            if on_step is not None:
+                on_step(info["i"] + 1, num_inference_steps, estimate_frame(info, self.unet))
 
         images = generate(
             self.unet,
@@ -149,7 +154,7 @@ class DiffusionPipeline:
             sampler=sampler,
             guidance_scale=guidance_scale,
             generator=generator,
-            callback=record if return_trajectory else None,
+            callback=record if return_trajectory or on_step is not None else None,
             lowres=self._check_lowres(lowres, num_images),
             **sampler_kwargs,
         ).cpu()

@@ -4,6 +4,7 @@ StableDiffusionPipeline: prompt -> text encoder -> U-Net with cross-attention ->
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
-from genlab.diffusion.generate import generate, trajectory_frame
+from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
 from genlab.diffusion.networks import LatentDiffusion, image_shape, load_network, sample_shape
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
@@ -98,6 +99,7 @@ class TextToImagePipeline:
         generator: torch.Generator | None = None,
         num_images: int = 4,
         return_trajectory: bool = False,
+        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         return_attention_maps: bool = False,
         **sampler_kwargs: Any,
     ) -> TextToImageOutput:
@@ -127,7 +129,10 @@ class TextToImagePipeline:
         trajectory: list[torch.Tensor] = []
 
         def record(info: dict[str, Any]) -> None:
-            trajectory.append(trajectory_frame(info, self.model))
+            if return_trajectory:
+                trajectory.append(trajectory_frame(info, self.model))
+            if on_step is not None:
+                on_step(info["i"] + 1, num_inference_steps, estimate_frame(info, self.model))
 
         recorder = CrossAttentionRecorder(self.model, len(prompts), self.image_shape[1])
         if return_attention_maps and not recorder.layers:
@@ -144,7 +149,7 @@ class TextToImagePipeline:
                 sampler=sampler,
                 guidance_scale=guidance_scale,
                 generator=generator,
-                callback=record if return_trajectory else None,
+                callback=record if return_trajectory or on_step is not None else None,
                 **sampler_kwargs,
             ).cpu()
         maps = tokens = None
