@@ -207,3 +207,86 @@ def test_vae_latent_dit_and_upscale_commands(tmp_path):
     )  # fmt: skip
     out = _run("bench", "compare", str(ldm), str(dit), "--n", "2", "--steps", "2", "--repeats", "1")
     assert "latents 4x4x4" in out and "| dit |" in out
+
+
+def test_perceptual_term_uses_the_classifiers_features(tmp_path):
+    from genlab.data import DataConfig
+    from genlab.latent.task import VAELossConfig, VAETask
+    from genlab.nn.classifier import Classifier, ClassifierConfig
+
+    torch.manual_seed(0)
+    judge = Classifier(ClassifierConfig(in_channels=1, image_size=8, num_classes=10, widths=(8,), hidden=16))
+    judge.save_pretrained(tmp_path / "judge")
+    task = VAETask(
+        DataConfig("digits"), VAELossConfig(perceptual=str(tmp_path / "judge"), perceptual_weight=2.0),
+        downsample=2, base_channels=8,
+    )  # fmt: skip
+    images = task.train_data.images[:4]
+    terms = task.terms(task.model, images, torch.Generator().manual_seed(0))
+    expected = terms["reconstruction"] + 1e-3 * terms["kl"] + 2.0 * terms["perceptual"]
+    assert terms["perceptual"] > 0 and torch.allclose(terms["loss"], expected)
+    terms["loss"].backward()
+    assert task.model.decoder.net[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in task.judge.parameters())  # the judge is frozen
+    with pytest.raises(GenlabError, match="takes 1x8"):
+        VAETask(DataConfig("digits", image_size=16), VAELossConfig(perceptual=str(tmp_path / "judge")))
+
+
+def test_text_conditional_latent_diffusion(tmp_path):
+    from genlab.data import DataConfig
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.pipelines import TextToImagePipeline
+    from genlab.train import TrainConfig, Trainer
+
+    short = ["--steps", "2", "--eval-every", "0", "--sample-every", "0", "--no-progress"]
+    _run(
+        "train",
+        "vae",
+        "--data",
+        "shapes",
+        "--downsample",
+        "4",
+        "--base-channels",
+        "8",
+        "--out",
+        str(tmp_path / "vae"),
+        *short,
+    )
+    task = DiffusionTask(
+        DataConfig("shapes"), DiffusionConfig(cond="text", latent=str(tmp_path / "vae"), sample_steps=2),
+        text_options=dict(width=32, layers=1, heads=2), base_channels=16, channel_mults=(1, 2),
+        attention_levels=(1,), head_dim=16,
+    )  # fmt: skip
+    cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, sample_every=2, checkpoint_every=0, progress=False)
+    Trainer(task, cfg, tmp_path / "ldm").train()
+    pipe = TextToImagePipeline.from_pretrained(tmp_path / "ldm", device="cpu")
+    out = pipe("a red circle", num_images=2, num_inference_steps=2, return_attention_maps=True)
+    assert out.tensors.shape == (2, 3, 32, 32) and out.attention_maps.shape[-1] == 32
+    assert pipe.image_shape == (3, 32)
+
+
+def test_text_conditional_dit(tmp_path):
+    from genlab.diffusion.task import DiffusionTask
+    from genlab.nn.text_unet import TextUNet
+    from genlab.pipelines import TextToImagePipeline
+
+    short = ["--steps", "2", "--eval-every", "2", "--sample-every", "2", "--no-progress"]
+    _run(
+        "train", "diffusion", "--data", "shapes", "--cond", "text", "--backbone", "dit", "--patch-size", "4",
+        "--dit-width", "32", "--dit-depth", "1", "--dit-heads", "2", "--text-width", "32",
+        "--text-layers", "1", "--out", str(tmp_path / "t2i-dit"), *short,
+    )  # fmt: skip
+    network, diffusion, config = load_network(tmp_path / "t2i-dit")
+    assert isinstance(network, TextUNet) and isinstance(network.unet, DiT)
+    assert network.config.dit.context_dim == 32 and network.unet.blocks[0].cross is not None
+    pipe = TextToImagePipeline.from_pretrained(tmp_path / "t2i-dit", device="cpu")
+    out = pipe(["a red circle", "a blue square"], num_images=1, num_inference_steps=2)
+    assert out.tensors.shape == (2, 3, 32, 32)
+    # the prompt reaches the output through cross-attention and the pooled text
+    for p in network.unet.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(1, 3, 32, 32), torch.full((1,), 300.0)
+    a, _ = network.encode_prompts(["a red circle"])
+    b, _ = network.encode_prompts(["a large green triangle at the bottom"])
+    assert not torch.allclose(network(x, t, **a), network(x, t, **b))
+    assert DiffusionTask.from_run_config(config).model.config == network.config  # resume rebuilds it

@@ -126,7 +126,7 @@ def sample_shape(network: nn.Module) -> tuple[int, int, int]:
     """(C, H, W) of what the sampler integrates: the image for a pixel network, the latent otherwise."""
     if isinstance(network, LatentDiffusion):
         return network.sample_shape
-    cfg = network.config.unet if isinstance(network, TextUNet) else network.config
+    cfg = network.config.denoiser if isinstance(network, TextUNet) else network.config
     return cfg.in_channels, cfg.image_size, cfg.image_size
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,6 @@ class DiffusionConfig:
             raise GenlabError(f"--min-snr-gamma must be 0 (off) or positive (got {self.min_snr_gamma})")
         if self.backbone not in BACKBONES:
             raise GenlabError(f"unknown --backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
-        if self.backbone == "dit" and self.cond == "text":
-            raise GenlabError("--backbone dit takes --cond none or class; text conditioning uses the U-Net")
         if self.upscale not in (0, 2, 4):
             raise GenlabError(f"--upscale must be 2 or 4 (got {self.upscale})")
         if self.upscale and (self.latent or self.backbone != "unet"):
@@ -139,26 +137,36 @@ class DiffusionTask(Task):
             channels, side, _ = vae.config.latent_shape
         classes = self.train_data.num_classes if diffusion.cond == "class" else 0
         net: nn.Module
+        dit_config = None
         if diffusion.backbone == "dit":
-            net = DiT(DiTConfig(in_channels=channels, image_size=side, num_classes=classes, **dit_options))
+            dit_config = DiTConfig(in_channels=channels, image_size=side, num_classes=classes, **dit_options)
+            net = DiT(dit_config)
         else:
             if diffusion.upscale and side % diffusion.upscale:
                 raise GenlabError(
                     f"--upscale {diffusion.upscale} needs an image side divisible by it (got {side})"
                 )
-            unet_config = UNetConfig(
-                in_channels=channels,
-                image_size=side,
-                num_classes=classes,
-                lowres_channels=channels if diffusion.upscale else 0,
-                **unet_options,
+            net = UNet(
+                UNetConfig(
+                    in_channels=channels,
+                    image_size=side,
+                    num_classes=classes,
+                    lowres_channels=channels if diffusion.upscale else 0,
+                    **unet_options,
+                )
             )
-            net = UNet(unet_config)
-            if diffusion.cond == "text":
-                text_config, text_weights = self._text_config(unet_config, text_encoder, text_options)
-                net = TextUNet(text_config)
-                if text_weights is not None:
-                    net.text_encoder.load_state_dict(text_weights)
+        if diffusion.cond == "text":
+            text_config, text_weights = self._text_config(net.config, text_encoder, text_options)
+            if dit_config is not None:  # the DiT cross-attends to the text; the U-Net section is unused
+                width = text_config.text.width
+                text_config = replace(
+                    text_config,
+                    unet=UNetConfig(in_channels=channels, image_size=side),
+                    dit=replace(dit_config, context_dim=width),
+                )
+            net = TextUNet(text_config)
+            if text_weights is not None:
+                net.text_encoder.load_state_dict(text_weights)
         if vae is None:
             return net
         return LatentDiffusion.around(vae, net, self._scale(vae), diffusion.latent)
@@ -193,11 +201,9 @@ class DiffusionTask(Task):
             self.latents[name] = (mean * scale, std * scale)
 
     def _text_config(
-        self, unet: UNetConfig, source: str, options: dict[str, Any]
+        self, unet: UNetConfig | DiTConfig, source: str, options: dict[str, Any]
     ) -> tuple[TextUNetConfig, dict[str, torch.Tensor] | None]:
         """The TextUNet config for ``source``, and the encoder weights to start from (CLIP) or None."""
-        from dataclasses import replace
-
         if source.startswith("clip:"):
             from genlab.clip.model import CLIP
 

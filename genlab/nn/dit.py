@@ -3,8 +3,8 @@ the patch tokens conditioned by adaptive layer norm on the timestep and class (a
 cross-attention to text tokens (as in the DiT variants for text-to-image, e.g. PixArt-alpha), and the
 tokens put back into an image. Same call as the U-Net: ``forward(x, t, class_labels, context, mask)``.
 
-Trained with ``genlab train diffusion --backbone dit`` (class-conditional or unconditional, in pixel or
-latent space).
+Trained with ``genlab train diffusion --backbone dit`` (unconditional, class- or text-conditional, in
+pixel or latent space; with text it sits inside genlab.nn.text_unet.TextUNet).
 """
 
 from __future__ import annotations

@@ -31,10 +31,13 @@ def config_from_dict(cls: type, data: dict[str, Any], source: str = "config") ->
     kwargs = {}
     for key, value in data.items():
         hint = hints.get(key)
+        nested = hint if dataclasses.is_dataclass(hint) else None
+        if nested is None:  # an optional section, e.g. ``DiTConfig | None``
+            nested = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
         if isinstance(value, list) and "tuple" in str(hint):
             value = tuple(value)
-        elif isinstance(value, dict) and dataclasses.is_dataclass(hint):  # a nested config section
-            value = config_from_dict(hint, value, f"{source} '{key}'")
+        elif isinstance(value, dict) and nested is not None:  # a nested config section
+            value = config_from_dict(nested, value, f"{source} '{key}'")
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.minilm import MiniLMEncoder, WordPieceTokenizer
 from genlab.nn.pretrained import PretrainedMixin
 from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig
@@ -34,15 +35,21 @@ class TextUNetConfig:
     # "joint" (trained with the U-Net from scratch), "clip:RUN", or "minilm" (genlab.nn.minilm; the text and
     # tokenizer sections then hold MiniLM's sizes and the prompt length)
     text_source: str = "joint"
+    dit: DiTConfig | None = None  # set: a DiT cross-attending to the text denoises instead of the U-Net
+
+    @property
+    def denoiser(self) -> UNetConfig | DiTConfig:
+        """The config of the network that denoises: the DiT's when there is one, else the U-Net's."""
+        return self.dit if self.dit is not None else self.unet
 
     def __post_init__(self) -> None:
         if self.text_source == "minilm" and not (self.freeze_text and self.tokenizer.kind == "wordpiece"):
             raise GenlabError("text_source 'minilm' is a frozen encoder with a 'wordpiece' tokenizer")
         if self.text_source != "minilm" and self.tokenizer.kind == "wordpiece":
             raise GenlabError(f"a wordpiece tokenizer needs text_source 'minilm', not '{self.text_source}'")
-        if self.unet.context_dim != self.text.width:
+        if self.denoiser.context_dim != self.text.width:
             raise GenlabError(
-                f"the U-Net's context width {self.unet.context_dim} differs from the text "
+                f"the denoiser's context width {self.denoiser.context_dim} differs from the text "
                 f"encoder's width {self.text.width}"
             )
         if self.text.max_length != self.tokenizer.max_length:
@@ -79,7 +86,7 @@ class TextUNet(PretrainedMixin, nn.Module):
                 f"the tokenizer has {self.tokenizer.vocab_size} symbols, "
                 f"the text encoder {config.text.vocab_size}"
             )
-        self.unet = UNet(config.unet)
+        self.unet: UNet | DiT = DiT(config.dit) if config.dit is not None else UNet(config.unet)
         if config.freeze_text:
             self.text_encoder.requires_grad_(False)
 
