@@ -1,0 +1,89 @@
+"""The segmentation U-Net of Ronneberger et al. (2015): the paper's geometry, the weight map, elastic
+deformation keeping image and mask aligned, overlap-tile prediction equal to whole-image prediction, and
+the procedural cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genlab.errors import GenlabError
+from genlab.nn.seg_unet import SegUNet, SegUNetConfig, fit_input, output_size
+from genlab.segmentation.augment import elastic_deform
+from genlab.segmentation.cells import (
+    CellsConfig,
+    make_cells,
+    semantic_target,
+    separated_pairs,
+    touching_pairs,
+)
+from genlab.segmentation.tiling import predict_tiled, predict_whole
+from genlab.segmentation.weights import class_balance, unet_weight_map
+
+
+def test_the_papers_geometry_572_to_388():
+    assert output_size(572, 4) == 388 and fit_input(388, 4) == 572
+    model = SegUNet(SegUNetConfig(base_channels=2, depth=4, batch_norm=False))  # the paper's shape, narrow
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 572, 572)).shape == (1, 2, 388, 388)
+    paper = SegUNet(SegUNetConfig(base_channels=64, depth=4, batch_norm=False))
+    widths = [block[0].out_channels for block in paper.down] + [paper.bottom[0].out_channels]
+    assert widths == [64, 128, 256, 512, 1024]
+    with pytest.raises(GenlabError, match="does not fit"):
+        output_size(570, 4)
+
+
+def test_weight_map_is_largest_between_touching_cells_and_w_c_far_away():
+    instances = np.zeros((60, 60), dtype=np.int32)
+    instances[20:40, 10:29] = 1
+    instances[20:40, 31:50] = 2  # a 2-pixel gap between the two cells at columns 29-30
+    target = semantic_target(instances)
+    w = unet_weight_map(instances, target, w0=10.0, sigma=5.0)
+    wc = class_balance(target)
+    gap = w[20:40, 29:31]
+    assert gap.min() > 0.9 * w.max() and np.unravel_index(w.argmax(), w.shape)[1] in (29, 30)
+    # d1 = 1, d2 = 2 in the gap: w = w_c + 10 exp(-9 / 50)
+    assert w[30, 29] == pytest.approx(wc[30, 29] + 10 * np.exp(-9 / 50), rel=1e-5)
+    assert np.allclose(w[0:3, 0:3], wc[0:3, 0:3], atol=1e-4)  # far from both cells: w_c only
+    assert np.allclose(w[target == 1], wc[target == 1])  # cells keep their class weight
+
+
+def test_elastic_deformation_keeps_image_and_mask_aligned():
+    _, instances = make_cells(1, seed=3)
+    mask = instances[0][None]
+    image = (mask > 0).float()  # an image that is its own mask
+    g = torch.Generator().manual_seed(0)
+    warped, labels = elastic_deform(image, mask, generator=g)
+    assert labels.dtype == mask.dtype and set(labels.unique().tolist()) <= set(mask.unique().tolist())
+    agree = ((warped[0] > 0.5) == (labels[0] > 0)).float().mean()
+    assert agree > 0.99 and not torch.equal(labels, mask)
+    same, same_labels = elastic_deform(image, mask, sigma=0.0)
+    assert torch.allclose(same, image, atol=1e-5) and torch.equal(same_labels, mask)
+
+
+def test_overlap_tile_equals_whole_image_prediction():
+    torch.manual_seed(0)
+    model = SegUNet(SegUNetConfig(base_channels=4, depth=2, batch_norm=False)).eval()
+    image = torch.rand(1, 40, 40)
+    whole = predict_whole(model, image)
+    tiled = predict_tiled(model, image, tile=12)
+    assert tiled.shape == whole.shape == (2, 40, 40)
+    assert torch.allclose(tiled, whole, atol=1e-5)
+    odd = predict_tiled(model, torch.rand(1, 37, 53), tile=16)  # any size
+    assert odd.shape == (2, 37, 53)
+
+
+def test_cells_are_deterministic_and_touch():
+    a, ia = make_cells(3, seed=5)
+    b, ib = make_cells(3, seed=5)
+    assert torch.equal(a, b) and torch.equal(ia, ib)
+    assert a.shape == (3, 1, 96, 96) and a.min() >= 0 and a.max() <= 1
+    assert sum(len(touching_pairs(i.numpy())) for i in ia) > 0
+    target = semantic_target(ia[0].numpy())
+    good, total = separated_pairs(ia[0].numpy(), target)  # the target itself separates every pair
+    assert good == total
+    merged = (ia[0].numpy() > 0).astype(np.int64)  # no seams: touching cells merge
+    assert separated_pairs(ia[0].numpy(), merged)[0] < total or total == 0
+    with pytest.raises(GenlabError):
+        CellsConfig(size=8)
