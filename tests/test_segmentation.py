@@ -87,3 +87,32 @@ def test_cells_are_deterministic_and_touch():
     assert separated_pairs(ia[0].numpy(), merged)[0] < total or total == 0
     with pytest.raises(GenlabError):
         CellsConfig(size=8)
+
+
+def test_train_segmenter_and_segment_commands(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from genlab.cli import cli
+    from genlab.data import save_grid
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = run(
+        "train", "segmenter", "--train-images", "4", "--val-images", "2", "--size", "32", "--depth", "2",
+        "--base-channels", "4", "--steps", "2", "--batch-size", "2", "--eval-every", "2",
+        "--sample-every", "2", "--no-progress", "--out", str(tmp_path / "seg"),
+    )  # fmt: skip
+    assert "cell IoU" in out and "touching pairs separated" in out
+    images, _ = make_cells(1, seed=9, cfg=CellsConfig(size=50))
+    picture = save_grid(tmp_path / "cells.png", images, scale=1)
+    size = Image.open(picture).size
+    run("segment", str(tmp_path / "seg"), str(picture), "--out", str(tmp_path / "mask.png"), "--tile", "16")
+    assert Image.open(tmp_path / "mask.png").size == size  # any size in, the same size out
+    assert Image.open(tmp_path / "mask_overlay.png").mode == "RGB"
+    run("train", "segmenter", "--out", str(tmp_path / "seg"), "--resume", "--steps", "3", "--no-progress")
+    bad = CliRunner().invoke(cli, ["segment", str(tmp_path / "seg"), str(picture), "--tile", "0"])
+    assert bad.exit_code == 2 and "--tile" in bad.output

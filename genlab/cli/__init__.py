@@ -59,6 +59,7 @@ from genlab.cli import (  # noqa: E402, F401
     gan,
     predict,
     sample,
+    segment,
     serve,
     train,
 )

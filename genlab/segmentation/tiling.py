@@ -21,7 +21,7 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int = 64) -> torc
     _, h, w = image.shape
     rows, cols = -(-h // out), -(-w // out)
     # mirror by the margin on every side, and more at the bottom and right to complete the last tiles
-    padded = _mirror(image[None], margin, margin + rows * out - h, margin, margin + cols * out - w)
+    padded = mirror_pad(image[None], margin, margin + rows * out - h, margin, margin + cols * out - w)
     logits = torch.empty(model.config.num_classes, rows * out, cols * out)
     device = next(model.parameters()).device
     for i in range(rows):
@@ -31,7 +31,7 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int = 64) -> torc
     return logits[:, :h, :w]
 
 
-def _mirror(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
     """Reflect-pad, repeatedly when the pad is larger than the image (reflection allows less than a side)."""
     while top or bottom or left or right:
         h, w = x.shape[-2:]
@@ -48,7 +48,7 @@ def predict_whole(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     window = fit_input(image.shape[-1], depth)
     margin = (window - output_size(window, depth)) // 2
     extra = output_size(window, depth) - image.shape[-1]
-    padded = _mirror(image[None], margin, margin + extra, margin, margin + extra)
+    padded = mirror_pad(image[None], margin, margin + extra, margin, margin + extra)
     with torch.no_grad():
         return model(padded.to(next(model.parameters()).device))[
             0, :, : image.shape[-2], : image.shape[-1]
