@@ -116,3 +116,35 @@ def test_train_segmenter_and_segment_commands(tmp_path):
     run("train", "segmenter", "--out", str(tmp_path / "seg"), "--resume", "--steps", "3", "--no-progress")
     bad = CliRunner().invoke(cli, ["segment", str(tmp_path / "seg"), str(picture), "--tile", "0"])
     assert bad.exit_code == 2 and "--tile" in bad.output
+
+
+@pytest.mark.parametrize("task", ["superres", "denoise"])
+def test_img2img_restores_and_its_commands(tmp_path, task):
+    from click.testing import CliRunner
+
+    from genlab.cli import cli
+    from genlab.data import DataConfig, save_grid
+    from genlab.img2img.task import Img2ImgTask, RestorationConfig, degrade, restore
+
+    t = Img2ImgTask(DataConfig("digits"), RestorationConfig(task), base_channels=4, depth=1)
+    clean = t.train_data.images[:4]
+    degraded = degrade(clean, t.restoration, torch.Generator().manual_seed(0))
+    assert degraded.shape == clean.shape and not torch.allclose(degraded, clean)
+    torch.nn.init.zeros_(t.model.head.weight)
+    torch.nn.init.zeros_(t.model.head.bias)
+    assert torch.equal(restore(t.model, degraded), degraded)  # a zero correction returns the input
+    run = tmp_path / task
+
+    def cli_run(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = cli_run("train", "img2img", "--data", "digits", "--task", task, "--depth", "1", "--steps", "3",
+                  "--eval-every", "3", "--sample-every", "3", "--no-progress", "--out", str(run))  # fmt: skip
+    assert "PSNR of the output" in out and "PSNR of the input" in out
+    picture = save_grid(tmp_path / "in.png", clean[:1], scale=1)
+    cli_run("img2img", str(run), str(picture), "--out", str(tmp_path / "out.png"))
+    assert (tmp_path / "out.png").is_file()
+    with pytest.raises(GenlabError, match="--task"):
+        RestorationConfig("colorize")

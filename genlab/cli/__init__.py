@@ -57,6 +57,7 @@ from genlab.cli import (  # noqa: E402, F401
     edit,
     evaluate,
     gan,
+    img2img,
     predict,
     sample,
     segment,

@@ -23,6 +23,7 @@ class SegUNetConfig:
     base_channels: int = 16  # channels of the first level, doubled per level (the paper: 64 .. 1024)
     depth: int = 4  # poolings (the paper: 4)
     batch_norm: bool = True  # after every convolution (not in the paper; steadies small-batch CPU training)
+    out_channels: int = 0  # > 0: an image-to-image model with this many output channels (no classes)
 
     def __post_init__(self) -> None:
         if self.depth < 1 or self.base_channels < 1 or self.num_classes < 2:
@@ -102,7 +103,7 @@ class SegUNet(PretrainedMixin, nn.Module):
         for w in reversed(widths[:-1]):
             self.up.append(nn.ConvTranspose2d(2 * w, w, 2, stride=2))
             self.merge.append(_double_conv(2 * w, w, cfg.batch_norm))
-        self.head = nn.Conv2d(widths[0], cfg.num_classes, 1)
+        self.head = nn.Conv2d(widths[0], cfg.out_channels or cfg.num_classes, 1)
         for m in self.modules():  # He et al. (2015) initialisation, as the paper draws its weights
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
