@@ -19,8 +19,8 @@ from genlab.data.images import resize_batch
 from genlab.errors import GenlabError
 from genlab.metrics.reconstruction import psnr
 from genlab.nn.pretrained import config_from_dict
-from genlab.nn.seg_unet import SegUNet, SegUNetConfig, fit_input, output_size
-from genlab.segmentation.tiling import mirror_pad
+from genlab.nn.seg_unet import SegUNet, SegUNetConfig
+from genlab.segmentation.tiling import with_context
 from genlab.train.engine import Batch, Task
 
 TASKS = ("superres", "denoise")
@@ -123,9 +123,5 @@ class Img2ImgTask(Task):
 
 def restore(model: nn.Module, degraded: torch.Tensor) -> torch.Tensor:
     """The model's restoration of ``degraded`` (N, C, H, W): its input plus the predicted correction."""
-    depth, side = model.config.depth, degraded.shape[-1]
-    window = fit_input(side, depth)
-    margin = (window - output_size(window, depth)) // 2
-    extra = window - 2 * margin - side
-    correction = model(mirror_pad(degraded, margin, margin + extra, margin, margin + extra))
-    return degraded + correction[..., : degraded.shape[-2], :side]
+    correction = model(with_context(degraded, model.config.depth))
+    return degraded + correction[..., : degraded.shape[-2], : degraded.shape[-1]]

@@ -17,10 +17,10 @@ from genlab.data import save_grid
 from genlab.data.base import ImageDataset
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import config_from_dict
-from genlab.nn.seg_unet import SegUNet, SegUNetConfig, fit_input, output_size
+from genlab.nn.seg_unet import SegUNet, SegUNetConfig
 from genlab.segmentation.augment import elastic_deform
 from genlab.segmentation.cells import CellsConfig, make_cells, semantic_target, separated_pairs
-from genlab.segmentation.tiling import mirror_pad
+from genlab.segmentation.tiling import with_context
 from genlab.segmentation.weights import class_balance, unet_weight_map
 from genlab.train.engine import Batch, Task
 
@@ -75,9 +75,6 @@ class SegmenterTask(Task):
         self.train_data = _segmentation_dataset("cells", train_x)
         self.val_data = _segmentation_dataset("cells-val", val_x)
         self.model = SegUNet(model_config or SegUNetConfig(in_channels=1, num_classes=2, **model_options))
-        depth = self.model.config.depth
-        self.window = fit_input(seg.size, depth)
-        self.margin = (self.window - output_size(self.window, depth)) // 2
 
     @property
     def data(self) -> SegmentationConfig:
@@ -97,8 +94,7 @@ class SegmenterTask(Task):
 
     def _context(self, images: torch.Tensor) -> torch.Tensor:
         """Images mirrored out to the network's input window: its output covers the whole image."""
-        extra = self.window - 2 * self.margin - images.shape[-1]
-        return mirror_pad(images, self.margin, self.margin + extra, self.margin, self.margin + extra)
+        return with_context(images, self.model.config.depth)
 
     def _targets(
         self, images: torch.Tensor, instances: torch.Tensor, generator: torch.Generator | None

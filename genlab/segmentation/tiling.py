@@ -41,14 +41,20 @@ def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) ->
     return x
 
 
+def with_context(images: torch.Tensor, depth: int) -> torch.Tensor:
+    """(N, C, S, S) images mirrored out to the smallest input window of a depth-``depth`` U-Net whose
+    output covers them: crop the network's output to [:S, :S] for one value per pixel."""
+    side = images.shape[-1]
+    window = fit_input(side, depth)
+    margin = (window - output_size(window, depth)) // 2
+    extra = window - 2 * margin - side
+    return mirror_pad(images, margin, margin + extra, margin, margin + extra)
+
+
 def predict_whole(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Class logits (K, H, W) from one pass over the whole mirrored image, for an image whose side plus
     the context fits the network exactly (the reference that tiling must reproduce)."""
-    depth = model.config.depth
-    window = fit_input(image.shape[-1], depth)
-    margin = (window - output_size(window, depth)) // 2
-    extra = output_size(window, depth) - image.shape[-1]
-    padded = mirror_pad(image[None], margin, margin + extra, margin, margin + extra)
+    padded = with_context(image[None], model.config.depth)
     with torch.no_grad():
         return model(padded.to(next(model.parameters()).device))[
             0, :, : image.shape[-2], : image.shape[-1]
