@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from genlab import rundir
 from genlab.cli import cli
 from genlab.data import DataConfig
+from genlab.data.kmeans import kmeans
 from genlab.errors import GenlabError
 from genlab.gan.diffaugment import cutout, diff_augment, parse_policy, translation
+from genlab.gan.game import discriminator_terms
 from genlab.gan.latent import arithmetic, interpolate, slerp
 from genlab.gan.losses import (
     LOSSES,
@@ -25,12 +27,14 @@ from genlab.gan.losses import (
     generator_non_saturating,
     generator_wasserstein,
     gradient_penalty,
+    r1_penalty,
 )
-from genlab.gan.models import GAN, GANConfig, dcgan_levels, minibatch_std, pack
+from genlab.gan.models import GAN, GANConfig, clusters_of, dcgan_levels, minibatch_std, pack
 from genlab.gan.task import GameConfig, GANTask, MonitorConfig
 from genlab.gan.toy import ToyConfig, modes_covered, render_frame, theory_check, toy_data, train_toy
 from genlab.pipelines.gan import GANPipeline
 from genlab.train import TrainConfig, Trainer, seed_step
+from genlab.train.engine import Batch
 
 REAL = torch.tensor([0.0, 2.0, -1.0])
 FAKE = torch.tensor([-1.0, 1.0, 3.0])
@@ -93,6 +97,26 @@ def test_gradient_penalty_is_per_sample_on_images():
     gp.mean().backward()  # create_graph: the penalty trains the critic
     weights = [p for name, p in critic.named_parameters() if name.endswith("weight")]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)  # biases do not move grad_x
+
+
+def test_r1_penalty_is_the_squared_gradient_norm_on_real_data_per_sample():
+    w = torch.tensor([3.0, 4.0])  # grad_x (w . x) = w: ||w||^2 = 25 per sample
+    assert torch.allclose(r1_penalty(lambda x: x @ w, torch.randn(5, 2)), torch.full((5,), 25.0))
+    quadratic = r1_penalty(lambda x: (x**2).sum(1), torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+    assert torch.allclose(quadratic, torch.tensor([20.0, 0.0]))  # grad = 2x: 4 * (1 + 4), and 0
+    seed_step(0, -1)
+    critic = GAN(GANConfig(image_size=16, d_norm="none")).discriminator
+    real = torch.rand(4, 1, 16, 16) * 2 - 1
+    changed = real.clone()
+    changed[1] = -changed[1]
+    r1, r1b = r1_penalty(critic, real), r1_penalty(critic, changed)
+    assert not torch.isclose(r1[1], r1b[1]) and torch.allclose(r1[[0, 2, 3]], r1b[[0, 2, 3]], atol=1e-6)
+    # In D's loss it is gamma / 2 of the mean, on the real batch only (Mescheder et al. 2018, eq. 9)
+    rule, fake = LOSSES["ns"], torch.rand(4, 1, 16, 16) * 2 - 1
+    plain = discriminator_terms(critic, real, fake, rule)
+    with_r1 = discriminator_terms(critic, real, fake, rule, r1_gamma=10.0)
+    assert plain.r1 is None and with_r1.r1.item() == pytest.approx(r1.mean().item(), rel=1e-5)
+    assert with_r1.loss.item() == pytest.approx(plain.loss.item() + 5.0 * r1.mean().item(), rel=1e-5)
 
 
 def test_value_at_the_optimal_discriminator_is_minus_log_4_at_equilibrium():
@@ -456,3 +480,88 @@ def test_pack_option_trains_and_refuses_bad_batches(tmp_path):
         cli, ["train", "gan", *FAST, "--pack", "3", "--steps", "1", "--out", str(tmp_path / "x")]
     )
     assert r.exit_code == 2 and "divisible" in r.output
+
+
+def test_kmeans_recovers_separated_blobs_and_keeps_every_cluster():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = torch.arange(3).repeat_interleave(20)
+    points = centres[truth] + 0.1 * torch.randn(60, 2, generator=g)
+    found, assign = kmeans(points, 3, torch.Generator().manual_seed(1))
+    # the same partition up to a renumbering, and each centre the mean of its points
+    assert all(len(assign[truth == c].unique()) == 1 for c in range(3)) and len(assign.unique()) == 3
+    for c in range(3):
+        assert torch.allclose(found[c], points[assign == c].mean(0))
+    # more clusters than distinct values: none is left empty
+    _, assign = kmeans(torch.tensor([[0.0], [0.0], [1.0], [1.0]]), 3)
+    assert sorted(assign.bincount(minlength=3).tolist()) == [1, 1, 2]
+    with pytest.raises(GenlabError, match="k-means needs"):
+        kmeans(points, 61)
+
+
+def test_clusters_of_a_latent_follow_the_prior_by_inverse_cdf():
+    prior = torch.tensor([0.25, 0.75])
+    # Phi(z_0) below 0.25 is cluster 0: Phi(-0.6745) = 0.25
+    z = torch.tensor([[-1.0, 5.0], [-0.7, -9.0], [-0.6, 0.0], [2.0, 0.0]])
+    assert clusters_of(z, prior).tolist() == [0, 0, 1, 1]
+    draws = clusters_of(torch.randn(40000, 4, generator=torch.Generator().manual_seed(0)), prior)
+    assert draws.float().mean().item() == pytest.approx(0.75, abs=0.01)
+
+
+def test_self_conditioned_gan_trains_on_clusters_not_labels(tmp_path):
+    seed_step(0, -1)
+    task = GANTask(
+        DataConfig("digits"),
+        GameConfig("hinge"),
+        monitor=MonitorConfig(features="none"),
+        width=8,
+        z_dim=8,
+        clusters=5,
+        spectral_norm=True,
+        d_norm="none",
+    )
+    data = task.train_data
+    sizes = task.clusters.bincount(minlength=5)
+    assert len(task.clusters) == len(data) and sizes.min() > 0
+    assert torch.allclose(task.model.generator.cluster_prior, sizes / sizes.sum())
+    batch = Batch(data.images[:6], data.labels[:6], [""] * 6, torch.arange(6))
+    _, labels = task._real(batch, 0, torch.Generator())
+    assert torch.equal(labels, task.clusters[:6])  # D sees the clusters, never the digit labels
+    z = task.model.latents(8, torch.Generator().manual_seed(0))
+    images = task.model.generate(z)  # no labels: each latent brings its cluster
+    assert images.shape == (8, 1, 8, 8) and torch.equal(
+        images, task.model.generate(z, clusters_of(z, task.model.generator.cluster_prior))
+    )
+    cfg = TrainConfig(
+        steps=2, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
+    )
+    Trainer(task, cfg, tmp_path / "run").train()
+    config = rundir.read_config(tmp_path / "run")
+    again = GANTask.from_run_config(config)
+    assert torch.equal(again.clusters, task.clusters)  # the same clusters on resume
+    cfg3 = TrainConfig(
+        steps=3, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
+    )
+    Trainer(again, cfg3, tmp_path / "run", resume=True).train()
+    loaded = GAN.from_pretrained(tmp_path / "run")
+    assert torch.allclose(loaded.generator.cluster_prior, task.model.generator.cluster_prior)
+    with pytest.raises(GenlabError, match="--clusters"):
+        GANConfig(arch="cgan", num_classes=10, clusters=5)
+    result = invoke(
+        "train",
+        "gan",
+        *FAST,
+        "--clusters",
+        "4",
+        "--steps",
+        "2",
+        "--features",
+        "none",
+        "--out",
+        str(tmp_path / "cli"),
+    )
+    assert result.exit_code == 0 and "4 k-means clusters" in result.output
+    r = CliRunner().invoke(
+        cli, ["train", "gan", *FAST, "--clusters", "99999", "--steps", "1", "--out", str(tmp_path / "z")]
+    )
+    assert r.exit_code == 2 and "more than the" in r.output

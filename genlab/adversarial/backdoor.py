@@ -17,6 +17,7 @@ import torch
 
 from genlab.classification.task import ClassifierDataConfig, ClassifierTask
 from genlab.data import ImageDataset
+from genlab.data.kmeans import kmeans
 from genlab.errors import GenlabError
 from genlab.nn.classifier import ClassifierConfig
 from genlab.nn.pretrained import config_from_dict
@@ -108,19 +109,12 @@ def activations(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 
         model.train(was)
 
 
-def _two_means(x: torch.Tensor, iterations: int = 50) -> torch.Tensor:
-    """k-means with k = 2 (Lloyd's algorithm, farthest-point start): the cluster index of each row."""
+def _two_means(x: torch.Tensor) -> torch.Tensor:
+    """k-means with k = 2 from a farthest-point start (deterministic): the cluster index of each row."""
     first = x[0]
     second = x[(x - first).norm(dim=1).argmax()]
-    centres = torch.stack([first, x[(x - second).norm(dim=1).argmax()]])
-    assign = torch.zeros(len(x), dtype=torch.long)
-    for _ in range(iterations):
-        assign = torch.cdist(x, centres).argmin(1)
-        new = torch.stack([x[assign == k].mean(0) if (assign == k).any() else centres[k] for k in range(2)])
-        if torch.allclose(new, centres):
-            break
-        centres = new
-    return assign
+    start = torch.stack([first, x[(x - second).norm(dim=1).argmax()]])
+    return kmeans(x, 2, init=start)[1]
 
 
 def activation_clustering(

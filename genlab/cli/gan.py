@@ -47,6 +47,14 @@ GAN_DEFAULTS: dict[str, Any] = dict(
     "--d-steps", default=0, show_default=True, type=int, help="D steps per G step (0: 5 for wgan-gp, else 1)."
 )
 @click.option("--gp-weight", default=10.0, show_default=True, type=float, help="WGAN-GP's lambda.")
+@click.option(
+    "--r1",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="gamma of the R1 penalty gamma/2 ||grad D(x)||^2 on real images (Mescheder et al. 2018); "
+    "makes D's norm default to none.",
+)
 @click.option("--d-lr-ratio", default=1.0, show_default=True, type=float, help="D's learning rate / G's.")
 @click.option(
     "--augment",
@@ -61,7 +69,8 @@ GAN_DEFAULTS: dict[str, Any] = dict(
     "--d-norm",
     default=None,
     type=click.Choice(["batch", "layer", "none"]),
-    help="Normalisation in D (default: batch; layer for wgan-gp, whose penalty is per sample).",
+    help="Normalisation in D (default: batch; layer for wgan-gp and none with --r1, whose penalties are "
+    "per sample).",
 )
 @click.option("--dropout", default=0.0, show_default=True, type=float, help="Dropout in D.")
 @click.option(
@@ -76,6 +85,14 @@ GAN_DEFAULTS: dict[str, Any] = dict(
 )
 @click.option(
     "--minibatch-std", is_flag=True, help="Give the DCGAN D the batch's feature spread (Karras et al. 2018)."
+)
+@click.option(
+    "--clusters",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Self-conditioning (Liu et al. 2020): condition G and D on the k-means cluster of each training "
+    "image (no labels used); samples draw clusters by their sizes. Against mode dropping (0: off).",
 )
 @click.option(
     "--features",
@@ -127,6 +144,7 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
         options = {
             k: params[k]
             for k in ("arch", "z_dim", "width", "dropout", "pack", "minibatch_std", "spectral_norm")
+            + ("clusters",)
         }
         if params["d_norm"] is not None:
             options["d_norm"] = params["d_norm"]
@@ -135,11 +153,12 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
         return GANTask(
             DataConfig(**data_fields(params)),
             GameConfig(
-                params["loss"],
-                params["d_steps"],
-                params["gp_weight"],
-                params["d_lr_ratio"],
-                params["augment"],
+                loss=params["loss"],
+                d_steps=params["d_steps"],
+                gp_weight=params["gp_weight"],
+                d_lr_ratio=params["d_lr_ratio"],
+                r1=params["r1"],
+                augment=params["augment"],
             ),
             monitor=MonitorConfig(params["eval_samples"], params["features"]),
             log=echo,

@@ -66,6 +66,16 @@ def gradient_penalty(
     return (grad.flatten(1).norm(dim=1) - 1.0) ** 2
 
 
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||grad_x D(x)||^2 on real data only (Mescheder et al. 2018, "Which training methods for
+    GANs actually converge?", eq. 9; D's loss adds gamma / 2 times its mean). It pushes D's gradient to
+    zero on the data manifold, so at the equilibrium D has nothing left to push G with, and G's samples
+    stop chasing D's latest favourite region of the data. Returns one term per sample, shape (N,)."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1)
+
+
 @dataclass(frozen=True)
 class GANLoss:
     """One game: what D minimises on (real, fake) logits, what G minimises on fake logits, whether the

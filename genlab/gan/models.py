@@ -6,6 +6,7 @@ that turns their output into [0, 1] images. Discriminators return one logit (or 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ class GANConfig:
     z_dim: int = 100
     width: int = 64  # DCGAN: channels of D's first / G's last layer; MLP: hidden units are 4x and 8x this
     num_classes: int = 0  # > 0: class-conditional: one-hot label into G (Mirza & Osindero), projection in D
+    clusters: int = 0  # > 0: self-conditioned on k-means clusters of the data (Liu et al. 2020), no labels
     d_norm: str = "batch"  # normalisation in D: batch (DCGAN), layer (WGAN-GP: per-sample), none
     dropout: float = 0.0  # in D after each LeakyReLU (the original paper's regulariser)
     pack: int = 1  # D judges groups of this many samples at once: PacGAN (Lin et al. 2018)
@@ -45,14 +47,24 @@ class GANConfig:
             raise GenlabError(f"--z-dim and --width must be positive (got {self.z_dim}, {self.width})")
         if not 0 <= self.dropout < 1:
             raise GenlabError(f"--dropout must be in [0, 1) (got {self.dropout})")
-        if self.pack < 1 or (self.pack > 1 and self.num_classes):
+        if self.pack < 1 or (self.pack > 1 and self.conditions):
             raise GenlabError(
                 f"--pack must be 1 or more, and 1 for a conditional GAN (got {self.pack}, arch {self.arch})"
+            )
+        if self.clusters < 0 or self.clusters == 1 or (self.clusters and self.num_classes):
+            raise GenlabError(
+                f"--clusters must be 0 (off) or at least 2, and only for an unconditional --arch "
+                f"(got {self.clusters} with arch {self.arch})"
             )
         if self.arch == "cgan" and self.num_classes < 2:
             raise GenlabError("--arch cgan needs data with class labels (mnist, digits, shapes, folder:)")
         if self.arch != "mlp":
             dcgan_levels(self.image_size)
+
+    @property
+    def conditions(self) -> int:
+        """How many values the label given to G and D can take: classes, clusters, or 0 (none)."""
+        return self.num_classes or self.clusters
 
 
 def dcgan_levels(image_size: int) -> tuple[int, int]:
@@ -85,6 +97,30 @@ def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) 
     return F.one_hot(labels.long(), num_classes).to(like)
 
 
+def _add_cluster_prior(generator: nn.Module, cfg: GANConfig) -> None:
+    """A self-conditioned generator carries p(c), the share of the training data in each cluster (set by
+    training; saved with the weights), to draw clusters from."""
+    if cfg.clusters:
+        generator.register_buffer("cluster_prior", torch.full((cfg.clusters,), 1.0 / cfg.clusters))
+
+
+def clusters_of(z: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """The cluster c ~ p(c) that latent z stands for: inverse-CDF sampling of the categorical prior at
+    u = Phi(z_0), which is U(0, 1) for z_0 ~ N(0, 1). The image then stays a function of z alone, so
+    seeds, interpolation and latent arithmetic work as for any unconditional GAN."""
+    u = 0.5 * (1 + torch.erf(z[:, 0].double() / math.sqrt(2)))
+    cdf = prior.double().cumsum(0)
+    return torch.searchsorted(cdf / cdf[-1], u.contiguous()).clamp(max=len(prior) - 1)
+
+
+def _cluster_labels(
+    generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor | None:
+    if labels is None and generator.cfg.clusters:
+        return clusters_of(z, generator.cluster_prior)
+    return labels
+
+
 def pack(x: torch.Tensor, m: int) -> torch.Tensor:
     """Stack each run of m consecutive samples along the channels, (N, C, ...) -> (N/m, mC, ...): D then
     judges m samples jointly and sees their variety, which penalises a collapsed generator (Lin et al.
@@ -115,10 +151,11 @@ class MLPGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         out = cfg.in_channels * cfg.image_size**2
-        self.net = mlp([cfg.z_dim + cfg.num_classes, 4 * cfg.width, 8 * cfg.width, out])
+        self.net = mlp([cfg.z_dim + cfg.conditions, 4 * cfg.width, 8 * cfg.width, out])
+        _add_cluster_prior(self, cfg)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        y = _one_hot(labels, self.cfg.num_classes, z)
+        y = _one_hot(_cluster_labels(self, z, labels), self.cfg.conditions, z)
         h = self.net(z if y is None else torch.cat([z, y], 1))
         return torch.tanh(h).view(-1, self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
 
@@ -129,11 +166,11 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, cfg: GANConfig):
         super().__init__()
         self.cfg = cfg
-        inp = cfg.pack * cfg.in_channels * cfg.image_size**2 + cfg.num_classes
+        inp = cfg.pack * cfg.in_channels * cfg.image_size**2 + cfg.conditions
         self.net = mlp([inp, 8 * cfg.width, 4 * cfg.width, 1], cfg.dropout)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        y = _one_hot(labels, self.cfg.num_classes, x)
+        y = _one_hot(labels, self.cfg.conditions, x)
         h = pack(x, self.cfg.pack).flatten(1)
         return self.net(h if y is None else torch.cat([h, y], 1)).squeeze(1)
 
@@ -148,7 +185,7 @@ class DCGANGenerator(nn.Module):
         k, s0 = dcgan_levels(cfg.image_size)
         c = cfg.width * 2 ** (k - 1)
         self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim + cfg.num_classes, c * s0 * s0, bias=False),
+            nn.Linear(cfg.z_dim + cfg.conditions, c * s0 * s0, bias=False),
             nn.Unflatten(1, (c, s0, s0)),
             nn.BatchNorm2d(c),
             nn.ReLU(inplace=True),
@@ -163,9 +200,10 @@ class DCGANGenerator(nn.Module):
             c //= 2
         layers += [nn.ConvTranspose2d(c, cfg.in_channels, 4, 2, 1), nn.Tanh()]
         self.up = nn.Sequential(*layers)
+        _add_cluster_prior(self, cfg)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        y = _one_hot(labels, self.cfg.num_classes, z)
+        y = _one_hot(_cluster_labels(self, z, labels), self.cfg.conditions, z)
         return self.up(self.project(z if y is None else torch.cat([z, y], 1)))
 
 
@@ -198,7 +236,7 @@ class DCGANDiscriminator(nn.Module):
         dims = (c + cfg.minibatch_std) * s0 * s0
         self.head = nn.Linear(dims, 1)
         # Projection (Miyato & Koyama 2018, eq. 3): D(x, y) = psi(phi(x)) + embed(y) . phi(x)
-        self.embed = nn.Embedding(cfg.num_classes, dims) if cfg.num_classes else None
+        self.embed = nn.Embedding(cfg.conditions, dims) if cfg.conditions else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(pack(x, self.cfg.pack))

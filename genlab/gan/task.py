@@ -18,7 +18,7 @@ from genlab.errors import GenlabError
 from genlab.gan.diffaugment import diff_augment, parse_policy
 from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
 from genlab.gan.losses import LOSSES
-from genlab.gan.models import GAN, GANConfig
+from genlab.gan.models import GAN, GANConfig, clusters_of
 from genlab.nn.pretrained import config_from_dict
 from genlab.train.config import TrainConfig
 from genlab.train.distributed import DistInfo, average_gradients
@@ -39,6 +39,7 @@ class GameConfig:
     d_steps: int = 0  # k discriminator steps per generator step; 0: the loss's paper's (5 WGAN-GP, else 1)
     gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP)
     d_lr_ratio: float = 1.0  # D's learning rate over G's (> 1 is the two time-scale rule, Heusel et al.)
+    r1: float = 0.0  # gamma of the R1 penalty on real data (Mescheder et al. 2018); 0: off
     augment: str = ""  # DiffAugment of every D input, e.g. "translation,cutout" (genlab.gan.diffaugment)
 
     def __post_init__(self) -> None:
@@ -46,8 +47,8 @@ class GameConfig:
             raise GenlabError(f"unknown GAN --loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if self.d_steps < 0:
             raise GenlabError(f"--d-steps must be 0 (the paper's) or more (got {self.d_steps})")
-        if self.gp_weight < 0 or self.d_lr_ratio <= 0:
-            raise GenlabError("--gp-weight must be >= 0 and --d-lr-ratio > 0")
+        if self.gp_weight < 0 or self.d_lr_ratio <= 0 or self.r1 < 0:
+            raise GenlabError("--gp-weight and --r1 must be >= 0, and --d-lr-ratio > 0")
         parse_policy(self.augment)
 
     @property
@@ -95,22 +96,44 @@ class GANTask(Task):
             arch = model_options.get("arch", "dcgan")
             if arch == "cgan" and self.train_data.labels is None:
                 raise GenlabError(f"--arch cgan needs class labels, and {data.name} has none; use dcgan")
-            model_options.setdefault("d_norm", "layer" if LOSSES[self.game.loss].penalty else "batch")
+            # per-sample penalties forbid BatchNorm: WGAN-GP's critic has layer norm, R1's D none (as
+            # each paper's)
+            default_norm = "layer" if LOSSES[self.game.loss].penalty else "none" if self.game.r1 else "batch"
+            model_options.setdefault("d_norm", default_norm)
             model_config = GANConfig(
                 in_channels=x.shape[1],
                 image_size=x.shape[2],
                 num_classes=self.train_data.num_classes if arch == "cgan" else 0,
                 **model_options,
             )
-        if LOSSES[self.game.loss].penalty and (
+        if (LOSSES[self.game.loss].penalty or self.game.r1 > 0) and (
             model_config.d_norm == "batch" or model_config.minibatch_std or model_config.pack > 1
         ):
             raise GenlabError(
-                "the WGAN-GP penalty is per sample: no --minibatch-std or --pack, and --d-norm layer or none"
+                "the WGAN-GP and R1 penalties are per sample: no --minibatch-std or --pack, and --d-norm "
+                "layer or none"
             )
         self.model = GAN(model_config)
+        self.clusters = self._cluster(log) if model_config.clusters else None
         self.extractor = self._extractor(log)
         self.dist: DistInfo | None = None  # set by `distribute` in a multi-process run
+
+    def _cluster(self, log) -> torch.Tensor:
+        """Self-conditioning (Liu et al. 2020, section 3): the k-means cluster of every training image,
+        its pseudo-label for D, and p(c) for G. Liu et al. cluster D's features and recluster every 25k
+        steps (more than a whole CPU run); here the clusters are those of the pixels, fixed for the run
+        (seed 0: a resumed run finds the same ones)."""
+        from genlab.data.kmeans import kmeans
+
+        k = self.model.config.clusters
+        if k > len(self.train_data):
+            raise GenlabError(f"--clusters {k} is more than the {len(self.train_data)} training images")
+        _, assign = kmeans(self.train_data.images, k, torch.Generator().manual_seed(0))
+        sizes = assign.bincount(minlength=k)
+        self.model.generator.cluster_prior.copy_(sizes / sizes.sum())
+        low, high = int(sizes.min()), int(sizes.max())
+        log(f"self-conditioning on {k} k-means clusters of the pixels, {low}-{high} images each")
+        return assign
 
     def _extractor(self, log):
         if self.monitor.features == "none":
@@ -168,17 +191,28 @@ class GANTask(Task):
     def _real(
         self, batch: Batch, j: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The real minibatch of discriminator step j: the engine's batch first, then fresh random ones."""
+        """The real minibatch of discriminator step j (the engine's batch first, then fresh random ones)
+        and its labels for D: the classes of a conditional GAN, the clusters of a self-conditioned one."""
+        data, device = self.train_data, batch.images.device
         if j == 0:
-            return batch.images, batch.labels
-        data = self.train_data
-        idx = torch.randint(0, len(data), (len(batch),), generator=generator)
-        labels = data.labels[idx].to(batch.images.device) if data.labels is not None else None
-        return data.images[idx].to(batch.images.device), labels
+            images, idx = batch.images, batch.indices.cpu()
+        else:
+            idx = torch.randint(0, len(data), (len(batch),), generator=generator)
+            images = data.images[idx].to(device)
+        if self.clusters is not None:
+            return images, self.clusters[idx].to(device)
+        if self.model.config.num_classes:
+            return images, data.labels[idx].to(device)
+        return images, None
 
-    def _labels(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor | None:
-        k = self.model.config.num_classes
-        return torch.randint(0, k, (n,), generator=generator).to(device) if k else None
+    def _fake_labels(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """The labels of G's samples: uniform classes, or the clusters their latents stand for."""
+        cfg = self.model.config
+        if cfg.clusters:
+            return clusters_of(z, self.model.generator.cluster_prior)
+        if cfg.num_classes:
+            return torch.randint(0, cfg.num_classes, (len(z),), generator=generator).to(z.device)
+        return None
 
     def step(
         self,
@@ -193,8 +227,8 @@ class GANTask(Task):
         game, rule = self.game, LOSSES[self.game.loss]
         G, D = gan.generator, gan.discriminator
         opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
-        n, device = len(batch), batch.images.device
-        cond = gan.config.num_classes > 0
+        n = len(batch)
+        cond = gan.config.conditions > 0
         policy = parse_policy(game.augment)
 
         def judge(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -206,11 +240,12 @@ class GANTask(Task):
             images, labels = self._real(batch, j, generator)
             real = to_model_space(images)
             y_real = labels if cond else None
-            y_fake = self._labels(n, generator, device)
+            z = gan.latents(n, generator)
+            y_fake = self._fake_labels(z, generator)
             if rule.penalty and cond:  # the penalty interpolates within a class: fakes of the reals' labels
                 y_fake = y_real
             with torch.no_grad():
-                fake = G(gan.latents(n, generator), y_fake)
+                fake = G(z, y_fake)
             d = discriminator_terms(
                 partial(judge, y=y_real),
                 real,
@@ -219,6 +254,7 @@ class GANTask(Task):
                 game.gp_weight,
                 critic=partial(D, labels=y_real),
                 generator=generator,
+                r1_gamma=game.r1,
             )
             check_finite(d.loss, "discriminator loss")
             opt_d.zero_grad(set_to_none=True)
@@ -228,9 +264,10 @@ class GANTask(Task):
             logs["d_grad_norm"] = clip_gradients(opt_d, cfg.grad_clip)
             opt_d.step()
 
-        y_fake = self._labels(n, generator, device)
+        z = gan.latents(n, generator)
+        y_fake = self._fake_labels(z, generator)
         with frozen(D):
-            g_loss = rule.generator(judge(G(gan.latents(n, generator), y_fake), y_fake))
+            g_loss = rule.generator(judge(G(z, y_fake), y_fake))
             check_finite(g_loss, "generator loss")
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -240,6 +277,8 @@ class GANTask(Task):
         opt_g.step()
         if d.penalty is not None:
             logs["gradient_penalty"] = d.penalty.item()
+        if d.r1 is not None:
+            logs["r1_penalty"] = d.r1.item()
         logs.update(d_loss=d.loss.item(), g_loss=g_loss.item(), **discriminator_outputs(d, rule))
         return d.loss.detach(), logs
 
