@@ -27,6 +27,7 @@ from genlab.gan.losses import (
     generator_non_saturating,
     generator_wasserstein,
     gradient_penalty,
+    mode_seeking_term,
     r1_penalty,
 )
 from genlab.gan.models import GAN, GANConfig, clusters_of, dcgan_levels, minibatch_std, pack
@@ -565,3 +566,40 @@ def test_self_conditioned_gan_trains_on_clusters_not_labels(tmp_path):
         cli, ["train", "gan", *FAST, "--clusters", "99999", "--steps", "1", "--out", str(tmp_path / "z")]
     )
     assert r.exit_code == 2 and "more than the" in r.output
+
+
+def test_mode_seeking_term_is_the_inverse_distance_ratio():
+    images = torch.cat([torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.5)])
+    latents = torch.cat([torch.zeros(2, 3), torch.full((2, 3), 2.0)])
+    # d(images) = 0.5, d(z) = 2: the ratio is 0.25, the term 1 / 0.25 = 4
+    assert mode_seeking_term(images, latents).item() == pytest.approx(4.0, rel=1e-4)
+    # a G that ignores z (identical halves) is penalised hardest
+    assert mode_seeking_term(torch.zeros(4, 1, 2, 2), latents).item() == pytest.approx(1e5)
+
+
+def test_mode_seeking_pairs_share_their_condition(tmp_path):
+    seed_step(0, -1)
+    task = GANTask(
+        DataConfig("digits"),
+        GameConfig("hinge", mode_seeking=1.0),
+        monitor=MonitorConfig(features="none"),
+        width=8,
+        z_dim=8,
+        clusters=4,
+        d_norm="none",
+    )
+    seen = []
+    forward = task.model.generator.forward
+    task.model.generator.forward = lambda z, labels=None: seen.append((z, labels)) or forward(z, labels)
+    cfg = TrainConfig(
+        steps=1, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
+    )
+    Trainer(task, cfg, tmp_path / "run").train()
+    z, labels = [call for call in seen if len(call[0]) == 16][1]  # D's fakes, then G's own step:
+    # its second half repeats the first's z_0 and cluster
+    assert torch.equal(z[:8, 0], z[8:, 0]) and not torch.equal(z[:8, 1:], z[8:, 1:])
+    assert torch.equal(labels[:8], labels[8:]) and torch.equal(
+        labels, clusters_of(z, task.model.generator.cluster_prior)
+    )
+    record = [r for r in rundir.read_metrics(tmp_path / "run") if r["event"] == "train"][-1]
+    assert record["mode_seeking"] > 0

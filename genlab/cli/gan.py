@@ -55,6 +55,14 @@ GAN_DEFAULTS: dict[str, Any] = dict(
     help="gamma of the R1 penalty gamma/2 ||grad D(x)||^2 on real images (Mescheder et al. 2018); "
     "makes D's norm default to none.",
 )
+@click.option(
+    "--mode-seeking",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Weight of the mode-seeking term (Mao et al. 2019) in G's loss: two latents of one class or "
+    "cluster must give two different images.",
+)
 @click.option("--d-lr-ratio", default=1.0, show_default=True, type=float, help="D's learning rate / G's.")
 @click.option(
     "--augment",
@@ -158,6 +166,7 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
                 gp_weight=params["gp_weight"],
                 d_lr_ratio=params["d_lr_ratio"],
                 r1=params["r1"],
+                mode_seeking=params["mode_seeking"],
                 augment=params["augment"],
             ),
             monitor=MonitorConfig(params["eval_samples"], params["features"]),

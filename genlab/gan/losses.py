@@ -76,6 +76,16 @@ def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tenso
     return grad.flatten(1).pow(2).sum(1)
 
 
+def mode_seeking_term(images: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """1 / (d(G(z1), G(z2)) / d(z1, z2) + eps) for the two halves of a batch generated with the same
+    conditions, d the mean absolute difference (Mao et al. 2019, "Mode seeking GANs", eq. 3): G
+    minimises it, so latents that differ must give images that differ, which keeps a conditional G from
+    drawing one image per condition whatever z is."""
+    h = images.shape[0] // 2
+    ratio = (images[:h] - images[h : 2 * h]).abs().mean() / (latents[:h] - latents[h : 2 * h]).abs().mean()
+    return 1.0 / (ratio + eps)
+
+
 @dataclass(frozen=True)
 class GANLoss:
     """One game: what D minimises on (real, fake) logits, what G minimises on fake logits, whether the

@@ -311,9 +311,9 @@ def _spectral_norm(module: nn.Module) -> None:
 
 def _dcgan_init(m: nn.Module) -> None:
     """N(0, 0.02) weights, BatchNorm gains N(1, 0.02) (Radford et al. 2016, section 4)."""
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
-        if m.bias is not None:
+        if getattr(m, "bias", None) is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02)

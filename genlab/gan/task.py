@@ -17,7 +17,7 @@ from genlab.diffusion.generate import to_model_space
 from genlab.errors import GenlabError
 from genlab.gan.diffaugment import diff_augment, parse_policy
 from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
-from genlab.gan.losses import LOSSES
+from genlab.gan.losses import LOSSES, mode_seeking_term
 from genlab.gan.models import GAN, GANConfig, clusters_of
 from genlab.nn.pretrained import config_from_dict
 from genlab.train.config import TrainConfig
@@ -40,6 +40,7 @@ class GameConfig:
     gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP)
     d_lr_ratio: float = 1.0  # D's learning rate over G's (> 1 is the two time-scale rule, Heusel et al.)
     r1: float = 0.0  # gamma of the R1 penalty on real data (Mescheder et al. 2018); 0: off
+    mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (Mao et al. 2019); 0: off
     augment: str = ""  # DiffAugment of every D input, e.g. "translation,cutout" (genlab.gan.diffaugment)
 
     def __post_init__(self) -> None:
@@ -47,8 +48,8 @@ class GameConfig:
             raise GenlabError(f"unknown GAN --loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if self.d_steps < 0:
             raise GenlabError(f"--d-steps must be 0 (the paper's) or more (got {self.d_steps})")
-        if self.gp_weight < 0 or self.d_lr_ratio <= 0 or self.r1 < 0:
-            raise GenlabError("--gp-weight and --r1 must be >= 0, and --d-lr-ratio > 0")
+        if self.gp_weight < 0 or self.d_lr_ratio <= 0 or self.r1 < 0 or self.mode_seeking < 0:
+            raise GenlabError("--gp-weight, --r1 and --mode-seeking must be >= 0, and --d-lr-ratio > 0")
         parse_policy(self.augment)
 
     @property
@@ -265,9 +266,21 @@ class GANTask(Task):
             opt_d.step()
 
         z = gan.latents(n, generator)
+        if game.mode_seeking and n >= 2:
+            # pairs (z1, z2) of one condition: the second half repeats the first's z_0 (which picks a
+            # self-conditioned G's cluster) and labels, with fresh noise elsewhere
+            h = n // 2
+            z = torch.cat([z[:h], torch.cat([z[:h, :1], z[h : 2 * h, 1:]], 1), z[2 * h :]])
         y_fake = self._fake_labels(z, generator)
+        if game.mode_seeking and y_fake is not None and n >= 2:
+            y_fake = torch.cat([y_fake[:h], y_fake[:h], y_fake[2 * h :]])
         with frozen(D):
-            g_loss = rule.generator(judge(G(z, y_fake), y_fake))
+            fake = G(z, y_fake)
+            g_loss = rule.generator(judge(fake, y_fake))
+            if game.mode_seeking and n >= 2:
+                ms = mode_seeking_term(fake, z)
+                logs["mode_seeking"] = ms.item()
+                g_loss = g_loss + game.mode_seeking * ms
             check_finite(g_loss, "generator loss")
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
