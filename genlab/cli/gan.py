@@ -130,6 +130,7 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
     Examples:
       genlab train gan --data mnist --arch dcgan --minutes 20
       genlab train gan --data mnist --arch cgan --loss hinge --steps 2000
+      genlab train gan --clusters 50 --mode-seeking 0.1 --loss hinge --spectral-norm --d-norm none
       genlab train gan --data mnist --arch mlp --loss minimax --steps 3000   # watch it saturate
       genlab train gan --data shapes --loss wgan-gp --minutes 15
       genlab train gan --data digits --restarts 3 --steps 1500
