@@ -272,6 +272,7 @@ def test_train_sample_eval_interpolate_arithmetic(tmp_path):
     assert config["game"]["loss"] == "hinge" and config["model"]["num_classes"] == 10
     evals = [r for r in rundir.read_metrics(run) if r["event"] == "eval"]
     assert "fid" in evals[-1] and len(evals[-1]["class_histogram"]) == 10  # the monitor ran (auto features)
+    assert 0 <= evals[-1]["precision"] <= 1 and 0 <= evals[-1]["recall"] <= 1
 
     pipe = GANPipeline.from_pretrained(run)
     out = pipe(5, [3], generator=torch.Generator().manual_seed(0))

@@ -34,6 +34,16 @@ def plot_gan_training(
         ax_fid.plot(*zip(*fid, strict=True), marker="o", lw=1)
         ax_fid.set_yscale("log")
     ax_fid.set_title("FID (EMA generator)" if fid else "no FID (--features none)", fontsize=9)
+    pr = [(r["step"], r["precision"], r["recall"]) for r in evals if "recall" in r]
+    if pr:  # on a second axis: a collapse within classes shows as recall falling while FID may not
+        ax_pr = ax_fid.twinx()
+        steps_pr, precision, recall = zip(*pr, strict=True)
+        ax_pr.plot(steps_pr, precision, lw=1, ls="--", color="tab:green", label="precision")
+        ax_pr.plot(steps_pr, recall, lw=1, ls="--", color="tab:red", label="recall")
+        ax_pr.set_ylim(0, 1)
+        ax_pr.tick_params(labelsize=7)
+        ax_pr.legend(fontsize=7, loc="upper right")
+        ax_fid.set_title("FID (EMA generator, log), precision and recall (dashed)", fontsize=9)
     hist = [(r["step"], r["class_histogram"]) for r in evals if r.get("class_histogram")]
     if hist:
         import numpy as np

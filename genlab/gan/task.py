@@ -313,17 +313,23 @@ class GANTask(Task):
         return torch.cat(images), labels
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
-        """FID of ``monitor.samples`` images against the validation split, and the histogram of the classes
-        the data's classifier sees in them (modes covered, normalised entropy): mode collapse over time."""
+        """FID and precision/recall of ``monitor.samples`` images against the validation split, and the
+        histogram of the classes the data's classifier sees in them (modes covered, normalised entropy):
+        mode collapse over time."""
         if self.extractor is None:
             return {}
         from genlab.metrics.coverage import mode_coverage
         from genlab.metrics.distances import fid_from_features
         from genlab.metrics.features import reference_features
+        from genlab.metrics.precision_recall import precision_recall
 
         images, _ = self.generate(model, self.monitor.samples)
         real = reference_features(self.extractor, self.val_data)
-        out: dict[str, Any] = {"fid": fid_from_features(real, self.extractor(images))}
+        fake = self.extractor(images)
+        out: dict[str, Any] = {"fid": fid_from_features(real, fake)}
+        # recall sees the collapse a class histogram cannot: many samples of one class that are all alike
+        scores = precision_recall(real, fake)
+        out.update(precision=scores["precision"], recall=scores["recall"])
         judge = self.extractor.classifier
         if judge is not None:
             from genlab.classification.evaluate import predict
