@@ -152,8 +152,16 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
     def build(cfg: Any) -> GANTask:
         options = {
             k: params[k]
-            for k in ("arch", "z_dim", "width", "dropout", "pack", "minibatch_std", "spectral_norm")
-            + ("clusters",)
+            for k in (
+                "arch",
+                "z_dim",
+                "width",
+                "dropout",
+                "pack",
+                "minibatch_std",
+                "spectral_norm",
+                "clusters",
+            )
         }
         if params["d_norm"] is not None:
             options["d_norm"] = params["d_norm"]

@@ -265,19 +265,17 @@ class GANTask(Task):
             logs["d_grad_norm"] = clip_gradients(opt_d, cfg.grad_clip)
             opt_d.step()
 
+        pairs = game.mode_seeking > 0 and n >= 2
         z = gan.latents(n, generator)
-        if game.mode_seeking and n >= 2:
-            # pairs (z1, z2) of one condition: the second half repeats the first's z_0 (which picks a
-            # self-conditioned G's cluster) and labels, with fresh noise elsewhere
-            h = n // 2
-            z = torch.cat([z[:h], torch.cat([z[:h, :1], z[h : 2 * h, 1:]], 1), z[2 * h :]])
+        if pairs:  # pairs of one condition: the second half repeats the first's z_0 (a cluster) and labels
+            z = torch.cat([_repeat_first_half(z[:, :1]), z[:, 1:]], 1)
         y_fake = self._fake_labels(z, generator)
-        if game.mode_seeking and y_fake is not None and n >= 2:
-            y_fake = torch.cat([y_fake[:h], y_fake[:h], y_fake[2 * h :]])
+        if pairs and y_fake is not None:
+            y_fake = _repeat_first_half(y_fake)
         with frozen(D):
             fake = G(z, y_fake)
             g_loss = rule.generator(judge(fake, y_fake))
-            if game.mode_seeking and n >= 2:
+            if pairs:
                 ms = mode_seeking_term(fake, z)
                 logs["mode_seeking"] = ms.item()
                 g_loss = g_loss + game.mode_seeking * ms
@@ -350,3 +348,10 @@ class GANTask(Task):
         names = self.train_data.class_names
         captions = [names[int(y)] for y in labels] if labels is not None and names else None
         return save_grid(path, images, captions, nrow=k if k and k <= 10 else 8)
+
+
+def _repeat_first_half(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with its second half replaced by its first (an odd last row stays): the pairs of the
+    mode-seeking term (genlab.gan.losses.mode_seeking_term)."""
+    h = len(t) // 2
+    return torch.cat([t[:h], t[:h], t[2 * h :]])
