@@ -17,7 +17,7 @@ from genlab.bench.timing import matmul_peak_gflops, time_interleaved
 from genlab.cli import cli
 
 TINY = ["--device", "cpu", "--image-size", "8", "--batch-size", "2", "--sample-batch-size", "2"]
-TINY += ["--repeats", "1", "--matmul-size", "64", "--threads", "1"]
+TINY += ["--repeats", "1", "--matmul-size", "64", "--threads", "1", "--no-peer-compile"]
 
 
 def test_flops_of_linear_is_two_per_multiply_add():

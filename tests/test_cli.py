@@ -195,3 +195,27 @@ def test_torchrun_trains_a_diffusion_model(tmp_path):
     _, state = rundir.load_checkpoint(run)
     assert state["world_size"] == 2 and state["step"] == 6
     assert list((run / "samples").glob("step_*.png"))
+
+
+def test_the_demo_prints_the_same_numbers_twice(tmp_path):
+    """Every stage of `genlab demo` trains a fixed number of steps from fixed seeds: two runs print the
+    same lines but for the times, and write the same weights."""
+    import re
+
+    short = ["--classifier-steps", "4", "--diffusion-steps", "3", "--clip-steps", "3", "--t2i-steps", "3"]
+    short += ["--judged-samples", "10", "--prompts", "4", "--no-progress"]
+    outputs = []
+    for name in ("a", "b"):
+        result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / name), *short])
+        assert result.exit_code == 0, result.output
+        lines = [ln for ln in result.output.splitlines() if str(tmp_path) not in ln]
+        outputs.append([re.sub(r"took [\d.]+ (s|min)|done in [\d.]+ min", "took T", ln) for ln in lines])
+    assert outputs[0] == outputs[1]
+    assert any("recognises" in ln for ln in outputs[0]) and any("adherence" in ln for ln in outputs[0])
+    assert sum("took T" in ln for ln in outputs[0]) == 6  # five stages and the total
+    for run in ("diffusion", "t2i"):
+        a = (tmp_path / "a" / run / "ema.safetensors").read_bytes()
+        assert a == (tmp_path / "b" / run / "ema.safetensors").read_bytes()
+    assert (tmp_path / "a" / "t2i.html").is_file() and (
+        tmp_path / "a" / "diffusion" / "diagnostics.png"
+    ).is_file()

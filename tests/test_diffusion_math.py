@@ -61,20 +61,36 @@ def make_gaussian_denoiser(mu: float):
 gaussian_denoiser = make_gaussian_denoiser(MU)
 
 
-def gaussian_net(schedule: NoiseSchedule, param: str):
-    """A "network" net(x_t, t) that outputs the exact eps, v or x0 of the Gaussian data, written from the
-    definitions (not with genlab's parameterization helpers), so VPDenoiser is tested end to end."""
+SD = 0.5  # sigma_data of Karras et al. (2022), Table 1
 
-    def net(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        assert t.shape == (x_t.shape[0],) and t.dtype.is_floating_point
+
+def edm_c(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """c_skip, c_out, c_in of Karras et al. (2022), Table 1, written out here for the tests."""
+    return SD**2 / (sigma**2 + SD**2), sigma * SD / (sigma**2 + SD**2).sqrt(), 1 / (sigma**2 + SD**2).sqrt()
+
+
+def gaussian_net(schedule: NoiseSchedule, param: str):
+    """A "network" net(x_t, t) that outputs the exact eps, v, x0 or EDM F of the Gaussian data, written
+    from the definitions (not with genlab's parameterization helpers), so VPDenoiser is tested end to end.
+    An "edm" network is given c_in x instead of x_t."""
+
+    def net(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        assert t.shape == (x_in.shape[0],) and t.dtype.is_floating_point
         assert float(t.min()) >= 0.0 and float(t.max()) <= schedule.timesteps - 1
-        sigma = schedule.t_to_sigma(t.double()).reshape(-1, *([1] * (x_t.ndim - 1)))
+        sigma = schedule.t_to_sigma(t.double()).reshape(-1, *([1] * (x_in.ndim - 1)))
         abar = 1.0 / (1.0 + sigma**2)
-        x = x_t.double() / abar.sqrt()  # back to the VE variable x = x0 + sigma eps
+        c_skip, c_out, c_in = edm_c(sigma)
+        # back to the VE variable x = x0 + sigma eps
+        x = x_in.double() / c_in if param == "edm" else x_in.double() / abar.sqrt()
         x0 = MU + S**2 / (S**2 + sigma**2) * (x - MU)
         eps = (x - x0) / sigma
-        out = {"eps": eps, "x0": x0, "v": abar.sqrt() * eps - (1.0 - abar).sqrt() * x0}[param]
-        return out.to(x_t.dtype)
+        out = {
+            "eps": eps,
+            "x0": x0,
+            "v": abar.sqrt() * eps - (1.0 - abar).sqrt() * x0,
+            "edm": (x0 - c_skip * x) / c_out,
+        }[param]
+        return out.to(x_in.dtype)
 
     return net
 
@@ -176,7 +192,9 @@ def test_parameterization_round_trips(param):
     a, b = abar.sqrt().reshape(-1, 1, 1, 1), (1 - abar).sqrt().reshape(-1, 1, 1, 1)
     x_t = a * x0 + b * noise
     target = training_target(param, x0, noise, abar)
-    expected = {"eps": noise, "x0": x0, "v": a * noise - b * x0}[param]
+    c_skip, c_out, _ = edm_c(b / a)
+    edm = (x0 - c_skip * (x0 + b / a * noise)) / c_out  # Karras et al. (2022), eq. 8
+    expected = {"eps": noise, "x0": x0, "v": a * noise - b * x0, "edm": edm}[param]
     assert torch.allclose(target, expected, rtol=0, atol=1e-12)
     assert torch.allclose(predict_x0(param, x_t, target, abar), x0, rtol=0, atol=1e-9)
     assert torch.allclose(predict_eps(param, x_t, target, abar), noise, rtol=0, atol=1e-9)
@@ -201,7 +219,9 @@ def test_min_snr_weighting_is_the_x0_loss_times_clipped_snr(param):
     x_t = a * x0 + b * noise
     x0_hat = x0 + delta
     eps_hat = (x_t - a * x0_hat) / b
-    out = {"eps": eps_hat, "x0": x0_hat, "v": a * eps_hat - b * x0_hat}[param]
+    c_skip, c_out, _ = edm_c(b / a)
+    f_hat = (x0_hat - c_skip * x_t / a) / c_out
+    out = {"eps": eps_hat, "x0": x0_hat, "v": a * eps_hat - b * x0_hat, "edm": f_hat}[param]
     gamma = 5.0
     clipped = torch.tensor([5.0, 5.0, 1.0, 0.01 / 0.99], dtype=torch.float64)
     expected = (clipped * delta.square().flatten(1).mean(1)).mean()

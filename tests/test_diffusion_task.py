@@ -259,3 +259,158 @@ def test_cli_sampler_names_are_the_samplers():
     from genlab.diffusion import SAMPLERS
 
     assert tuple(SAMPLERS) == SAMPLER_NAMES
+
+
+# ------------------------------------------------------------------ EDM and sample quality in training
+
+
+def test_lognormal_noise_levels_follow_karras_et_al():
+    """ln sigma ~ N(-1.2, 1.2^2) (Karras et al. 2022, Table 1), clamped to the schedule's range, with the
+    timestep of each sigma and abar = 1 / (1 + sigma^2); uniform timesteps otherwise."""
+    from genlab.diffusion.task import draw_noise_levels
+
+    edm = DiffusionConfig(parameterization="edm")
+    assert edm.lognormal and not DiffusionConfig().lognormal
+    assert DiffusionConfig(noise_levels="lognormal").lognormal
+    schedule = edm.noise_schedule()
+    t, abar = draw_noise_levels(edm, schedule, 20000, torch.Generator().manual_seed(0))
+    sigma = ((1 - abar.double()) / abar.double()).sqrt()
+    assert abs(float(sigma.log().mean()) + 1.2) < 0.05 and abs(float(sigma.log().std()) - 1.2) < 0.05
+    assert float(sigma.min()) >= schedule.sigma_min * (1 - 1e-6)
+    # abar is float32: 1 - abar keeps about 4 digits at the smallest sigmas
+    assert torch.allclose(schedule.t_to_sigma(t.double()), sigma, rtol=2e-3)
+    t, abar = draw_noise_levels(DiffusionConfig(), schedule, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(t, t.round()) and torch.equal(abar, schedule.abar(t.long()))
+    with pytest.raises(GenlabError, match="--noise-levels"):
+        DiffusionConfig(noise_levels="cosine")
+
+
+def test_edm_run_trains_and_samples(tmp_path):
+    seed_step(0, -1)
+    task = DiffusionTask(DataConfig("digits"), DiffusionConfig(cond="class", parameterization="edm"), **TINY)
+    cfg = TrainConfig(
+        steps=30, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False
+    )
+    with torch.no_grad():
+        first = task.evaluate(task.model)["val_loss"]
+    Trainer(task, cfg, tmp_path / "edm").train()
+    with torch.no_grad():
+        assert task.evaluate(task.model)["val_loss"] < 0.8 * first
+    out = DiffusionPipeline.from_pretrained(tmp_path / "edm")(4, 3, 4, 2.0, "heun")
+    assert out.tensors.shape == (4, 1, 8, 8) and torch.isfinite(out.tensors).all()
+
+
+@pytest.fixture(scope="module")
+def digits_judge(tmp_path_factory):
+    run = tmp_path_factory.mktemp("judge") / "clf"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "classifier",
+            "--data",
+            "digits",
+            "--steps",
+            "40",
+            "--eval-every",
+            "0",
+            "--sample-every",
+            "0",
+            "--no-progress",
+            "--out",
+            str(run),
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_every_evaluation_scores_fixed_seed_samples(tmp_path, digits_judge):
+    """A class run's evaluations draw the same seeds and report FID and the share the judge recognises as
+    asked; the share is that of the judge's own predictions on those samples."""
+    from genlab.classification.evaluate import predict
+    from genlab.metrics.monitor import MonitorConfig
+    from genlab.nn import Classifier
+
+    seed_step(0, -1)
+    monitor = MonitorConfig(samples=20, features=str(digits_judge))
+    task = DiffusionTask(
+        DataConfig("digits"), DiffusionConfig(cond="class", sample_steps=3), monitor=monitor, **TINY
+    )
+    cfg = TrainConfig(steps=4, batch_size=8, eval_every=2, sample_every=0, checkpoint_every=0, progress=False)
+    Trainer(task, cfg, tmp_path / "r").train()
+    from genlab import rundir
+
+    evals = [r for r in rundir.read_metrics(tmp_path / "r") if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    for key in ("fid", "precision", "recall", "recognised", "class_histogram", "modes_covered"):
+        assert key in evals[-1], key
+    assert sum(evals[-1]["class_histogram"]) == 20
+    labels = torch.arange(10).repeat_interleave(2)
+    images = task.draw(task.model.eval(), torch.Generator().manual_seed(0), labels=labels)
+    judge = Classifier.from_pretrained(digits_judge)
+    share = float((predict(judge, images).argmax(1) == labels).float().mean())
+    assert evals[-1]["recognised"] == pytest.approx(share)
+    assert rundir.read_config(tmp_path / "r")["monitor"] == {"samples": 20, "features": str(digits_judge)}
+
+
+def test_text_runs_on_shapes_score_prompt_adherence(tmp_path):
+    from genlab.metrics.adherence import prompt_adherence, single_object_prompts
+    from genlab.metrics.monitor import MonitorConfig
+
+    seed_step(0, -1)
+    task = DiffusionTask(
+        DataConfig("shapes"),
+        DiffusionConfig(cond="text", sample_steps=2),
+        text_options=dict(width=32, layers=1, heads=2),
+        monitor=MonitorConfig(samples=6, features="none"),
+        **TINY,
+    )
+    scores = task.sample_quality(task.model.eval())
+    prompts = single_object_prompts(task.val_data.captions)[:6]
+    images = task.draw(task.model, torch.Generator().manual_seed(0), prompts=prompts)
+    assert scores["adherence"] == prompt_adherence(images, prompts)["all"]
+    assert set(scores) == {"adherence", *(f"adherence_{k}" for k in
+                                          ("shape", "color", "size", "position", "count"))}  # fmt: skip
+
+
+def test_train_command_draws_the_diagnostics(tmp_path, digits_judge):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "diffusion",
+            "--data",
+            "digits",
+            "--cond",
+            "class",
+            "--base-channels",
+            "16",
+            "--channel-mults",
+            "1,2",
+            "--attention-levels",
+            "1",
+            "--steps",
+            "2",
+            "--sample-every",
+            "0",
+            "--eval-samples",
+            "10",
+            "--features",
+            str(digits_judge),
+            "--sample-steps",
+            "2",
+            "--parameterization",
+            "edm",
+            "--no-progress",
+            "--out",
+            str(run),
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    assert "share of samples recognised as the class asked for" in result.output
+    assert (run / "diagnostics.png").is_file()
+    bad = CliRunner().invoke(cli, ["train", "diffusion", "--data", "digits", "--eval-samples", "-1",
+                                   "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert bad.exit_code == 2 and "--eval-samples" in bad.output

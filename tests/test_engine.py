@@ -213,3 +213,116 @@ def test_bad_train_settings_are_clear():
         TrainConfig(lr=-1)
     with pytest.raises(GenlabError, match="--ema-decay"):
         TrainConfig(ema_decay=1.0)
+    with pytest.raises(GenlabError, match="--precision"):
+        TrainConfig(precision="fp16")
+
+
+# ------------------------------------------------------------------------ speed: sync, precision, compile
+
+
+class NaNTask(ToyTask):
+    """The toy task whose loss becomes NaN from its ``bad``-th call on."""
+
+    def __init__(self, bad: int):
+        super().__init__()
+        self.bad = bad
+
+    def loss(self, model, batch, generator):
+        loss, logs = super().loss(model, batch, generator)
+        return (loss * float("nan") if self.calls >= self.bad else loss), logs
+
+
+def test_the_loop_reads_the_device_only_when_it_logs(tmp_path, monkeypatch):
+    """No loss.item() or float(grad_norm) per step (each would make the host wait for a GPU): reads of a
+    tensor happen once per log record, whatever the number of steps."""
+    reads = {"n": 0}
+    item, to_float = torch.Tensor.item, torch.Tensor.__float__
+
+    def counted(original):
+        def read(self):
+            reads["n"] += 1
+            return original(self)
+
+        return read
+
+    monkeypatch.setattr(torch.Tensor, "item", counted(item))
+    monkeypatch.setattr(torch.Tensor, "__float__", counted(to_float))
+    task = ToyTask()
+    task.evaluate = lambda model: {}  # type: ignore[method-assign]
+    Trainer(task, cfg(steps=40, log_every=20, eval_every=0, checkpoint_every=0), tmp_path / "r").train()
+    # two records of loss + grad_norm, and the finiteness checks at the end of the run
+    assert reads["n"] <= 8, reads["n"]
+
+
+def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path):
+    with pytest.raises(GenlabError, match=r"loss became nan between steps 1 and 4; lower --lr"):
+        Trainer(NaNTask(bad=3), cfg(steps=24, log_every=4, checkpoint_every=4), tmp_path / "r").train()
+    assert rundir.checkpoint_dir(tmp_path / "r") is None  # the first save would have been at step 4
+
+
+def test_precision_resolves_per_task_and_device(tmp_path, monkeypatch):
+    from genlab.nn import precision
+
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: True)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
+    # the toy classifier does not take part: auto gives fp32, an explicit bf16 a one-line error
+    assert Trainer(ToyTask(), cfg(), tmp_path / "a").precision == "fp32"
+    with pytest.raises(GenlabError, match="--precision bf16: classifier runs train in fp32 only"):
+        Trainer(ToyTask(), cfg(precision="bf16"), tmp_path / "b")
+    mixed = ToyTask()
+    mixed.mixed_precision = True
+    assert Trainer(mixed, cfg(), tmp_path / "c").precision == "bf16"
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: False)
+    assert Trainer(mixed, cfg(), tmp_path / "d").precision == "fp32"
+    assert Trainer(mixed, cfg(precision="bf16"), tmp_path / "e").precision == "bf16"
+
+
+def test_bf16_autocast_runs_the_forward_in_bf16_only():
+    from genlab.nn.precision import autocast
+
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with autocast("cpu", "bf16"):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
+    with autocast("cpu", "fp32"):
+        assert layer(x).dtype == torch.float32
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_line(tmp_path, monkeypatch):
+    """Whatever goes wrong in compiling, the run goes on eager, and ends exactly where an eager run does."""
+    from genlab.train import engine
+
+    class Broken(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("C++ compile error: cannot find Python.h\nmore detail")
+
+    monkeypatch.setattr(engine, "compiled", Broken)
+    monkeypatch.setattr(engine, "compile_problem", lambda device: None)
+    lines: list[str] = []
+    Trainer(ToyTask(), cfg(compile=True), tmp_path / "c", log=lines.append).train()
+    assert lines[-1] == "torch.compile failed (RuntimeError: C++ compile error: cannot find Python.h); " + (
+        "training eager"
+    )
+    Trainer(ToyTask(), cfg(compile=False), tmp_path / "e").train()
+    compiled_run, eager_run = state_of(tmp_path / "c"), state_of(tmp_path / "e")
+    assert all(torch.equal(compiled_run[k], eager_run[k]) for k in eager_run)
+
+
+def test_no_compiler_means_eager_with_one_line(tmp_path, monkeypatch):
+    from genlab.train import compile as compile_module
+
+    monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert "no C++ compiler" in compile_module.compile_problem(torch.device("cpu"))
+    lines: list[str] = []
+    Trainer(ToyTask(), cfg(steps=2, compile=True), tmp_path / "r", log=lines.append).train()
+    assert lines == ["--compile: no C++ compiler found (inductor builds CPU kernels with g++ or clang++); "
+                     "training eager"]  # fmt: skip
+    assert compile_module.want_compile(None, torch.device("cpu")) is False
+    assert compile_module.want_compile(None, torch.device("cuda")) is True

@@ -91,11 +91,11 @@ class AdversarialClassifierTask(ClassifierTask):
         w = self.adversarial.clean_weight
         logits_adv = model(x_adv)
         loss = (1 - w) * F.cross_entropy(logits_adv, batch.labels)
-        logs = {"train_adv_acc": (logits_adv.argmax(1) == batch.labels).float().mean().item()}
+        logs = {"train_adv_acc": (logits_adv.argmax(1) == batch.labels).float().mean().detach()}
         if w > 0:
             logits = model(x)
             loss = loss + w * F.cross_entropy(logits, batch.labels)
-            logs["train_acc"] = (logits.argmax(1) == batch.labels).float().mean().item()
+            logs["train_acc"] = (logits.argmax(1) == batch.labels).float().mean().detach()
         return loss, logs
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:

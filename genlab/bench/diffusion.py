@@ -1,10 +1,15 @@
 """Our diffusion U-Net against diffusers' ``UNet2DModel`` of matched size, in one process.
 
-Both networks are built here, fed the same tensors and timed interleaved (``timing.time_interleaved``):
+The networks are built here, fed the same tensors and timed interleaved (``timing.time_interleaved``):
 training steps (forward, MSE loss, backward, AdamW step) and single denoiser evaluations under
 ``torch.no_grad`` as a sampler makes them. FLOPs per image come from ``flops.forward_flops_per_image``;
-the fraction of the machine's matmul peak each model reaches is nanoGPT's MFU, measured rather than
+the fraction of the machine's fp32 matmul peak each model reaches is nanoGPT's MFU, measured rather than
 taken from a data sheet.
+
+Ours runs as genlab ships it: as `genlab train diffusion` trains (the fused AdamW of the engine, bfloat16
+autocast where ``--precision auto`` picks it, torch.compile where ``--compile`` defaults to it) and as
+the pipelines sample (the same autocast). The peer runs as its users get it: ``UNet2DModel`` in fp32 with
+``torch.optim.AdamW``'s defaults, eager, and the same under ``torch.compile``.
 
 The peer mirrors our structure: the same resolution levels and channel multipliers, attention at the
 same levels and in the middle block, GroupNorm groups, attention head width and a class embedding; its
@@ -30,6 +35,8 @@ from genlab.nn.unet import UNet, UNetConfig
 from genlab.train.distributed import pick_device
 
 PEER = "diffusers"
+PEER_COMPILED = "diffusers-compiled"
+PEERS = (PEER, PEER_COMPILED)
 INSTALL_HINT = "pip install -e '.[bench]'  (or: make bench)"
 MATMUL = "matmul"  # the peak's product, timed alongside the models
 TRAIN_FLOPS_FACTOR = 3  # backward ~ 2x forward: gradients of activations and of weights
@@ -50,16 +57,21 @@ class DiffusionBenchSettings:
     matmul_size: int = 0  # 0: 2048 on CPU, 8192 on GPU
     seed: int = 0
     match_tolerance: float = 0.10  # largest relative parameter-count gap called "matched"
+    peer_compile: bool = True  # also time diffusers under torch.compile (where a compiler is found)
 
 
 @dataclass
 class Contender:
-    """One network as the benchmark sees it: a ``(x, t, labels) -> prediction`` callable and its facts."""
+    """One network as the benchmark sees it: a ``(x, t, labels) -> prediction`` callable, how it is run
+    (its optimizer, the precision of its forward pass, compiled or not) and its facts."""
 
     name: str
     model: nn.Module
     predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     config: dict[str, Any] = field(default_factory=dict)
+    make_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW
+    precision: str = "fp32"  # resolved: "bf16" runs the forward pass under autocast
+    compiled: bool = False
 
     @property
     def params(self) -> int:
@@ -88,10 +100,26 @@ def load_diffusers() -> tuple[ModuleType | None, str | None]:
     return diffusers, None
 
 
-def ours(config: UNetConfig) -> Contender:
-    """Our U-Net as ``genlab train diffusion`` builds it."""
+def ours(config: UNetConfig, device: torch.device | str = "cpu") -> Contender:
+    """Our U-Net as ``genlab train diffusion`` builds and trains it on ``device``: the engine's AdamW, the
+    precision ``--precision auto`` picks there, compiled where ``--compile`` defaults to it."""
+    from genlab.nn.precision import resolve_precision
+    from genlab.train.compile import compile_problem, want_compile
+    from genlab.train.optim import adamw
+
+    device = torch.device(device)
     model = UNet(config)
-    return Contender("ours", model, lambda x, t, y: model(x, t, y), asdict(config))
+    compiled = want_compile(None, device) and compile_problem(device) is None
+    net = torch.compile(model) if compiled else model
+    return Contender(
+        "ours",
+        model,
+        lambda x, t, y: net(x, t, y),
+        asdict(config),
+        make_optimizer=adamw,
+        precision=resolve_precision("auto", device),
+        compiled=compiled,
+    )
 
 
 def diffusers_kwargs(config: UNetConfig, width: int, layers_per_block: int) -> dict[str, Any]:
@@ -143,13 +171,21 @@ def match_diffusers_unet(
     return best[2], best[3]
 
 
-def theirs(diffusers: ModuleType, config: UNetConfig, target_params: int) -> Contender:
-    """diffusers' ``UNet2DModel`` of the parameter count nearest ``target_params``."""
+def theirs(
+    diffusers: ModuleType, config: UNetConfig, target_params: int, compiled: bool = False
+) -> Contender:
+    """diffusers' ``UNet2DModel`` of the parameter count nearest ``target_params``, in fp32 with
+    ``torch.optim.AdamW``'s defaults, eager or under ``torch.compile``."""
     kwargs, _ = match_diffusers_unet(diffusers, config, target_params)
     model = diffusers.UNet2DModel(**kwargs)
+    net = torch.compile(model) if compiled else model
     config_out = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
     return Contender(
-        PEER, model, lambda x, t, y: model(x, t, class_labels=y, return_dict=False)[0], config_out
+        PEER_COMPILED if compiled else PEER,
+        model,
+        lambda x, t, y: net(x, t, class_labels=y, return_dict=False)[0],
+        config_out,
+        compiled=compiled,
     )
 
 
@@ -169,14 +205,18 @@ def train_step(
     contender: Contender, inputs: tuple[torch.Tensor, ...], lr: float = 1e-4
 ) -> Callable[[], None]:
     """One optimizer step of eps-prediction: forward, MSE against the noise, backward, AdamW."""
+    from genlab.nn.precision import autocast
+
     x, noise, t, y = inputs
     model = contender.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    optimizer = contender.make_optimizer(model.parameters(), lr=lr)
 
     def step() -> None:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(contender.predict(x, t, y), noise)
+        with autocast(x.device, contender.precision):
+            out = contender.predict(x, t, y)
+        loss = F.mse_loss(out.float(), noise)
         loss.backward()
         optimizer.step()
 
@@ -185,11 +225,13 @@ def train_step(
 
 def denoise_once(contender: Contender, inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
     """One denoiser evaluation of a sampler: a forward pass without autograd."""
+    from genlab.nn.precision import autocast
+
     x, _, t, y = inputs
 
     def evaluate() -> None:
         contender.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(x.device, contender.precision):
             contender.predict(x, t, y)
 
     return evaluate
@@ -225,10 +267,18 @@ def _run(
         notes.append(problem)
 
     torch.manual_seed(settings.seed)
-    contenders = [ours(config)]
+    contenders = [ours(config, device)]
     if diffusers is not None:
+        from genlab.train.compile import compile_problem
+
         torch.manual_seed(settings.seed)
         contenders.append(theirs(diffusers, config, contenders[0].params))
+        problem = compile_problem(device) if settings.peer_compile else "--no-peer-compile"
+        if problem is None:
+            torch.manual_seed(settings.seed)
+            contenders.append(theirs(diffusers, config, contenders[0].params, compiled=True))
+        else:
+            notes.append(f"diffusers not timed compiled: {problem}")
     for c in contenders:
         c.model.to(device)
 
@@ -242,9 +292,11 @@ def _run(
     log("counting FLOPs")
     x, _, t, y = (v[:2] for v in sample_inputs)  # FLOPs grow linearly with the batch: two images do
     flops = {}
-    for c in contenders:
+    for c in contenders:  # counted on the eager module: compiling changes the kernels, not the products
         c.model.eval()
-        flops[c.name] = forward_flops_per_image(c.predict, x, t, y)
+        flops[c.name] = forward_flops_per_image(_eager_predict(c), x, t, y)
+    if any(c.compiled for c in contenders):
+        log("the compiled models compile during their warm-up call (a minute or more on a CPU)")
     # The matmul joins every round too, so the peak is also measured under the models' conditions.
     mm, mm_flops = matmul_op(matmul_n, device)
     log(f"timing training steps (batch {settings.batch_size}), interleaved, {settings.repeats} repeats")
@@ -269,14 +321,14 @@ def _run(
         c.name: _model_result(c, flops[c.name], train[c.name], sample[c.name], settings, peak)
         for c in contenders
     }
-    ratios = {}
-    if PEER in models:
-        keys = ["params", "forward_flops_per_image", "train_images_per_s", "sample_ms_per_image"]
-        ratios = {k: models["ours"][k] / models[PEER][k] for k in keys}
-        ratios["train_peak_fraction"] = (
-            models["ours"]["train_peak_fraction"] / models[PEER]["train_peak_fraction"]
-        )
-        gap = abs(ratios["params"] - 1)
+    ratios: dict[str, dict[str, float]] = {}
+    keys = ["params", "forward_flops_per_image", "train_images_per_s", "sample_ms_per_image"]
+    keys.append("train_peak_fraction")
+    for peer in PEERS:
+        if peer in models:
+            ratios[peer] = {k: models["ours"][k] / models[peer][k] for k in keys}
+    if PEER in ratios:
+        gap = abs(ratios[PEER]["params"] - 1)
         if gap > settings.match_tolerance:
             notes.append(f"parameter counts differ by {gap:.0%}, more than {settings.match_tolerance:.0%}")
     steps = settings.sampling_steps
@@ -286,7 +338,9 @@ def _run(
         "FLOPs count the matrix products (convolutions, linear layers, attention), 2 per multiply-add",
         f"sampling cost: {steps} DPM-Solver++ steps = {steps} evaluations per image, {2 * steps} with "
         "classifier-free guidance (conditional + unconditional)",
-        "ratios are ours / diffusers, medians of interleaved samples taken in one process",
+        "ratios are ours / diffusers (eager, and compiled), medians of interleaved samples taken in one "
+        "process",
+        "fractions of peak are of the fp32 matmul peak, also for bfloat16 forward passes",
     ]
     return {
         "benchmark": "diffusion",
@@ -301,7 +355,8 @@ def _run(
             "gflops_interleaved": interleaved,
         },
         "models": models,
-        "ratios_ours_over_diffusers": ratios,
+        "ratios_ours_over_diffusers": ratios.get(PEER, {}),
+        "ratios_ours_over_diffusers_compiled": ratios.get(PEER_COMPILED, {}),
         "notes": notes,
     }
 
@@ -321,6 +376,9 @@ def _model_result(
     return {
         "params": c.params,
         "config": c.config,
+        "precision": c.precision,
+        "compiled": c.compiled,
+        "optimizer": "AdamW (fused)" if _fused(c) else "AdamW",
         "forward_flops_per_image": fwd_flops,
         "train_flops_per_image": TRAIN_FLOPS_FACTOR * fwd_flops,
         "train_step_s": train.median,
@@ -338,6 +396,18 @@ def _model_result(
     }
 
 
+def _eager_predict(c: Contender) -> Callable[..., torch.Tensor]:
+    """The contender's prediction without torch.compile (for counting FLOPs)."""
+    if isinstance(c.model, UNet):
+        return lambda x, t, y: c.model(x, t, y)
+    return lambda x, t, y: c.model(x, t, class_labels=y, return_dict=False)[0]
+
+
+def _fused(c: Contender) -> bool:
+    probe = c.make_optimizer([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    return bool(probe.defaults.get("fused"))
+
+
 def _machine(device: torch.device, threads: int, diffusers: ModuleType | None) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {
@@ -353,12 +423,18 @@ def _machine(device: torch.device, threads: int, diffusers: ModuleType | None) -
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The results as a small fixed-width table, ours / diffusers / ratio."""
-    models, ratios = result["models"], result["ratios_ours_over_diffusers"]
+    """The results as a small fixed-width table: one column per contender, then ours over each peer."""
+    models = result["models"]
     s, peak = result["settings"], result["peak"]
     steps = s["sampling_steps"]
-    rows: list[tuple[str, str, Callable[[float], str], str | None]] = [
+    peers = [p for p in PEERS if p in models]
+    ratio_sets = {
+        PEER: result.get("ratios_ours_over_diffusers", {}),
+        PEER_COMPILED: result.get("ratios_ours_over_diffusers_compiled", {}),
+    }
+    rows: list[tuple[str, str, Callable[[Any], str], str | None]] = [
         ("parameters", "params", lambda v: f"{v / 1e6:.3f}M", "params"),
+        ("precision / compiled", "precision", str, None),
         (
             "forward MFLOP/image",
             "forward_flops_per_image",
@@ -367,13 +443,15 @@ def format_table(result: dict[str, Any]) -> str:
         ),
         ("train images/s", "train_images_per_s", lambda v: f"{v:.1f}", "train_images_per_s"),
         ("train GFLOP/s (3x fwd)", "train_gflops", lambda v: f"{v:.2f}", None),
-        ("train fraction of peak", "train_peak_fraction", lambda v: f"{v:.1%}", "train_peak_fraction"),
+        ("train fraction of fp32 peak", "train_peak_fraction", lambda v: f"{v:.1%}", "train_peak_fraction"),
         ("ms/image, 1 evaluation", "sample_ms_per_image", lambda v: f"{v:.3f}", "sample_ms_per_image"),
         (f"ms/image, {steps} DPM++ steps", "dpm_solver_ms_per_image", lambda v: f"{v:.1f}", None),
         (f"ms/image, {steps} steps + CFG", "dpm_solver_cfg_ms_per_image", lambda v: f"{v:.1f}", None),
-        ("sample fraction of peak", "sample_peak_fraction", lambda v: f"{v:.1%}", None),
+        ("sample fraction of fp32 peak", "sample_peak_fraction", lambda v: f"{v:.1%}", None),
     ]
     m = result["machine"]
+    names = ["ours", *peers]
+    header = "".join(f"{n:>20}" for n in names) + "".join(f"{'ours/' + p:>21}" for p in peers)
     lines = [
         f"genlab bench diffusion: {m['device']} ({m['device_name']}), {m['threads']} threads, "
         f"torch {m['torch']}, diffusers {m['diffusers'] or 'not measured'}",
@@ -384,12 +462,18 @@ def format_table(result: dict[str, Any]) -> str:
         f"{peak['gflops']:.1f} GFLOP/s ({peak['gflops_before']:.1f} / "
         f"{max(peak['gflops_interleaved']):.1f} / {peak['gflops_after']:.1f})",
         "",
-        f"{'':30}{'ours':>12}{PEER:>12}{'ours/' + PEER:>18}",
+        f"{'':30}{header}",
     ]
     for label, key, fmt, ratio_key in rows:
-        peer = fmt(models[PEER][key]) if PEER in models else "-"
-        ratio = f"{ratios[ratio_key]:.2f}" if ratio_key and ratio_key in ratios else ""
-        lines.append(f"{label:30}{fmt(models['ours'][key]):>12}{peer:>12}{ratio:>18}")
+        if key == "precision":
+            cells = [f"{models[n]['precision']} / {'yes' if models[n]['compiled'] else 'no'}" for n in names]
+        else:
+            cells = [fmt(models[n][key]) for n in names]
+        ratios = [
+            f"{ratio_sets[p][ratio_key]:.2f}" if ratio_key and ratio_key in ratio_sets[p] else ""
+            for p in peers
+        ]
+        lines.append(f"{label:30}" + "".join(f"{c:>20}" for c in cells) + "".join(f"{r:>21}" for r in ratios))
     lines.append("")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)

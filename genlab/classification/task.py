@@ -74,7 +74,7 @@ class ClassifierTask(Task):
             x = random_affine(x, generator)
         logits = model(x)
         loss = F.cross_entropy(logits, batch.labels)
-        return loss, {"train_acc": (logits.argmax(1) == batch.labels).float().mean().item()}
+        return loss, {"train_acc": (logits.argmax(1) == batch.labels).float().mean().detach()}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         m = evaluate_classifier(model, self.val_data)

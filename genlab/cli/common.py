@@ -89,6 +89,40 @@ def sampling_options(f: Callable) -> Callable:
     return click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")(f)
 
 
+def monitor_options(samples: int) -> Callable:
+    """--features and --eval-samples: how every evaluation of a generator's run scores its samples
+    (genlab.metrics.monitor); ``samples`` is the command's default."""
+
+    def decorate(f: Callable) -> Callable:
+        f = click.option(
+            "--eval-samples",
+            default=samples,
+            show_default=True,
+            type=int,
+            help="Images each evaluation samples (fixed seeds) and scores; 0: none.",
+        )(f)
+        return click.option(
+            "--features",
+            default="auto",
+            show_default=True,
+            help="FID features of the evaluations: auto (the data's own classifier, trained once and "
+            "cached), inception, a classifier run, or none.",
+        )(f)
+
+    return decorate
+
+
+def precision_option(f: Callable) -> Callable:
+    """--precision of a sampling command: the network's forward passes in bfloat16 or float32."""
+    return click.option(
+        "--precision",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "bf16", "fp32"]),
+        help="bf16: the network's matrix products in bfloat16 (auto: where the device is faster at it).",
+    )(f)
+
+
 # (option name, TrainConfig field, click kwargs)
 _TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--steps", "steps", {"type": int, "help": "Optimizer steps (also the horizon of the cosine schedule)."}),
@@ -125,6 +159,20 @@ _TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
         {"type": int, "help": "Steps between checkpoints (0: at the end)."},
     ),
     ("--device", "device", {"type": str, "help": "auto, cpu, cuda or cuda:N."}),
+    (
+        "--precision",
+        "precision",
+        {
+            "type": click.Choice(["auto", "bf16", "fp32"]),
+            "help": "bf16 autocast of the forward pass (diffusion); auto: where the hardware is faster at "
+            "it (GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX).",
+        },
+    ),
+    (
+        "--compile/--no-compile",
+        "compile",
+        {"help": "torch.compile the training network (falls back to eager if it fails). Default: on CUDA."},
+    ),
 ]
 
 

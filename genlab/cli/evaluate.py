@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import SAMPLER_NAMES, echo, number_list, sampling_options
+from genlab.cli.common import SAMPLER_NAMES, echo, number_list, precision_option, sampling_options
 from genlab.cli.data import data
 
 METRIC_NAMES = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
@@ -33,6 +33,7 @@ FEATURES_HELP = (
     "--n", default=500, show_default=True, type=int, help="Samples in all (split evenly over classes)."
 )
 @sampling_options
+@precision_option
 @click.option(
     "--metrics",
     default=None,
@@ -70,6 +71,7 @@ def eval_cmd(
     sampler: str,
     guidance: float,
     seed: int,
+    precision: str,
     metrics: str | None,
     prompts: str,
     clip_run: str | None,
@@ -134,7 +136,9 @@ def eval_cmd(
 
         pipe = GANPipeline.from_pretrained(run, device=device)
     else:
-        pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(run, device=device)
+        pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(
+            run, device=device, precision=precision
+        )
     data_cfg = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
     train, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
 
@@ -169,6 +173,10 @@ def eval_cmd(
         pipe, train, val, extractor, judge, cfg, out_path.parent, prefix, echo, prompt_list, clip
     )
     report = {"run": str(run), "data": data_cfg.name, **report}
+    if not gan:  # the forward passes' precision, "auto" resolved for the device sampled on
+        from genlab.nn.precision import resolve_precision
+
+        report["precision"] = resolve_precision(precision, next(pipe.network.parameters()).device)
     if judge_extractor is not None:
         report["classifier"] = str(classifier)
         report["classifier_val_acc"] = judge_extractor.val_accuracy

@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import data_fields, data_options, echo, is_main_process, train_options
+from genlab.cli.common import (
+    data_fields,
+    data_options,
+    echo,
+    is_main_process,
+    monitor_options,
+    train_options,
+)
 from genlab.cli.train import _report, _run_dir, _train, train
 from genlab.errors import GenlabError
 
@@ -102,16 +109,7 @@ GAN_DEFAULTS: dict[str, Any] = dict(
     help="Self-conditioning (Liu et al. 2020): condition G and D on the k-means cluster of each training "
     "image (no labels used); samples draw clusters by their sizes. Against mode dropping (0: off).",
 )
-@click.option(
-    "--features",
-    default="auto",
-    show_default=True,
-    help="FID features of the evaluations: auto (the data's own classifier), inception, a classifier run, "
-    "or none.",
-)
-@click.option(
-    "--eval-samples", default=500, show_default=True, type=int, help="Images each evaluation scores."
-)
+@monitor_options(samples=500)
 @click.option(
     "--restarts",
     default=1,

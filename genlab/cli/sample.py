@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import sampling_options
+from genlab.cli.common import precision_option, sampling_options
 
 
 @cli.command("sample")
@@ -29,6 +29,7 @@ from genlab.cli.common import sampling_options
     "--trajectory", default=None, help="Also write the denoising trajectory: .gif animation or .png strip."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@precision_option
 def sample_cmd(
     run: str,
     prompts: tuple[str, ...],
@@ -45,6 +46,7 @@ def sample_cmd(
     nrow: int | None,
     trajectory: str | None,
     device: str,
+    precision: str,
 ) -> None:
     """Sample images from the diffusion model or GAN in RUN; a text-to-image run takes one or more PROMPTS.
 
@@ -94,6 +96,7 @@ def sample_cmd(
             trajectory,
             device,
             kwargs,
+            precision,
         )
         return
     if prompts or negative_prompt is not None or attention_maps is not None:
@@ -105,7 +108,7 @@ def sample_cmd(
 
         pipe = GANPipeline.from_pretrained(run, device=device)
     else:
-        pipe = DiffusionPipeline.from_pretrained(run, device=device)
+        pipe = DiffusionPipeline.from_pretrained(run, device=device, precision=precision)
     labels = None
     if class_ is not None:
         if pipe.num_classes == 0:
@@ -160,6 +163,7 @@ def _sample_text(
     trajectory,
     device,
     kwargs,
+    precision,
 ) -> None:
     """`genlab sample` for a text-to-image run: a grid with a row of N images per prompt."""
     import time
@@ -176,7 +180,7 @@ def _sample_text(
         raise GenlabError(
             f'{run} is a text-to-image run: give a prompt, e.g. genlab sample {run} "a red circle"'
         )
-    pipe = TextToImagePipeline.from_pretrained(run, device=device)
+    pipe = TextToImagePipeline.from_pretrained(run, device=device, precision=precision)
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

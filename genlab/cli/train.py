@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from genlab.cli import cli
 from genlab.cli.common import (
+    SAMPLER_NAMES,
     data_fields,
     data_options,
     echo,
     fresh_run_dir,
     is_main_process,
+    monitor_options,
     number_list,
     train_config_from,
     train_options,
@@ -183,6 +186,12 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
     )
 
 
+DIFFUSION_REPORT = {
+    "val_loss": "validation loss",
+    "fid": "FID (evaluation features)",
+    "recognised": "share of samples recognised as the class asked for",
+    "adherence": "prompt adherence (all attributes right)",
+}
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     steps=4000,
     batch_size=32,
@@ -234,8 +243,16 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     "--parameterization",
     default="eps",
     show_default=True,
-    type=click.Choice(["eps", "v", "x0"]),
-    help="What the network predicts.",
+    type=click.Choice(["eps", "v", "x0", "edm"]),
+    help="What the network predicts; edm: Karras et al.'s preconditioning (with log-normal noise levels).",
+)
+@click.option(
+    "--noise-levels",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "uniform", "lognormal"]),
+    help="Training noise levels: uniform timesteps (DDPM) or log-normal sigmas (EDM); auto: lognormal "
+    "with --parameterization edm.",
 )
 @click.option("--base-channels", default=32, show_default=True, type=int, help="U-Net width at full size.")
 @click.option("--channel-mults", default="1,2,2", show_default=True, help="Width multiplier of each level.")
@@ -276,6 +293,17 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     help="Train a super-resolution model (SR3) that enlarges images this many times; sharpen a base "
     "model's samples with `genlab edit upscale`.",
 )
+@click.option(
+    "--eval-sampler",
+    default="dpmpp-2m",
+    show_default=True,
+    type=click.Choice(SAMPLER_NAMES),
+    help="Sampler of the grids and of the samples each evaluation scores (--sample-steps steps).",
+)
+@click.option(
+    "--sample-steps", default=20, show_default=True, type=int, help="Sampling steps during training."
+)
+@monitor_options(samples=100)
 @train_options(**DIFFUSION_DEFAULTS)
 @click.pass_context
 def train_diffusion(ctx: click.Context, **params: Any) -> None:
@@ -283,7 +311,10 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     on an autoencoder's latents.
 
     Sample grids (20 DPM-Solver++ steps; one row per class with --cond class) are drawn into
-    RUN/samples during training; sample afterwards with `genlab sample RUN`.
+    RUN/samples during training; sample afterwards with `genlab sample RUN`. Every evaluation also
+    scores --eval-samples samples from fixed seeds: FID on --features, the share the data's classifier
+    recognises as the class asked for (--cond class), prompt adherence (text on shapes); they are drawn
+    with the losses in RUN/diagnostics.png.
 
     \b
     Examples:
@@ -299,6 +330,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     """
     from genlab.data import DataConfig
     from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.metrics.monitor import MonitorConfig
 
     def build(cfg: Any) -> DiffusionTask:
         data = DataConfig(**data_fields(params))
@@ -309,13 +341,18 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             cond=params["cond"],
             cond_dropout=params["cond_dropout"],
             min_snr_gamma=params["min_snr_gamma"],
+            noise_levels=params["noise_levels"],
             backbone=params["backbone"],
             latent=params["latent"] or "",
             upscale=int(params["upscale"]),
+            sample_steps=params["sample_steps"],
+            sample_sampler=params["eval_sampler"],
         )
         return DiffusionTask(
             data,
             diffusion,
+            monitor=MonitorConfig(params["eval_samples"], params["features"]),
+            log=echo,
             base_channels=params["base_channels"],
             channel_mults=number_list(params["channel_mults"], "--channel-mults"),
             num_res_blocks=params["num_res_blocks"],
@@ -337,8 +374,23 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             ),
         )
 
-    result = _train(ctx, params, "diffusion", build, DiffusionTask.from_run_config)
-    _report(result, {"val_loss": "validation loss"})
+    def rebuild(config: dict[str, Any]) -> DiffusionTask:
+        return DiffusionTask.from_run_config(config, log=echo)
+
+    result = _train(ctx, params, "diffusion", build, rebuild)
+    _report(result, DIFFUSION_REPORT)
+    if is_main_process():
+        from genlab import rundir
+        from genlab.metrics.plots import plot_diffusion_training
+
+        config = rundir.read_config(result.run_dir)
+        plot = plot_diffusion_training(
+            rundir.read_metrics(result.run_dir),
+            Path(result.run_dir) / "diagnostics.png",
+            config.get("class_names"),
+        )
+        if plot is not None:
+            echo(f"diagnostics (loss, FID, recognised share or adherence, class shares): {plot}")
     echo(f"sample it: genlab sample {result.run_dir} --steps 20 --sampler dpmpp-2m --out grid.png")
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import torch
 
-from genlab.diffusion.parameterization import check_parameterization, predict_x0
+from genlab.diffusion.parameterization import check_parameterization, network_input, predict_x0
 from genlab.diffusion.schedules import NoiseSchedule
+from genlab.nn.precision import autocast
 
 
 def sigma_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -33,11 +34,15 @@ class VPDenoiser:
     t = schedule.sigma_to_t(sigma): a float tensor (N,), continuous between the training timesteps and the
     integer timestep (up to rounding) on the schedule's own sigmas, so the net must accept float timesteps.
     For "eps" this gives D = x - sigma eps_theta (c_skip = 1, c_out = -sigma); for "v",
-    D = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) v_theta; for "x0", D is the output itself.
+    D = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) v_theta; for "x0", D is the output itself; for
+    "edm", Karras et al.'s own c_in, c_skip and c_out (``parameterization.edm_coefficients``).
     """
 
-    def __init__(self, net: Callable, schedule: NoiseSchedule, parameterization: str = "eps") -> None:
+    def __init__(
+        self, net: Callable, schedule: NoiseSchedule, parameterization: str = "eps", precision: str = "fp32"
+    ) -> None:
         self.net = net
+        self.precision = precision  # "bf16": the network runs under autocast (genlab.nn.precision)
         self.schedule = schedule
         self.parameterization = check_parameterization(parameterization)
         self.sigma_min = schedule.sigma_min
@@ -50,5 +55,6 @@ class VPDenoiser:
         view = (-1,) + (1,) * (x.ndim - 1)
         x_t = x * abar.sqrt().reshape(view).to(x.dtype)
         t = self.schedule.sigma_to_t(sigma)
-        out = self.net(x_t, t, **cond)
+        with autocast(x.device, self.precision):
+            out = self.net(network_input(self.parameterization, x_t, abar), t, **cond)
         return predict_x0(self.parameterization, x_t, out.to(x.dtype), abar)

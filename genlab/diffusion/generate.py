@@ -18,6 +18,7 @@ from genlab.diffusion.guidance import CFGDenoiser
 from genlab.diffusion.samplers import SAMPLERS, sample
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.errors import GenlabError
+from genlab.nn.precision import resolve_precision
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
@@ -88,6 +89,7 @@ def generate(
     strength: float = 1.0,
     keep: torch.Tensor | None = None,
     lowres: torch.Tensor | None = None,
+    precision: str = "fp32",
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
@@ -117,6 +119,9 @@ def generate(
 
     ``callback`` sees the start (i = -1, x at sigma_max) and then each step's result, as samplers report.
 
+    ``precision`` "bf16" runs the network under bfloat16 autocast (the sampler's arithmetic stays float32);
+    "auto" does where the device is faster at it (genlab.nn.precision).
+
     With class labels and ``guidance_scale`` != 1, classifier-free guidance mixes the conditional and the
     unconditional ("no class") predictions (Ho & Salimans 2022); at scale 1 only the conditional one runs.
     Any other condition comes as keyword tensors ``cond`` (e.g. a prompt's token states) and ``uncond``
@@ -144,7 +149,7 @@ def generate(
     init = None
     if init_images is not None:
         init = net.encode_images(init_images.to(device)) if latent else to_model_space(init_images.to(device))
-    denoiser: Callable = VPDenoiser(net, schedule, parameterization)
+    denoiser: Callable = VPDenoiser(net, schedule, parameterization, resolve_precision(precision, device))
     if class_labels is not None:
         if cond is not None:
             raise GenlabError("give either class labels or another condition, not both")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from genlab.diffusion.networks import (
     network_class,
     sample_shape,
 )
-from genlab.diffusion.parameterization import PARAMETERIZATIONS, diffusion_loss
+from genlab.diffusion.parameterization import PARAMETERIZATIONS, diffusion_loss, network_input
+from genlab.diffusion.samplers import SAMPLERS
 from genlab.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
 from genlab.errors import GenlabError
+from genlab.metrics.monitor import MonitorConfig, monitor_extractor, sample_quality
 from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.pretrained import config_from_dict
 from genlab.nn.text import TextEncoderConfig, Tokenizer
@@ -32,15 +35,8 @@ from genlab.nn.vae import VAE, latent_statistics
 from genlab.train.engine import Batch, Task
 
 CONDITIONS = ("none", "class", "text")
+NOISE_LEVELS = ("auto", "uniform", "lognormal")
 TEXT_DEFAULTS = dict(width=128, layers=2, heads=4)  # the text encoder trained jointly on small data
-# The U-Net of the measured text-to-image runs on shapes: narrow at full size (16 channels, 64 below) with
-# attention at 8x8 only, so a step costs 0.57x that of (32, 64, 64) with attention at 16x16 and 8x8;
-# pixel coordinates as input.
-TEXT_UNET_RECIPE: dict[str, Any] = dict(
-    base_channels=16, channel_mults=(1, 4, 4), attention_levels=(2,), coordinates=True
-)
-
-
 @dataclass
 class DiffusionConfig:
     """What the network predicts and under which forward process; stored as config.json's ``diffusion``."""
@@ -51,8 +47,14 @@ class DiffusionConfig:
     cond: str = "none"
     cond_dropout: float = 0.1  # share of training examples shown without class / with the empty prompt
     min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (Hang et al. 2023); 0: the plain MSE
-    sample_steps: int = 20  # for the grids drawn during training
+    # How training draws noise levels: "uniform" timesteps (Ho et al. 2020) or "lognormal" sigmas,
+    # ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022, Table 1); "auto": lognormal for edm only.
+    noise_levels: str = "auto"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sample_steps: int = 20  # for the grids drawn and the samples scored during training
     sample_guidance: float = 3.0
+    sample_sampler: str = "dpmpp-2m"
     backbone: str = "unet"  # unet | dit (genlab.diffusion.networks)
     latent: str = ""  # the autoencoder run whose latents are diffused (latent diffusion); "": pixels
     upscale: int = 0  # > 0: a super-resolution model from images this many times smaller (SR3)
@@ -69,8 +71,16 @@ class DiffusionConfig:
             raise GenlabError(f"unknown conditioning '{self.cond}'; choose one of {', '.join(CONDITIONS)}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise GenlabError(f"--cond-dropout must be in [0, 1) (got {self.cond_dropout})")
+        if self.noise_levels not in NOISE_LEVELS:
+            raise GenlabError(
+                f"unknown --noise-levels '{self.noise_levels}'; choose one of {', '.join(NOISE_LEVELS)}"
+            )
+        if not self.p_std > 0:
+            raise GenlabError(f"--p-std must be positive (got {self.p_std})")
         if self.min_snr_gamma < 0:
             raise GenlabError(f"--min-snr-gamma must be 0 (off) or positive (got {self.min_snr_gamma})")
+        if self.sample_sampler not in SAMPLERS:
+            raise GenlabError(f"unknown sampler '{self.sample_sampler}'; choose one of {', '.join(SAMPLERS)}")
         if self.backbone not in BACKBONES:
             raise GenlabError(f"unknown --backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
         if self.upscale not in (0, 2, 4):
@@ -81,9 +91,41 @@ class DiffusionConfig:
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(ScheduleConfig(kind=self.schedule, timesteps=self.timesteps))
 
+    @property
+    def lognormal(self) -> bool:
+        """Whether training draws log-normal noise levels (``noise_levels``, "auto" resolved)."""
+        if self.noise_levels == "auto":
+            return self.parameterization == "edm"
+        return self.noise_levels == "lognormal"
+
+
+def draw_noise_levels(
+    diffusion: DiffusionConfig, schedule: NoiseSchedule, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, abar) of ``n`` training examples, float32 on the CPU: t the network's (continuous) timestep.
+
+    "uniform": integer t ~ U{0..T-1}, Ho et al. (2020) Algorithm 1. "lognormal": ln sigma ~ N(p_mean,
+    p_std^2), Karras et al. (2022) Table 1, which spends the training on the middle noise levels where
+    the image takes shape; sigma is clamped to the schedule's range and t = schedule.sigma_to_t(sigma),
+    the timestep the samplers will ask at.
+    """
+    if not diffusion.lognormal:
+        t = torch.randint(0, schedule.timesteps, (n,), generator=generator)
+        return t.float(), schedule.abar(t)
+    ln_sigma = diffusion.p_mean + diffusion.p_std * torch.randn(n, generator=generator, dtype=torch.float64)
+    sigma = ln_sigma.exp().clamp(schedule.sigma_min, schedule.sigma_max)
+    return schedule.sigma_to_t(sigma).float(), (1.0 / (1.0 + sigma.square())).float()
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar) x0 + sqrt(1 - abar) noise (Ho et al. 2020, eq. 4) for abar of shape (N,)."""
+    a = abar.to(x0).reshape(-1, *([1] * (x0.ndim - 1)))
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+
 
 class DiffusionTask(Task):
     kind = "diffusion"
+    mixed_precision = True
 
     def __init__(
         self,
@@ -93,6 +135,8 @@ class DiffusionTask(Task):
         text_encoder: str = "joint",
         text_options: dict[str, Any] | None = None,
         dit_options: dict[str, Any] | None = None,
+        monitor: MonitorConfig | None = None,
+        log: Callable[[str], None] = print,
         **unet_options: Any,
     ):
         """Load the data and build a denoiser fitted to it (or exactly ``model_config``, for resume).
@@ -103,8 +147,14 @@ class DiffusionTask(Task):
         the frozen text tower of a CLIP run (``"clip:RUN"``) or the frozen pretrained MiniLM
         (``"minilm"``, genlab.nn.minilm), and a U-Net cross-attending to its tokens.
         With ``latent`` (an autoencoder run) the denoiser works on its scaled latents (Rombach et al. 2022).
+
+        ``monitor`` says how every evaluation scores samples (FID, the share recognised as the class
+        asked for, prompt adherence on shapes); None scores none, only the validation loss. An "auto"
+        extractor is trained (once, cached) at the first evaluation, not here.
         """
         self.data, self.diffusion = data, diffusion
+        self.monitor, self.log = monitor or MonitorConfig(samples=0, features="none"), log
+        self._extractor: Any = None if self.monitor.features == "auto" else self._monitor_extractor()
         self.train_data, self.val_data = load_splits(
             data.name, data.split_seed, data.val_fraction, data.image_size
         )
@@ -233,18 +283,25 @@ class DiffusionTask(Task):
         return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens), None
 
     @classmethod
-    def from_run_config(cls, config: dict[str, Any]) -> DiffusionTask:
+    def from_run_config(cls, config: dict[str, Any], log: Callable[[str], None] = print) -> DiffusionTask:
         """Rebuild the task of a saved run (for --resume) from its config.json."""
         diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), "config.json 'diffusion'")
         model_class = network_class(diffusion).config_class  # type: ignore[attr-defined]
+        monitor = config.get("monitor")
         return cls(
             config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'"),
             diffusion,
             model_config=config_from_dict(model_class, config["model"], "config.json 'model'"),
+            monitor=config_from_dict(MonitorConfig, monitor, "config.json 'monitor'") if monitor else None,
+            log=log,
         )
 
     def config_sections(self) -> dict[str, Any]:
-        sections: dict[str, Any] = {"data": asdict(self.data), "diffusion": asdict(self.diffusion)}
+        sections: dict[str, Any] = {
+            "data": asdict(self.data),
+            "diffusion": asdict(self.diffusion),
+            "monitor": asdict(self.monitor),
+        }
         if self.train_data.class_names is not None:
             sections["class_names"] = list(self.train_data.class_names)
         return sections
@@ -295,15 +352,14 @@ class DiffusionTask(Task):
             x0 = (mean[idx] + std[idx] * e).to(batch.images.device)
         else:
             x0 = to_model_space(batch.images)
-        n = x0.shape[0]
-        t = torch.randint(0, self.schedule.timesteps, (n,), generator=generator).to(x0.device)
+        n, param = x0.shape[0], self.diffusion.parameterization
+        t, abar = (v.to(x0.device) for v in draw_noise_levels(self.diffusion, self.schedule, n, generator))
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        x_t = self.schedule.q_sample(x0, t, noise)
+        x_t = noised(x0, noise, abar)
         drop = torch.rand(n, generator=generator) < self.diffusion.cond_dropout
-        out = model(x_t, t.float(), **self._condition(batch.labels, batch.captions, drop, batch.images))
-        abar = self.schedule.abar(t)
-        param, gamma = self.diffusion.parameterization, self.diffusion.min_snr_gamma
-        return diffusion_loss(param, out, x0, noise, abar, gamma), {}
+        cond = self._condition(batch.labels, batch.captions, drop, batch.images)
+        out = model(network_input(param, x_t, abar), t, **cond)
+        return diffusion_loss(param, out, x0, noise, abar, self.diffusion.min_snr_gamma), {}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Loss on (up to 500) validation images at fixed timesteps and noise, so evaluations compare."""
@@ -316,23 +372,57 @@ class DiffusionTask(Task):
                 x0 = self.latents["val"][0][i : i + 100].to(device)
             else:
                 x0 = to_model_space(data.images[i : i + 100]).to(device)
-            t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), generator=g).to(device)
+            t, abar = (v.to(device) for v in draw_noise_levels(self.diffusion, self.schedule, len(x0), g))
             noise = torch.randn(x0.shape, generator=g).to(device)
             labels = data.labels[i : i + 100].to(device) if self.diffusion.cond == "class" else None
             cond = self._condition(
                 labels, data.captions[i : i + 100], None, data.images[i : i + 100].to(device)
             )
-            out = model(self.schedule.q_sample(x0, t, noise), t.float(), **cond)
-            loss = diffusion_loss(self.diffusion.parameterization, out, x0, noise, self.schedule.abar(t))
+            param = self.diffusion.parameterization
+            out = model(network_input(param, noised(x0, noise, abar), abar), t, **cond)
+            loss = diffusion_loss(param, out, x0, noise, abar)
             total += float(loss) * x0.shape[0]
-        return {"val_loss": total / len(data)}
+        out: dict[str, Any] = {"val_loss": total / len(data)}
+        if self.monitor.samples and not self.diffusion.upscale:
+            out.update(self.sample_quality(model))
+        return out
+
+    def _monitor_extractor(self):
+        return monitor_extractor(self.monitor, self.data, self.log)
+
+    def sample_quality(self, model: nn.Module) -> dict[str, Any]:
+        """Scores of ``monitor.samples`` samples from fixed seeds (genlab.metrics.monitor): FID, precision
+        and recall on the monitor's features and, with a classifier's features, the classes it sees in
+        them and (class runs) the share it recognises as asked; for text runs on shapes, the prompt
+        adherence of single-object validation prompts read back from the pixels."""
+        from genlab.metrics.adherence import prompt_adherence, single_object_prompts
+
+        n = self.monitor.samples
+        labels = prompts = None
+        k = getattr(model.config, "num_classes", 0) if self.diffusion.cond == "class" else 0
+        if k:
+            labels = torch.arange(k).repeat_interleave(max(1, n // k))
+        elif self.diffusion.cond == "text":
+            pool = single_object_prompts(self.val_data.captions) or self.val_data.captions
+            prompts = [pool[i % len(pool)] for i in range(n)]
+        images = self.draw(model, torch.Generator().manual_seed(0), labels=labels, prompts=prompts, n=n)
+        out: dict[str, Any] = {}
+        if prompts is not None and self.data.name == "shapes" and images.shape[1] == 3:
+            adherence = prompt_adherence(images, prompts)
+            out["adherence"] = adherence["all"]
+            out.update({f"adherence_{a}": v for a, v in adherence["per_attribute"].items()})
+        if self._extractor is None and self.monitor.features == "auto":
+            self._extractor = self._monitor_extractor() or False  # False: tried, none to be had
+        if self._extractor:
+            out.update(sample_quality(self._extractor, images, self.val_data, labels))
+        return out
 
     def sample(self, model: nn.Module, path: Path) -> Path:
         """A grid of samples (20 DPM-Solver++ steps, fixed seed): per class in rows when class-conditional,
         four per prompt for eight validation captions when text-conditional; for an upscaler, eight
         validation images made small (top row), upscaled (middle) and as they were (bottom)."""
         g = torch.Generator().manual_seed(0)
-        kwargs = dict(steps=self.diffusion.sample_steps, generator=g)
+        kwargs = dict(steps=self.diffusion.sample_steps, sampler=self.diffusion.sample_sampler, generator=g)
         if self.diffusion.upscale:
             spread = torch.linspace(0, len(self.val_data) - 1, 8).round().long()
             images = self.val_data.images[spread]
@@ -353,32 +443,51 @@ class DiffusionTask(Task):
         if self.diffusion.cond == "text":
             spread = torch.linspace(0, len(self.val_data) - 1, 8).round().long().tolist()
             prompts = [self.val_data.captions[i] for i in spread for _ in range(4)]
-            cond, _ = model.encode_prompts(prompts)
-            uncond, _ = model.encode_prompts([""] * len(prompts))
-            shape = (len(prompts), *sample_shape(model))
-            images = generate(
-                model,
-                self.schedule,
-                self.diffusion.parameterization,
-                shape,
-                cond=cond,
-                uncond=uncond,
-                guidance_scale=self.diffusion.sample_guidance,
-                **kwargs,
-            )
-            return save_grid(path, images, prompts, nrow=4)
+            return save_grid(path, self.draw(model, g, prompts=prompts), prompts, nrow=4)
         n_classes = model.config.num_classes
         labels = torch.arange(n_classes).repeat_interleave(max(1, 40 // n_classes)) if n_classes else None
-        n = len(labels) if labels is not None else 32
-        images = generate(
-            model,
-            self.schedule,
-            self.diffusion.parameterization,
-            (n, *sample_shape(model)),
-            class_labels=labels,
-            guidance_scale=self.diffusion.sample_guidance if labels is not None else 1.0,
-            **kwargs,
-        )
+        images = self.draw(model, g, labels=labels, n=32)
         names = self.train_data.class_names
         captions = [names[int(k)] for k in labels] if labels is not None and names else None
         return save_grid(path, images, captions, nrow=max(1, 40 // n_classes) if n_classes else 8)
+
+    @torch.no_grad()
+    def draw(
+        self,
+        model: nn.Module,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        prompts: list[str] | None = None,
+        n: int = 0,
+        batch_size: int = 100,
+    ) -> torch.Tensor:
+        """Samples in [0, 1] on the CPU, as the run's grids draw them (``sample_steps`` steps of
+        ``sample_sampler``, guidance ``sample_guidance``, the pipelines' default precision): one per class
+        label, one per prompt, or ``n`` unconditional ones, in batches of ``batch_size``."""
+        d = self.diffusion
+        count = len(labels) if labels is not None else len(prompts) if prompts is not None else n
+        images = []
+        for i in range(0, count, batch_size):
+            size = min(batch_size, count - i)
+            kwargs: dict[str, Any] = {}
+            if labels is not None:
+                kwargs = dict(class_labels=labels[i : i + size], guidance_scale=d.sample_guidance)
+            elif prompts is not None:
+                cond, _ = model.encode_prompts(prompts[i : i + size])
+                uncond, _ = model.encode_prompts([""] * size)
+                kwargs = dict(cond=cond, uncond=uncond, guidance_scale=d.sample_guidance)
+            shape = (size, *sample_shape(model))
+            images.append(
+                generate(
+                    model,
+                    self.schedule,
+                    d.parameterization,
+                    shape,
+                    steps=d.sample_steps,
+                    sampler=d.sample_sampler,
+                    generator=generator,
+                    precision="auto",
+                    **kwargs,
+                ).cpu()
+            )
+        return torch.cat(images)

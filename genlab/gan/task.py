@@ -19,10 +19,12 @@ from genlab.gan.diffaugment import diff_augment, parse_policy
 from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
 from genlab.gan.losses import LOSSES, mode_seeking_term
 from genlab.gan.models import GAN, GANConfig, clusters_of
+from genlab.metrics.monitor import MonitorConfig, monitor_extractor, sample_quality
 from genlab.nn.pretrained import config_from_dict
 from genlab.train.config import TrainConfig
 from genlab.train.distributed import DistInfo, average_gradients
 from genlab.train.engine import Batch, Task, check_finite, clip_gradients
+from genlab.train.optim import adamw
 
 # Adam's betas of each game's paper: DCGAN (Radford et al. 2016, section 4) and WGAN-GP (Gulrajani et al.
 # 2017, Algorithm 1: beta1 = 0, beta2 = 0.9, five critic steps per generator step).
@@ -59,16 +61,6 @@ class GameConfig:
     @property
     def betas(self) -> tuple[float, float]:
         return PAPER_BETAS.get(self.loss, DCGAN_BETAS)
-
-
-@dataclass
-class MonitorConfig:
-    """What each evaluation measures; stored as config.json's ``monitor``."""
-
-    samples: int = 500  # generated images scored (fixed latents, so evaluations compare)
-    features: str = (
-        "auto"  # FID features: auto (the data's own classifier), inception, a classifier run, none
-    )
 
 
 class GANTask(Task):
@@ -116,7 +108,7 @@ class GANTask(Task):
             )
         self.model = GAN(model_config)
         self.clusters = self._cluster(log) if model_config.clusters else None
-        self.extractor = self._extractor(log)
+        self.extractor = monitor_extractor(self.monitor, self.data, log)
         self.dist: DistInfo | None = None  # set by `distribute` in a multi-process run
 
     def _cluster(self, log) -> torch.Tensor:
@@ -135,19 +127,6 @@ class GANTask(Task):
         low, high = int(sizes.min()), int(sizes.max())
         log(f"self-conditioning on {k} k-means clusters of the pixels, {low}-{high} images each")
         return assign
-
-    def _extractor(self, log):
-        if self.monitor.features == "none":
-            return None
-        from genlab.metrics.features import resolve_extractor
-
-        try:
-            return resolve_extractor(self.monitor.features, self.data, log=log)
-        except GenlabError as e:
-            if self.monitor.features != "auto":
-                raise
-            log(f"no FID during training: {e}")
-            return None
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any], log=print) -> GANTask:
@@ -178,7 +157,7 @@ class GANTask(Task):
 
         def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
             params = list(module.parameters())
-            return torch.optim.AdamW(params, lr=lr, betas=self.game.betas, weight_decay=cfg.weight_decay)
+            return adamw(params, lr=lr, betas=self.game.betas, weight_decay=cfg.weight_decay)
 
         return {
             "generator": adam(model.generator, cfg.lr),
@@ -314,31 +293,10 @@ class GANTask(Task):
         """FID and precision/recall of ``monitor.samples`` images against the validation split, and the
         histogram of the classes the data's classifier sees in them (modes covered, normalised entropy):
         mode collapse over time."""
-        if self.extractor is None:
+        if self.extractor is None or self.monitor.samples == 0:
             return {}
-        from genlab.metrics.coverage import mode_coverage
-        from genlab.metrics.distances import fid_from_features
-        from genlab.metrics.features import reference_features
-        from genlab.metrics.precision_recall import precision_recall
-
-        images, _ = self.generate(model, self.monitor.samples)
-        real = reference_features(self.extractor, self.val_data)
-        fake = self.extractor(images)
-        out: dict[str, Any] = {"fid": fid_from_features(real, fake)}
-        # recall sees the collapse a class histogram cannot: many samples of one class that are all alike
-        scores = precision_recall(real, fake)
-        out.update(precision=scores["precision"], recall=scores["recall"])
-        judge = self.extractor.classifier
-        if judge is not None:
-            from genlab.classification.evaluate import predict
-
-            cover = mode_coverage(predict(judge, images).argmax(1), judge.config.num_classes)
-            out.update(
-                modes_covered=float(cover["modes_covered"]),
-                normalized_entropy=cover["normalized_entropy"],
-                class_histogram=cover["histogram"],
-            )
-        return out
+        images, labels = self.generate(model, self.monitor.samples)
+        return sample_quality(self.extractor, images, self.val_data, labels)
 
     def sample(self, model: nn.Module, path: Path) -> Path:
         """64 samples from fixed latents; a conditional GAN draws one class per column."""

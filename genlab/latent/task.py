@@ -113,7 +113,7 @@ class VAETask(Task):
 
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         terms = self.terms(model, batch.images, generator)
-        return terms.pop("loss"), {k: v.item() for k, v in terms.items()}
+        return terms.pop("loss"), {k: v.detach() for k, v in terms.items()}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """On up to 500 validation images: the reconstruction (from the posterior mean) as PSNR, the

@@ -73,6 +73,84 @@ def plot_histogram(counts: list[int], names: list[str], path: str | Path, title:
     return _save(plt, fig, path)
 
 
+def fid_panel(ax, evals: list[dict[str, Any]], model: str) -> None:
+    """FID of each evaluation record (log scale) and, on a second axis, precision and recall (dashed)."""
+    fid = [(r["step"], r["fid"]) for r in evals if isinstance(r.get("fid"), float)]
+    if fid:
+        ax.plot(*zip(*fid, strict=True), marker="o", lw=1)
+        ax.set_yscale("log")
+    ax.set_title(f"FID ({model})" if fid else "no FID (--features none)", fontsize=9)
+    pr = [(r["step"], r["precision"], r["recall"]) for r in evals if "recall" in r]
+    if pr:  # on a second axis: a collapse within classes shows as recall falling while FID may not
+        ax_pr = ax.twinx()
+        steps_pr, precision, recall = zip(*pr, strict=True)
+        ax_pr.plot(steps_pr, precision, lw=1, ls="--", color="tab:green", label="precision")
+        ax_pr.plot(steps_pr, recall, lw=1, ls="--", color="tab:red", label="recall")
+        ax_pr.set_ylim(0, 1)
+        ax_pr.tick_params(labelsize=7)
+        ax_pr.legend(fontsize=7, loc="upper right")
+        ax.set_title(f"FID ({model}, log), precision and recall (dashed)", fontsize=9)
+
+
+def class_share_panel(ax, evals: list[dict[str, Any]], class_names: list[str] | None = None) -> None:
+    """A heat map of the share of each class among the samples of every evaluation (mode collapse shows
+    as classes fading out)."""
+    hist = [(r["step"], r["class_histogram"]) for r in evals if r.get("class_histogram")]
+    if hist:
+        import numpy as np
+
+        counts = np.array([h for _, h in hist], dtype=float)
+        shares = counts / counts.sum(1, keepdims=True)
+        image = ax.imshow(shares.T, aspect="auto", cmap="viridis", vmin=0, interpolation="nearest")
+        ax.set_xticks(range(len(hist)), [str(s) for s, _ in hist], fontsize=6, rotation=90)
+        names = class_names or [str(i) for i in range(shares.shape[1])]
+        ax.set_yticks(range(shares.shape[1]), names[: shares.shape[1]], fontsize=6)
+        ax.figure.colorbar(image, ax=ax, fraction=0.05)
+    ax.set_title("share of each class among samples" if hist else "no class histogram", fontsize=9)
+
+
+def plot_diffusion_training(
+    records: list[dict[str, Any]], path: str | Path, class_names: list[str] | None = None
+) -> Path | None:
+    """A diffusion run's diagnostics from its metrics.jsonl: training and validation loss; FID with
+    precision and recall; the share of samples recognised as the class asked for, or the prompt
+    adherence (and its attributes) of a text run; the classes seen among the samples."""
+    train = [r for r in records if r.get("event") == "train" and isinstance(r.get("loss"), float)]
+    if not train:
+        return None
+    evals = [r for r in records if r.get("event") == "eval"]
+    plt, fig = _figure(9.0, 6.0)
+    (ax_loss, ax_fid), (ax_share, ax_hist) = fig.subplots(2, 2)
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="training loss")
+    val = [(r["step"], r["val_loss"]) for r in evals if isinstance(r.get("val_loss"), float)]
+    if val:
+        ax_loss.plot(*zip(*val, strict=True), marker="o", label="validation loss")
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("loss", fontsize=9)
+    ax_loss.legend(fontsize=7)
+    fid_panel(ax_fid, evals, "EMA model")
+    shares = [k for k in ("recognised", "adherence") if any(k in r for r in evals)]
+    for key in shares:
+        pts = [(r["step"], r[key]) for r in evals if key in r]
+        label = "recognised as the class asked for" if key == "recognised" else "prompt adherence (all)"
+        ax_share.plot(*zip(*pts, strict=True), marker="o", lw=1.5, label=label)
+    parts = sorted({k for r in evals for k in r if k.startswith("adherence_")})
+    for key in parts:
+        pts = [(r["step"], r[key]) for r in evals if key in r]
+        ax_share.plot(*zip(*pts, strict=True), lw=1, ls="--", label=key.removeprefix("adherence_"))
+    ax_share.set_ylim(0, 1)
+    ax_share.set_title("sample quality" if shares else "no sample scores (--eval-samples 0)", fontsize=9)
+    if shares:
+        ax_share.legend(fontsize=7)
+    class_share_panel(ax_hist, evals, class_names)
+    for ax in (ax_loss, ax_fid, ax_share, ax_hist):
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if ax is not ax_hist:
+            ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
 def plot_training(records: list[dict[str, Any]], path: str | Path) -> Path | None:
     """Training loss (and validation numbers when logged) against step, from a run's metrics.jsonl."""
     train = [r for r in records if r.get("event") == "train" and isinstance(r.get("loss"), float)]

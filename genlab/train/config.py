@@ -24,6 +24,8 @@ class TrainConfig:
     sample_every: int = 500  # 0: only at the end
     checkpoint_every: int = 500  # 0: only at the end (and on Ctrl-C)
     device: str = "auto"
+    precision: str = "auto"  # auto | bf16 | fp32: bf16 autocast where the hardware is faster at it
+    compile: bool | None = None  # torch.compile the training network; None: on CUDA only
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -37,5 +39,7 @@ class TrainConfig:
             raise GenlabError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.lr <= 0:
             raise GenlabError(f"--lr must be positive (got {self.lr})")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise GenlabError(f"--precision must be auto, bf16 or fp32 (got {self.precision!r})")
         if not 0 <= self.ema_decay < 1:
             raise GenlabError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")

@@ -24,7 +24,9 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, num_updates: int) -> None:
         d = min(self.decay, (1 + num_updates) / (10 + num_updates))
-        for s, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            s.lerp_(p.detach(), 1.0 - d)
+        shadow, params = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        if len(shadow) != len(params):
+            raise ValueError("the EMA copy and the model have different parameters")
+        torch._foreach_lerp_(shadow, params, 1.0 - d)  # one kernel launch per group, not per tensor
         for s, b in zip(self.model.buffers(), model.buffers(), strict=True):
             s.copy_(b)

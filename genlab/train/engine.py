@@ -13,7 +13,8 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from tqdm.auto import tqdm
 from genlab import rundir
 from genlab.data.base import ImageDataset
 from genlab.errors import GenlabError
+from genlab.nn.precision import autocast, resolve_precision
 from genlab.nn.pretrained import config_from_dict, config_to_dict, load_state
 from genlab.train import distributed
+from genlab.train.compile import compile_problem, compiled, want_compile
 from genlab.train.config import TrainConfig
 from genlab.train.ema import EMA
 from genlab.train.optim import make_optimizer, optimizer_state_from_safe, optimizer_state_to_safe
@@ -51,11 +54,16 @@ class Batch:
 
 
 class Task:
-    """What to train. Subclasses set ``kind``, ``model`` (a PretrainedMixin module) and ``train_data``."""
+    """What to train. Subclasses set ``kind``, ``model`` (a PretrainedMixin module) and ``train_data``.
+
+    ``mixed_precision``: the task's forward pass may run under bfloat16 autocast (``--precision``); tasks
+    whose numbers were measured in float32 only (attacks, games with gradient penalties) leave it off.
+    """
 
     kind: str
     model: nn.Module
     train_data: ImageDataset
+    mixed_precision: bool = False
 
     def config_sections(self) -> dict[str, Any]:
         """Extra sections of config.json besides ``model`` and ``train`` (e.g. ``data``)."""
@@ -92,9 +100,11 @@ class Task:
         optimizers: dict[str, torch.optim.Optimizer],
         cfg: TrainConfig,
     ) -> tuple[torch.Tensor, dict]:
-        """One optimizer step: minimise ``loss`` with gradient clipping. Returns the loss and the logs."""
-        loss, logs = self.loss(net, batch, generator)
-        check_finite(loss, "loss")
+        """One optimizer step: minimise ``loss`` with gradient clipping. Returns the loss and the logs,
+        as tensors or numbers: nothing here waits for the device (the engine reads them when it logs, and
+        checks there that the loss stayed finite). ``cfg.precision`` is resolved ("bf16" or "fp32")."""
+        with autocast(batch.images.device, cfg.precision):
+            loss, logs = self.loss(net, batch, generator)
         optimizer = optimizers["model"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,10 +122,11 @@ def check_finite(value: torch.Tensor, name: str) -> None:
         raise NonFiniteLoss(f"{name} became {value.detach().float().mean().item()}")
 
 
-def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
-    """Clip the global L2 norm of the gradients of ``optimizer``'s parameters (0: no clipping); the norm."""
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the global L2 norm of the gradients of ``optimizer``'s parameters (0: no clipping); the norm,
+    as a tensor on the device (reading it would wait for the device)."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf).detach()
 
 
 def _optimizer_key(name: str) -> str:
@@ -158,7 +169,14 @@ class _StopFlag:
 class Trainer:
     """Runs a Task; one instance per run (``train()`` may be called once)."""
 
-    def __init__(self, task: Task, cfg: TrainConfig, run_dir: str | Path, resume: bool = False):
+    def __init__(
+        self,
+        task: Task,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        log: Callable[[str], None] | None = None,
+    ):
         if cfg.steps is None and cfg.minutes is None:
             raise GenlabError("say how long to train: --steps N, --minutes M, or both")
         self.task, self.cfg, self.run_dir, self.resume = task, cfg, Path(run_dir), resume
@@ -170,6 +188,13 @@ class Trainer:
             )
         if len(task.train_data) == 0:
             raise GenlabError("the training data set is empty")
+        precision = resolve_precision(cfg.precision, self.dist.device)
+        if precision == "bf16" and not task.mixed_precision:
+            if cfg.precision == "bf16":
+                raise GenlabError(f"--precision bf16: {task.kind} runs train in fp32 only; drop --precision")
+            precision = "fp32"
+        self.precision = precision
+        self.log = log or (lambda message: tqdm.write(message) if self.dist.is_main else None)
         self.stop = _StopFlag()
 
     def request_stop(self) -> None:
@@ -225,6 +250,29 @@ class Trainer:
         labels = data.labels[idx].to(dev) if data.labels is not None else None
         return Batch(data.images[idx].to(dev), labels, [data.captions[i] for i in idx.tolist()], idx, step)
 
+    def _maybe_compiled(self, net: nn.Module) -> nn.Module:
+        """``net`` under torch.compile when --compile (or auto) asks and this machine can; else ``net``."""
+        if not want_compile(self.cfg.compile, self.dist.device):
+            return net
+        problem = compile_problem(self.dist.device)
+        if problem:
+            self.log(f"--compile: {problem}; training eager")
+            return net
+        self.log("compiling the training step with torch.compile (the first step takes a while)")
+        return compiled(net)
+
+    def _window_loss(self, total: torch.Tensor, steps: int, step: int) -> float:
+        """The mean loss of the last ``steps`` steps (a read that waits for the device), or a one-line
+        error if it is not finite, before anything is evaluated or saved."""
+        mean = float(total) / steps
+        if not math.isfinite(mean):
+            first = step - steps + 1
+            where = f"at step {first}" if steps == 1 else f"between steps {first} and {step}"
+            raise GenlabError(
+                f"the loss became {mean} {where}; lower --lr (now {self.cfg.lr}) or check the data"
+            )
+        return mean
+
     def _eval_model(self) -> nn.Module:
         return self.ema.model if self.ema is not None else self.model
 
@@ -277,6 +325,8 @@ class Trainer:
         net: nn.Module = self.model
         if d.enabled:
             net = self.task.distribute(self.model, d)
+        eager, net = net, self._maybe_compiled(net)
+        step_cfg = replace(cfg, precision=self.precision)  # what Task.step sees: "bf16" or "fp32"
 
         order = BatchOrder(len(self.task.train_data), cfg.batch_size, cfg.seed)
         start_step, t_start = step, time.perf_counter()
@@ -289,7 +339,10 @@ class Trainer:
             disable=not (cfg.progress and d.is_main),
             dynamic_ncols=True,
         )
-        window_t, window_steps, window_loss, last_metrics = time.perf_counter(), 0, 0.0, {}
+        # The loss is summed where it is computed and read once per log record: a read per step would make
+        # the host wait for a GPU at every step.
+        window_t, window_steps, last_metrics = time.perf_counter(), 0, {}
+        window_loss = torch.zeros((), device=d.device)
         interrupted = False
         with self.stop:
             while horizon is None or step < horizon:
@@ -301,16 +354,26 @@ class Trainer:
                         group["lr"] = lr * ratio
                 batch = self._batch(order, step)
                 try:
-                    loss, logs = self.task.step(net, batch, generator, self.optimizers, cfg)
+                    loss, logs = self.task.step(net, batch, generator, self.optimizers, step_cfg)
                 except NonFiniteLoss as e:
                     raise GenlabError(
                         f"{e} at step {step}; lower --lr (now {cfg.lr}) or check the data"
                     ) from None
+                except GenlabError:
+                    raise
+                except Exception as e:
+                    if net is eager:
+                        raise
+                    reason = (str(e).strip().splitlines() or [""])[0][:200]
+                    self.log(f"torch.compile failed ({type(e).__name__}: {reason}); training eager")
+                    net = eager
+                    generator = seed_step(cfg.seed, step, d.rank)  # the step's randomness, afresh
+                    loss, logs = self.task.step(net, batch, generator, self.optimizers, step_cfg)
                 if self.ema is not None:
                     self.ema.update(self.model, step)
                 step += 1
                 window_steps += 1
-                window_loss += loss.item()
+                window_loss += loss.float()
                 bar.update(1)
 
                 if horizon is None and step - start_step == _HORIZON_PROBE_STEPS:
@@ -321,12 +384,13 @@ class Trainer:
                     bar.refresh()
 
                 if step % cfg.log_every == 0 or step == horizon:
+                    mean_loss = self._window_loss(window_loss, window_steps, step)
                     dt = time.perf_counter() - window_t
                     record = {
                         "event": "train",
                         "step": step,
                         "epoch": round(order.epoch(step), 4),
-                        "loss": window_loss / window_steps,
+                        "loss": mean_loss,
                         "lr": lr,
                         "images_per_s": window_steps * cfg.batch_size / max(dt, 1e-9),
                         "elapsed_s": elapsed_before + time.perf_counter() - t_start,
@@ -335,21 +399,27 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                     if d.is_main:
                         rundir.append_metrics(self.run_dir, record)
-                    window_t, window_steps, window_loss = time.perf_counter(), 0, 0.0
+                    window_t, window_steps = time.perf_counter(), 0
+                    window_loss.zero_()
 
                 finished = horizon is not None and step >= horizon
                 stop = distributed.any_true(self.stop.requested or time.perf_counter() > deadline, d)
                 if finished or stop:
                     interrupted = stop and not finished
                     break
-                if d.is_main:
-                    if cfg.eval_every and step % cfg.eval_every == 0:
-                        last_metrics = self._evaluate(step)
-                    if cfg.sample_every and step % cfg.sample_every == 0:
-                        self._sample(step)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                evaluate = d.is_main and cfg.eval_every and step % cfg.eval_every == 0
+                draw = d.is_main and cfg.sample_every and step % cfg.sample_every == 0
+                save = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                if evaluate or draw or save:  # never evaluate or keep weights a non-finite loss has reached
+                    self._window_loss(window_loss, max(window_steps, 1), step)
+                if evaluate:
+                    last_metrics = self._evaluate(step)
+                if draw:
+                    self._sample(step)
+                if save:
                     self._save(step, horizon or step, elapsed_before + time.perf_counter() - t_start)
         bar.close()
+        self._window_loss(window_loss, max(window_steps, 1), step)
 
         elapsed = elapsed_before + time.perf_counter() - t_start
         self._save(step, horizon or step, elapsed)
