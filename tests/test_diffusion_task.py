@@ -411,6 +411,8 @@ def test_train_command_draws_the_diagnostics(tmp_path, digits_judge):
     assert result.exit_code == 0, result.output
     assert "share of samples recognised as the class asked for" in result.output
     assert (run / "diagnostics.png").is_file()
+    replot = CliRunner().invoke(cli, ["diffusion", "plot", str(run), "--out", str(tmp_path / "d.png")])
+    assert replot.exit_code == 0 and (tmp_path / "d.png").is_file(), replot.output
     bad = CliRunner().invoke(cli, ["train", "diffusion", "--data", "digits", "--eval-samples", "-1",
                                    "--out", str(tmp_path / "bad")])  # fmt: skip
     assert bad.exit_code == 2 and "--eval-samples" in bad.output

@@ -274,7 +274,7 @@ def test_text_conditional_dit(tmp_path):
     _run(
         "train", "diffusion", "--data", "shapes", "--cond", "text", "--backbone", "dit", "--patch-size", "4",
         "--dit-width", "32", "--dit-depth", "1", "--dit-heads", "2", "--text-width", "32",
-        "--text-layers", "1", "--out", str(tmp_path / "t2i-dit"), *short,
+        "--text-layers", "1", "--eval-samples", "0", "--out", str(tmp_path / "t2i-dit"), *short,
     )  # fmt: skip
     network, diffusion, config = load_network(tmp_path / "t2i-dit")
     assert isinstance(network, TextUNet) and isinstance(network.unet, DiT)

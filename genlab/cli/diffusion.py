@@ -9,7 +9,7 @@ from genlab.cli import cli
 
 @cli.group()
 def diffusion() -> None:
-    """Look at the forward (noising) process of diffusion models."""
+    """Look at the forward (noising) process of diffusion models, and at how a run trained."""
 
 
 @diffusion.command("noise")
@@ -63,3 +63,30 @@ def noise(
     sched = NoiseSchedule(ScheduleConfig(kind=schedule, timesteps=timesteps))
     strip, captions = noising_strip(x, sched, frames, torch.Generator().manual_seed(seed))
     click.echo(f"{schedule} schedule, T={timesteps}: wrote {save_grid(out, strip, captions, nrow=frames)}")
+
+
+@diffusion.command("plot")
+@click.argument("run", type=click.Path())
+@click.option("--out", default=None, help="PNG to write (default: RUN/diagnostics.png).")
+def plot_cmd(run: str, out: str | None) -> None:
+    """Draw a diffusion run's diagnostics: training and validation loss, FID with precision and recall,
+    the share of samples recognised as the class asked for (or the prompt adherence of a text run), and
+    the classes seen among the samples, at every evaluation.
+
+    \b
+    Example:
+      genlab diffusion plot runs/diffusion-mnist
+    """
+    from pathlib import Path
+
+    from genlab import rundir
+    from genlab.errors import GenlabError
+    from genlab.metrics.plots import plot_diffusion_training
+
+    config = rundir.read_config(run, kind="diffusion")
+    path = plot_diffusion_training(
+        rundir.read_metrics(run), out or Path(run) / "diagnostics.png", config.get("class_names")
+    )
+    if path is None:
+        raise GenlabError(f"{run} has no training records yet (metrics.jsonl): train it first")
+    click.echo(f"diagnostics: {path}")

@@ -102,7 +102,6 @@ def eval_cmd(
     from genlab.metrics.evaluation import FEATURE_METRICS, EvalConfig, evaluate_generator
     from genlab.metrics.features import classifier_extractor, resolve_extractor
     from genlab.metrics.html import write_report
-    from genlab.metrics.plots import plot_training
     from genlab.nn.pretrained import config_from_dict
     from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
 
@@ -187,7 +186,11 @@ def eval_cmd(
             rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png", config.get("class_names")
         )
     else:
-        curve = plot_training(rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png")
+        from genlab.metrics.plots import plot_diffusion_training
+
+        curve = plot_diffusion_training(
+            rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png", config.get("class_names")
+        )
     if curve is not None:
         report["pictures"]["training"] = curve.name
     rundir.atomic_write_json(out_path, report)

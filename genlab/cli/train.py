@@ -254,6 +254,12 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     help="Training noise levels: uniform timesteps (DDPM) or log-normal sigmas (EDM); auto: lognormal "
     "with --parameterization edm.",
 )
+@click.option(
+    "--p-mean", default=-1.2, show_default=True, type=float, help="Log-normal noise levels: mean of ln sigma."
+)
+@click.option(
+    "--p-std", default=1.2, show_default=True, type=float, help="Log-normal noise levels: std of ln sigma."
+)
 @click.option("--base-channels", default=32, show_default=True, type=int, help="U-Net width at full size.")
 @click.option("--channel-mults", default="1,2,2", show_default=True, help="Width multiplier of each level.")
 @click.option("--num-res-blocks", default=1, show_default=True, type=int, help="ResBlocks per level.")
@@ -342,6 +348,8 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             cond_dropout=params["cond_dropout"],
             min_snr_gamma=params["min_snr_gamma"],
             noise_levels=params["noise_levels"],
+            p_mean=params["p_mean"],
+            p_std=params["p_std"],
             backbone=params["backbone"],
             latent=params["latent"] or "",
             upscale=int(params["upscale"]),

@@ -42,7 +42,8 @@ def monitor_extractor(monitor: MonitorConfig, data: DataConfig, log: Callable[[s
     from genlab.metrics.features import resolve_extractor
 
     try:
-        return resolve_extractor(monitor.features, data, log=log)
+        with torch.enable_grad():  # "auto" may train a classifier, also when called from an evaluation
+            return resolve_extractor(monitor.features, data, log=log)
     except GenlabError as e:
         if monitor.features != "auto":
             raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -148,24 +147,4 @@ def plot_diffusion_training(
         ax.tick_params(labelsize=7)
         if ax is not ax_hist:
             ax.grid(alpha=0.3)
-    return _save(plt, fig, path)
-
-
-def plot_training(records: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """Training loss (and validation numbers when logged) against step, from a run's metrics.jsonl."""
-    train = [r for r in records if r.get("event") == "train" and isinstance(r.get("loss"), float)]
-    if not train:
-        return None
-    plt, fig = _figure()
-    ax = fig.subplots()
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="training loss")
-    evals = [r for r in records if r.get("event") == "eval"]
-    keys = [k for k in ("val_loss",) if any(isinstance(r.get(k), float) for r in evals)]
-    for key in keys:
-        pts = [(r["step"], r[key]) for r in evals if isinstance(r.get(key), float) and math.isfinite(r[key])]
-        ax.plot(*zip(*pts, strict=True), marker="o", label=key.replace("_", " "))
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     return _save(plt, fig, path)

@@ -30,11 +30,14 @@ class SelfAttention2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w)
-        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (N, heads, HW, d)
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(-1, -2).reshape(n, c, h, w)
-        return x + self.proj(out)
+        # The 1x1 convolutions applied to the pixels as tokens (N, HW, C): the same products, in the
+        # layout the attention kernels take without copies, forward and backward (1.5x faster on a CPU).
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)
+        q, k, v = qkv.reshape(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out, _ = attention(q, k, v)  # (N, heads, HW, d)
+        out = F.linear(out.transpose(1, 2).reshape(n, h * w, c), self.proj.weight.flatten(1), self.proj.bias)
+        return x + out.transpose(1, 2).reshape(n, c, h, w)
 
 
 def attention(
@@ -49,8 +52,16 @@ def attention(
     ``key_mask`` (N, S), True for keys that may be attended to (padding is False), hides keys from every
     query. The fused ``F.scaled_dot_product_attention`` runs unless the weights themselves are wanted
     (attention maps), which take the explicit formula.
+
+    On the CPU the products run in float32 also under bfloat16 autocast: torch's bfloat16 CPU kernel is 4x
+    slower forward and backward than its float32 one at the sizes of genlab's networks (64 queries of 32
+    dims, batch 32, torch 2.13), and these products are a small part of the FLOPs anyway.
     """
     mask = key_mask[:, None, None, :] if key_mask is not None else None
+    if q.device.type == "cpu" and not return_weights:
+        q, k, v = (t.float() for t in (q, k, v))  # float32 even under autocast, which would cast back
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
     if not return_weights:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
