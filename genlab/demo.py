@@ -4,14 +4,14 @@ Every stage trains a fixed number of steps (never minutes), so two runs with the
 kind of machine train the same models and print the same numbers; only the times differ. The stages:
 
 1. captioned grids of the mnist and shapes data sets, and an MNIST digit drowning in noise;
-2. a CNN classifier on mnist: the judge of stage 3 and the features of its FID;
-3. a class-conditional diffusion U-Net on mnist (the recipe of ``MNIST_RECIPE``), then one row of
+2. CLIP on shapes, whose frozen text tower reads the prompts of stage 5;
+3. a CNN classifier on mnist: the judge of stage 4 and the features of its FID;
+4. a class-conditional diffusion U-Net on mnist (the recipe of ``MNIST_RECIPE``), then one row of
    samples per digit, a denoising trajectory, and the share of 100 fixed-seed samples (20 steps,
    guidance 3) that the classifier recognises as the digit asked for;
-4. CLIP on shapes, whose frozen text tower reads the prompts of
-5. a text-to-image U-Net on shapes (``T2I_RECIPE``): samples for a set of prompts, cross-attention maps,
-   and the prompt adherence of held-out single-object prompts read back from the pixels, on one HTML
-   page (t2i.html).
+5. a text-to-image U-Net on shapes (``T2I_RECIPE``), beside stages 3 and 4: samples for a set of
+   prompts, cross-attention maps, and the prompt adherence of held-out single-object prompts read back
+   from the pixels, on one HTML page (t2i.html).
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ class DemoConfig:
 
     classifier_steps: int = 300
     diffusion_steps: int = 900
-    clip_steps: int = 200
-    t2i_steps: int = 900
+    clip_steps: int = 100
+    t2i_steps: int = 1300
     judged_samples: int = 100  # MNIST samples the classifier judges (10 per digit)
     prompts: int = 300  # held-out single-object prompts whose adherence is measured
     sampling_steps: int = 20
     guidance: float = 3.0
-    parallel: bool = True  # the shapes stages in a second process, where there are two cores or more
+    parallel: bool = True  # text-to-image in a second process, where there are two cores or more
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -91,11 +91,13 @@ class _Stage:
 def run_demo(root: str | Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     """Run every stage into the new folder ``root``; returns the runs, pictures, numbers and times.
 
-    With ``cfg.parallel`` on a machine of two cores or more, the shapes models (stages 4 and 5) train in
-    a second process beside the mnist ones (stages 2 and 3), each with half the cores: small networks
-    use two threads poorly (on 2 cores, 1.45x the images/s of one thread, where two processes make 2x),
-    so the demo ends sooner. Each process's thread count is fixed, so the numbers stay the same from run
-    to run; the shapes stages print their lines when the mnist ones are done.
+    The stages: data pictures; CLIP on shapes (all cores); then the mnist models (classifier and
+    diffusion) and the text-to-image model, which reads prompts with CLIP's text tower. With
+    ``cfg.parallel`` on a machine of two cores or more, the text-to-image model trains in a second
+    process beside the mnist models, each with half the cores: networks this small use two threads
+    poorly (the text-to-image U-Net trains at 1.6x the images/s of one thread on two, where two
+    processes make 2x), so the demo ends sooner. Each process's thread count is fixed, so the numbers
+    stay the same from run to run; the text-to-image stage prints its line when the mnist ones are done.
     """
     root = Path(root)
     root.mkdir(parents=True)
@@ -103,33 +105,40 @@ def run_demo(root: str | Path, cfg: DemoConfig, log: Callable[[str], None] = pri
     with _Stage(result, "data"):
         _data_pictures(result)
     log(f"1/5 data grids and the forward process ({_took(result, 'data')})")
+    with _Stage(result, "clip"):
+        _clip(result, cfg)
+    log(
+        f"2/5 CLIP on shapes, {cfg.clip_steps} steps: zero-shot accuracy "
+        f"{result.numbers['clip_zero_shot']:.0%} on the 18 colour+shape labels ({_took(result, 'clip')})"
+    )
     cores = torch.get_num_threads()
     if not (cfg.parallel and cores >= 2):
         _mnist_stages(result, cfg, log)
-        _shapes_stages(result, cfg, log)
+        _t2i_stage(result, cfg, log)
         return result
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     queue = context.Queue()
-    shapes_threads = cores // 2
-    worker = context.Process(target=_shapes_worker, args=(root, cfg, shapes_threads, queue), daemon=True)
+    t2i_threads = cores // 2
+    args = (root, result.runs["clip"], cfg, t2i_threads, queue)
+    worker = context.Process(target=_t2i_worker, args=args, daemon=True)
     worker.start()
-    torch.set_num_threads(cores - shapes_threads)
+    torch.set_num_threads(cores - t2i_threads)
     try:
         _mnist_stages(result, cfg, log)
-        log("    (the shapes models are training in a second process; waiting for them)")
+        log("    (the text-to-image model is training in a second process; waiting for it)")
         outcome = _wait_for(worker, queue)
     finally:
         torch.set_num_threads(cores)
         if worker.is_alive():
             worker.terminate()
         worker.join()
-    lines, shapes = outcome
+    lines, t2i = outcome
     for line in lines:
         log(line)
     for name in ("runs", "pictures", "numbers", "seconds"):
-        getattr(result, name).update(getattr(shapes, name))
+        getattr(result, name).update(getattr(t2i, name))
     return result
 
 
@@ -137,25 +146,19 @@ def _mnist_stages(result: DemoResult, cfg: DemoConfig, log: Callable[[str], None
     with _Stage(result, "classifier"):
         _classifier(result, cfg)
     log(
-        f"2/5 classifier on mnist, {cfg.classifier_steps} steps: validation accuracy "
+        f"3/5 classifier on mnist, {cfg.classifier_steps} steps: validation accuracy "
         f"{result.numbers['classifier_accuracy']:.2%} ({_took(result, 'classifier')})"
     )
     with _Stage(result, "diffusion"):
         _mnist_diffusion(result, cfg)
     log(
-        f"3/5 class-conditional diffusion on mnist, {cfg.diffusion_steps} steps: the classifier recognises "
+        f"4/5 class-conditional diffusion on mnist, {cfg.diffusion_steps} steps: the classifier recognises "
         f"{result.numbers['mnist_recognised']:.0%} of {cfg.judged_samples} samples as the digit asked for "
         f"(FID {result.numbers['mnist_fid']:.1f}; {_took(result, 'diffusion')})"
     )
 
 
-def _shapes_stages(result: DemoResult, cfg: DemoConfig, log: Callable[[str], None]) -> None:
-    with _Stage(result, "clip"):
-        _clip(result, cfg)
-    log(
-        f"4/5 CLIP on shapes, {cfg.clip_steps} steps: zero-shot accuracy "
-        f"{result.numbers['clip_zero_shot']:.0%} on the 18 colour+shape labels ({_took(result, 'clip')})"
-    )
+def _t2i_stage(result: DemoResult, cfg: DemoConfig, log: Callable[[str], None]) -> None:
     with _Stage(result, "t2i"):
         _text_to_image(result, cfg)
     log(
@@ -165,29 +168,30 @@ def _shapes_stages(result: DemoResult, cfg: DemoConfig, log: Callable[[str], Non
     )
 
 
-def _shapes_worker(root: Path, cfg: DemoConfig, threads: int, queue: Any) -> None:
-    """The second process of a parallel demo: stages 4 and 5 on ``threads`` threads; puts (its lines,
-    its result) on ``queue``, or the one-line error that stopped it."""
+def _t2i_worker(root: Path, clip_run: Path, cfg: DemoConfig, threads: int, queue: Any) -> None:
+    """The second process of a parallel demo: the text-to-image stage on ``threads`` threads; puts (its
+    lines, its result) on ``queue``, or the one-line error that stopped it."""
     from dataclasses import replace
 
     from genlab.errors import GenlabError
 
     torch.set_num_threads(threads)
     lines: list[str] = []
-    result = DemoResult(root)
+    result = DemoResult(root, runs={"clip": clip_run})
     try:
-        _shapes_stages(result, replace(cfg, progress=False), lines.append)
+        _t2i_stage(result, replace(cfg, progress=False), lines.append)
     except (GenlabError, KeyboardInterrupt) as e:
         queue.put(("error", str(e) or "interrupted"))
         return
     except Exception as e:  # shown as one line by the parent; the traceback stays in this process
         queue.put(("error", f"{type(e).__name__}: {e}"))
         raise
+    del result.runs["clip"]
     queue.put(("ok", (lines, result)))
 
 
 def _wait_for(worker: Any, queue: Any) -> tuple[list[str], DemoResult]:
-    """The shapes process's lines and result, or a one-line error if it failed or died."""
+    """The text-to-image process's lines and result, or a one-line error if it failed or died."""
     import queue as queues
 
     from genlab.errors import GenlabError
@@ -199,10 +203,11 @@ def _wait_for(worker: Any, queue: Any) -> tuple[list[str], DemoResult]:
         except queues.Empty:
             if not worker.is_alive():
                 raise GenlabError(
-                    f"the shapes process of the demo ended without a result (exit code {worker.exitcode})"
+                    "the text-to-image process of the demo ended without a result "
+                    f"(exit code {worker.exitcode})"
                 ) from None
     if status != "ok":
-        raise GenlabError(f"the shapes stages of the demo failed: {payload}")
+        raise GenlabError(f"the text-to-image stage of the demo failed: {payload}")
     return payload
 
 

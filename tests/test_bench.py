@@ -122,3 +122,19 @@ def test_diffusers_unet_matches_our_size_and_shape():
     theirs = bench_diffusion.theirs(diffusers, small, bench_diffusion.ours(small).params)
     x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([3.0, 700.0]), torch.tensor([0, 9])
     assert theirs.predict(x, t, y).shape == x.shape
+
+
+def test_bench_profile_groups_the_step_by_kind_of_operator():
+    from genlab.bench.profile import _kind
+
+    assert _kind("aten::convolution_backward") == "convolutions"
+    assert _kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert _kind("aten::native_group_norm") == "normalisation"
+    assert _kind("aten::something_new") == "other"
+    result = CliRunner().invoke(
+        cli, ["bench", "profile", "--steps", "1", "--batch-size", "2", "--threads", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "convolutions" in result.output and "ms of CPU per step" in result.output
+    bad = CliRunner().invoke(cli, ["bench", "profile", "--steps", "0"])
+    assert bad.exit_code == 2 and "--steps" in bad.output

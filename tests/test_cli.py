@@ -214,8 +214,8 @@ def test_the_demo_prints_the_same_numbers_twice(tmp_path):
     assert any("recognises" in ln for ln in outputs[0]) and any("adherence" in ln for ln in outputs[0])
     assert sum("took T" in ln for ln in outputs[0]) == 6  # five stages and the total
     for run in ("diffusion", "t2i"):
-        a = (tmp_path / "a" / run / "ema.safetensors").read_bytes()
-        assert a == (tmp_path / "b" / run / "ema.safetensors").read_bytes()
+        a = (tmp_path / "a" / run / "model.safetensors").read_bytes()
+        assert a == (tmp_path / "b" / run / "model.safetensors").read_bytes()
     assert (tmp_path / "a" / "t2i.html").is_file() and (
         tmp_path / "a" / "diffusion" / "diagnostics.png"
     ).is_file()

@@ -130,6 +130,30 @@ def bench_diffusion(**params: Any) -> None:
     echo(f"results: {out}")
 
 
+@bench.command("profile")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Training batch.")
+@click.option("--steps", default=5, show_default=True, type=int, help="Profiled steps (after 2 untimed).")
+@click.option("--threads", default=0, show_default=True, type=int, help="torch threads (0: all cores).")
+@click.option(
+    "--baseline", is_flag=True, help="float32 with torch's default AdamW: the step before the speed work."
+)
+def bench_profile(batch_size: int, steps: int, threads: int, baseline: bool) -> None:
+    """Where a training step of the MNIST diffusion U-Net spends its CPU time, by kind of operator
+    (torch.profiler): convolutions, attention, normalisation, activations, optimizer, copies.
+
+    \b
+    Examples:
+      genlab bench profile                 # as genlab train diffusion trains it
+      genlab bench profile --baseline      # float32 and torch's default AdamW
+    """
+    from genlab.bench.profile import format_profile, profile_train_step
+
+    if batch_size < 1 or steps < 1 or threads < 0:
+        raise GenlabError("--batch-size and --steps must be at least 1, --threads at least 0")
+    result = profile_train_step(_unet_config(28), batch_size, steps, baseline, threads)
+    echo(format_profile(result))
+
+
 @bench.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--n", default=32, show_default=True, type=int, help="Images per timed sampling call.")

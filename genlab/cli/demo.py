@@ -13,8 +13,8 @@ from genlab.errors import GenlabError
 _DEFAULTS = {  # DemoConfig's, without importing torch before --help
     "classifier_steps": 300,
     "diffusion_steps": 900,
-    "clip_steps": 200,
-    "t2i_steps": 900,
+    "clip_steps": 100,
+    "t2i_steps": 1300,
     "judged_samples": 100,
     "prompts": 300,
 }
@@ -50,7 +50,7 @@ _DEFAULTS = {  # DemoConfig's, without importing torch before --help
     "--parallel/--sequential",
     default=True,
     show_default=True,
-    help="Train the shapes models in a second process beside the mnist ones (with two cores or more).",
+    help="Train the text-to-image model in a second process beside the mnist ones (two cores or more).",
 )
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option(
@@ -62,13 +62,14 @@ def demo(out: str, parallel: bool, no_progress: bool, serve: bool, port: int, **
 
     \b
     1. captioned grids of the mnist and shapes data sets, and an MNIST digit drowning in noise;
-    2. a CNN classifier on mnist (about 99% validation accuracy);
-    3. a class-conditional diffusion U-Net on mnist; one row of samples per digit, a denoising
+    2. CLIP on shapes, whose frozen text tower reads the prompts of stage 5;
+    3. a CNN classifier on mnist (about 99% validation accuracy);
+    4. a class-conditional diffusion U-Net on mnist; one row of samples per digit, a denoising
        trajectory, and the share of 100 samples (20 DPM-Solver++ steps, guidance 3) the classifier
        recognises as the digit asked for;
-    4. CLIP on shapes, whose frozen text tower reads the prompts of
-    5. a text-to-image U-Net on shapes: samples for a set of prompts, cross-attention maps, and the
-       share of 300 held-out single-object prompts it gets entirely right, on one HTML page (t2i.html).
+    5. a text-to-image U-Net on shapes, in a second process beside 3 and 4 (--parallel): samples for a
+       set of prompts, cross-attention maps, and the share of 300 held-out single-object prompts it
+       gets entirely right, on one HTML page (t2i.html).
 
     Each stage prints the time it took; everything else it prints is the same on every run.
     """
