@@ -18,7 +18,7 @@ from genlab.diffusion.guidance import CFGDenoiser
 from genlab.diffusion.samplers import SAMPLERS, sample
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.errors import GenlabError
-from genlab.nn.precision import resolve_precision
+from genlab.nn.precision import autocast, resolve_precision
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,8 @@ def generate(
     init = None
     if init_images is not None:
         init = net.encode_images(init_images.to(device)) if latent else to_model_space(init_images.to(device))
-    denoiser: Callable = VPDenoiser(net, schedule, parameterization, resolve_precision(precision, device))
+    precision = resolve_precision(precision, device)
+    denoiser: Callable = VPDenoiser(net, schedule, parameterization, precision)
     if class_labels is not None:
         if cond is not None:
             raise GenlabError("give either class labels or another condition, not both")
@@ -191,19 +192,22 @@ def generate(
     if callback is not None:  # the starting point, as the samplers report the x after each step
         sigma_max = schedule.sigma_max
         callback({"i": -1, "x": noise * sigma_max, "sigma": None, "sigma_next": sigma_max, "denoised": None})
-    x = sample(
-        sampler,
-        denoiser,
-        noise,
-        schedule,
-        steps,
-        callback=callback,
-        generator=generator,
-        sigmas_kind=sigmas_kind,
-        x0=init,
-        start=start,
-        **sampler_kwargs,
-    )
+    # One autocast region for the whole run, so the weights are cast to bf16 once, not at every step
+    # (the denoiser's own region nests inside it); the samplers' arithmetic is elementwise and stays fp32.
+    with autocast(device, precision):
+        x = sample(
+            sampler,
+            denoiser,
+            noise,
+            schedule,
+            steps,
+            callback=callback,
+            generator=generator,
+            sigmas_kind=sigmas_kind,
+            x0=init,
+            start=start,
+            **sampler_kwargs,
+        )
     images = net.decode_latents(x) if latent else to_images(x)
     if m_full is not None:
         images = m_full * init_images.to(device) + (1 - m_full) * images
