@@ -203,7 +203,7 @@ def test_the_demo_prints_the_same_numbers_twice(tmp_path):
     import re
 
     short = ["--classifier-steps", "4", "--diffusion-steps", "3", "--clip-steps", "3", "--t2i-steps", "3"]
-    short += ["--judged-samples", "10", "--prompts", "4", "--no-progress"]
+    short += ["--judged-samples", "10", "--prompts", "4", "--sampling-steps", "2", "--no-progress"]
     outputs = []
     for name in ("a", "b"):
         result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / name), *short])

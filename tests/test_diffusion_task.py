@@ -136,7 +136,7 @@ def test_guidance_scale_one_is_plain_conditional_sampling(class_run):
     from genlab.diffusion.denoiser import VPDenoiser
     from genlab.diffusion.samplers import sample
 
-    pipe = DiffusionPipeline.from_pretrained(class_run)
+    pipe = DiffusionPipeline.from_pretrained(class_run, precision="fp32")  # as the denoiser below
     labels = torch.tensor([1, 4])
     g = torch.Generator().manual_seed(3)
     guided = pipe(2, labels, num_inference_steps=4, guidance_scale=1.0, generator=g, clip_denoised=False)

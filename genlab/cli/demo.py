@@ -17,6 +17,7 @@ _DEFAULTS = {  # DemoConfig's, without importing torch before --help
     "t2i_steps": 1300,
     "judged_samples": 100,
     "prompts": 300,
+    "sampling_steps": 20,
 }
 
 
@@ -45,6 +46,13 @@ _DEFAULTS = {  # DemoConfig's, without importing torch before --help
     show_default=True,
     type=int,
     help="Held-out single-object prompts whose adherence is read back from the pixels.",
+)
+@click.option(
+    "--sampling-steps",
+    default=_DEFAULTS["sampling_steps"],
+    show_default=True,
+    type=int,
+    help="Sampling steps of every picture and every score.",
 )
 @click.option(
     "--parallel/--sequential",

@@ -144,7 +144,7 @@ def dataset_extractor(
         cfg = TrainConfig(
             **recipe, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu", progress=progress
         )
-        Trainer(task, cfg, tmp).train()
+        Trainer(task, cfg, tmp, local=True).train()  # alone, also inside one process of a DDP run
         try:
             os.replace(tmp, final)
         except OSError:  # another process cached it first: theirs is the same recipe on the same data

@@ -44,10 +44,12 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         raise GenlabError(f"unknown --device '{name}'; use auto, cpu, cuda or cuda:N") from None
 
 
-def setup(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun; pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+def setup(device: str = "auto", local: bool = False) -> DistInfo:
+    """Join the process group when launched by torchrun; pick this process's device. ``local``: this
+    process alone, whatever torchrun says (a model trained inside one process of a distributed run,
+    such as the feature extractor an evaluation needs)."""
+    world = 1 if local else int(os.environ.get("WORLD_SIZE", "1"))
+    rank = 0 if local else int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():

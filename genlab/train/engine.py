@@ -176,11 +176,13 @@ class Trainer:
         run_dir: str | Path,
         resume: bool = False,
         log: Callable[[str], None] | None = None,
+        local: bool = False,
     ):
+        """``local``: train in this process alone, also inside a torchrun job (``distributed.setup``)."""
         if cfg.steps is None and cfg.minutes is None:
             raise GenlabError("say how long to train: --steps N, --minutes M, or both")
         self.task, self.cfg, self.run_dir, self.resume = task, cfg, Path(run_dir), resume
-        self.dist = distributed.setup(cfg.device)
+        self.dist = distributed.setup(cfg.device, local=local)
         if cfg.batch_size % self.dist.world_size:
             raise GenlabError(
                 f"--batch-size {cfg.batch_size} does not split over {self.dist.world_size} processes; "
