@@ -211,8 +211,18 @@ def _wait_for(worker: Any, queue: Any) -> tuple[list[str], DemoResult]:
     return payload
 
 
-def _finished(run: Any) -> Any:
-    """A training's result, or KeyboardInterrupt when Ctrl-C stopped it (its checkpoint is saved)."""
+def _train(
+    task: Any, settings: dict[str, Any], steps: int, cfg: DemoConfig, run_dir: Path, evaluations: int = 1
+) -> Any:
+    """Train ``task`` for ``steps`` steps with the engine ``settings`` of its recipe, evaluating
+    ``evaluations`` times evenly (the last at the end) and drawing at the end; KeyboardInterrupt when
+    Ctrl-C stopped it (its checkpoint is saved)."""
+    from genlab.train import TrainConfig, Trainer
+
+    options = {**settings, "steps": steps, "progress": cfg.progress}
+    every = steps // evaluations if evaluations > 1 else 0
+    options.update(eval_every=every, sample_every=0, checkpoint_every=0)
+    run = Trainer(task, TrainConfig(**options), run_dir).train()
     if run.interrupted:
         raise KeyboardInterrupt
     return run
@@ -248,13 +258,11 @@ def _classifier(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.classification.task import ClassifierDataConfig, ClassifierTask
     from genlab.cli.train import CLASSIFIER_DEFAULTS
     from genlab.nn import Classifier
-    from genlab.train import TrainConfig, Trainer, seed_step
+    from genlab.train import seed_step
 
     seed_step(0, -1)
     task = ClassifierTask(ClassifierDataConfig("mnist"))
-    options = {**CLASSIFIER_DEFAULTS, "steps": cfg.classifier_steps, "progress": cfg.progress}
-    options.update(eval_every=0, sample_every=0, checkpoint_every=0)
-    run = _finished(Trainer(task, TrainConfig(**options), result.root / "classifier").train())
+    run = _train(task, CLASSIFIER_DEFAULTS, cfg.classifier_steps, cfg, result.root / "classifier")
     judge = Classifier.from_pretrained(run.run_dir)
     result.runs["classifier"] = run.run_dir
     result.numbers["classifier_accuracy"] = evaluate_classifier(judge, task.val_data)["accuracy"]
@@ -269,7 +277,7 @@ def _mnist_diffusion(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.metrics.monitor import MonitorConfig
     from genlab.metrics.plots import plot_diffusion_training
     from genlab.pipelines import DiffusionPipeline
-    from genlab.train import TrainConfig, Trainer, seed_step
+    from genlab.train import seed_step
 
     seed_step(0, -1)
     diffusion = DiffusionConfig(
@@ -280,9 +288,8 @@ def _mnist_diffusion(result: DemoResult, cfg: DemoConfig) -> None:
     )
     monitor = MonitorConfig(samples=cfg.judged_samples, features=str(result.runs["classifier"]))
     task = DiffusionTask(DataConfig("mnist"), diffusion, monitor=monitor, **MNIST_RECIPE["unet"])
-    options = {**MNIST_RECIPE["train"], "steps": cfg.diffusion_steps, "progress": cfg.progress}
-    options.update(eval_every=0, sample_every=0, checkpoint_every=0)
-    run = _finished(Trainer(task, TrainConfig(**options), result.root / "diffusion").train())
+    # three evaluations (cheap at 100 samples), so diagnostics.png shows the samples improving
+    run = _train(task, MNIST_RECIPE["train"], cfg.diffusion_steps, cfg, result.root / "diffusion", 3)
     result.runs["diffusion"] = run.run_dir
     records = rundir.read_metrics(run.run_dir)
     diagnostics = plot_diffusion_training(
@@ -313,14 +320,10 @@ def _clip(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.cli.clip import CLIP_DEFAULTS
     from genlab.clip.task import CLIPTask
     from genlab.data import DataConfig
-    from genlab.train import TrainConfig, Trainer, seed_step
+    from genlab.train import seed_step
 
     seed_step(0, -1)
-    options = {**CLIP_DEFAULTS, "steps": cfg.clip_steps, "progress": cfg.progress}
-    options.update(eval_every=0, sample_every=0, checkpoint_every=0)
-    run = _finished(
-        Trainer(CLIPTask(DataConfig("shapes")), TrainConfig(**options), result.root / "clip").train()
-    )
+    run = _train(CLIPTask(DataConfig("shapes")), CLIP_DEFAULTS, cfg.clip_steps, cfg, result.root / "clip")
     result.runs["clip"] = run.run_dir
     result.numbers["clip_zero_shot"] = run.metrics.get("zero_shot_acc", float("nan"))
 
@@ -333,7 +336,7 @@ def _text_to_image(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.metrics.html import write_report
     from genlab.metrics.monitor import MonitorConfig
     from genlab.pipelines import TextToImagePipeline
-    from genlab.train import TrainConfig, Trainer, seed_step
+    from genlab.train import seed_step
 
     seed_step(0, -1)
     diffusion = DiffusionConfig(
@@ -350,9 +353,7 @@ def _text_to_image(result: DemoResult, cfg: DemoConfig) -> None:
         monitor=MonitorConfig(samples=cfg.prompts, features="none"),
         **T2I_RECIPE["unet"],
     )
-    options = {**T2I_RECIPE["train"], "steps": cfg.t2i_steps, "progress": cfg.progress}
-    options.update(eval_every=0, sample_every=0, checkpoint_every=0)
-    run = _finished(Trainer(task, TrainConfig(**options), result.root / "t2i").train())
+    run = _train(task, T2I_RECIPE["train"], cfg.t2i_steps, cfg, result.root / "t2i")
     result.runs["t2i"] = run.run_dir
     adherence = {k.removeprefix("adherence_"): v for k, v in run.metrics.items() if k.startswith("adherence")}
     result.numbers["t2i_adherence"] = adherence.pop("adherence")

@@ -416,3 +416,42 @@ def test_train_command_draws_the_diagnostics(tmp_path, digits_judge):
     bad = CliRunner().invoke(cli, ["train", "diffusion", "--data", "digits", "--eval-samples", "-1",
                                    "--out", str(tmp_path / "bad")])  # fmt: skip
     assert bad.exit_code == 2 and "--eval-samples" in bad.output
+
+
+def test_sampling_precision_bf16_stays_close_to_fp32(class_run):
+    """bf16 autocast of the network only: the samples come back float32 and near the float32 ones; a
+    wrong precision is a one-line error."""
+    exact = DiffusionPipeline.from_pretrained(class_run, precision="fp32")
+    fast = DiffusionPipeline.from_pretrained(class_run, precision="bf16")
+    a = exact(4, 3, 4, 2.0, generator=torch.Generator().manual_seed(0)).tensors
+    b = fast(4, 3, 4, 2.0, generator=torch.Generator().manual_seed(0)).tensors
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).abs().mean() < 0.02
+    with pytest.raises(GenlabError, match="--precision"):
+        DiffusionPipeline.from_pretrained(class_run, precision="fp16")
+    args = ["sample", str(class_run), "--class", "1", "--n", "2", "--steps", "2", "--precision", "fp32"]
+    out = CliRunner().invoke(cli, [*args, "--out", str(class_run.parent / "p.png")])
+    assert out.exit_code == 0, out.output
+
+
+def test_attention_under_autocast_is_the_float32_attention():
+    """On the CPU the attention products run in float32 also under bf16 autocast (torch's bf16 CPU kernel
+    is slower), so only the projections around them see bfloat16 rounding."""
+    from genlab.nn.attention import SelfAttention2d, attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 16, 8) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert out.dtype == torch.float32
+    reference = torch.softmax(q.bfloat16().float() @ k.bfloat16().float().transpose(-1, -2) / 8**0.5, -1)
+    assert torch.allclose(out, reference @ v.bfloat16().float(), atol=1e-5)
+    block = SelfAttention2d(16, 8, 4)
+    torch.nn.init.normal_(block.proj.weight)
+    x = torch.randn(2, 16, 4, 4)
+    n, c, h, w = x.shape  # the same block written with 1x1 convolutions, as before the token layout
+    qkv = block.qkv(block.norm(x)).reshape(n, 3, 2, 8, h * w)
+    q2, k2, v2 = (qkv[:, i].transpose(-1, -2) for i in range(3))
+    conv_out = torch.nn.functional.scaled_dot_product_attention(q2, k2, v2)
+    expected = x + block.proj(conv_out.transpose(-1, -2).reshape(n, c, h, w))
+    assert torch.allclose(block(x), expected, atol=1e-5)

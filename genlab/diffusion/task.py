@@ -19,6 +19,7 @@ from genlab.diffusion.networks import (
     LatentConfig,
     LatentDiffusion,
     network_class,
+    num_classes,
     sample_shape,
 )
 from genlab.diffusion.parameterization import PARAMETERIZATIONS, diffusion_loss, network_input
@@ -399,7 +400,7 @@ class DiffusionTask(Task):
 
         n = self.monitor.samples
         labels = prompts = None
-        k = getattr(model.config, "num_classes", 0) if self.diffusion.cond == "class" else 0
+        k = num_classes(model) if self.diffusion.cond == "class" else 0
         if k:
             labels = torch.arange(k).repeat_interleave(max(1, n // k))
         elif self.diffusion.cond == "text":

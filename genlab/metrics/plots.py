@@ -83,8 +83,8 @@ def fid_panel(ax, evals: list[dict[str, Any]], model: str) -> None:
     if pr:  # on a second axis: a collapse within classes shows as recall falling while FID may not
         ax_pr = ax.twinx()
         steps_pr, precision, recall = zip(*pr, strict=True)
-        ax_pr.plot(steps_pr, precision, lw=1, ls="--", color="tab:green", label="precision")
-        ax_pr.plot(steps_pr, recall, lw=1, ls="--", color="tab:red", label="recall")
+        ax_pr.plot(steps_pr, precision, lw=1, ls="--", marker=".", color="tab:green", label="precision")
+        ax_pr.plot(steps_pr, recall, lw=1, ls="--", marker=".", color="tab:red", label="recall")
         ax_pr.set_ylim(0, 1)
         ax_pr.tick_params(labelsize=7)
         ax_pr.legend(fontsize=7, loc="upper right")
@@ -127,7 +127,7 @@ def plot_diffusion_training(
     ax_loss.set_yscale("log")
     ax_loss.set_title("loss", fontsize=9)
     ax_loss.legend(fontsize=7)
-    fid_panel(ax_fid, evals, "EMA model")
+    fid_panel(ax_fid, evals, "evaluated weights")
     shares = [k for k in ("recognised", "adherence") if any(k in r for r in evals)]
     for key in shares:
         pts = [(r["step"], r[key]) for r in evals if key in r]
