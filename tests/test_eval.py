@@ -164,15 +164,20 @@ def test_eval_command_writes_json_pictures_and_an_html_report(runs, tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["n"] == 20 and 0.0 <= report["accuracy"]["value"] <= 1.0
-    assert set(report["accuracy"]["per_class"]) == {str(i) for i in range(10)}
+    per_class = report["accuracy"]["per_class"]
+    assert report["n"] == 20 and set(per_class) == {str(i) for i in range(10)}
+    # two images of each class: the overall share is the mean of the per-class shares, in steps of 1/20
+    assert report["accuracy"]["value"] == pytest.approx(sum(per_class.values()) / 10)
+    assert all(2 * v == pytest.approx(round(2 * v)) for v in per_class.values())
     fid = report["fid"]
     assert (
         fid["value"] >= 0 and fid["real"] == 180 and fid["generated"] == 20 and fid["floor_real_train"] >= 0
     )
     for key in ("fid", "kid", "pr"):
         assert "penultimate layer" in report[key]["features"]  # every number names its features
-    assert 0.0 <= report["pr"]["precision"] <= 1.0 and report["pr"]["k"] == 3
+    pr = report["pr"]  # shares of 20 generated (precision) and of the real images (recall)
+    assert pr["k"] == 3 and 20 * pr["precision"] == pytest.approx(round(20 * pr["precision"]))
+    assert 0.0 <= pr["precision"] <= 1.0 and 0.0 <= pr["recall"] <= 1.0
     assert sum(report["coverage"]["histogram"]) == 20 and report["memorization"]["generated"] == 20
     sweep = {(r["sampler"], r["steps"]): r for r in report["sweep"]}
     assert set(sweep) == {("euler", 1), ("euler", 2), ("heun", 1), ("heun", 2)}

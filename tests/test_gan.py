@@ -291,7 +291,8 @@ def test_train_sample_eval_interpolate_arithmetic(tmp_path):
     assert walk.is_file()
     sums = tmp_path / "sums.png"
     r = invoke("gan", "arithmetic", str(run), "--a", "1,2", "--b", "3", "--c", "4", "--out", str(sums))
-    assert r.exit_code == 0, r.output and sums.is_file()
+    assert r.exit_code == 0, r.output
+    assert sums.is_file()
     bad = CliRunner().invoke(
         cli, ["gan", "arithmetic", str(run), "--by", "class", "--a", "7", "--b", "1", "--c", "4"]
     )
