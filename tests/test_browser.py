@@ -4,6 +4,7 @@ reason, only where the browser is not installed (`make test` installs it)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -11,6 +12,9 @@ import time
 import pytest
 
 from genlab.bench.load import free_port
+
+# A label a folder dataset's metadata.jsonl may hold: it must show as these characters and run nothing.
+HOSTILE = '<img src=x onerror="window.xss=1">'
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -29,14 +33,20 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(served_runs):
+def server(served_runs, tmp_path_factory):
     import uvicorn
 
     from genlab.server.app import create_app
     from genlab.server.registry import Registry
 
     root = served_runs
-    app = create_app(Registry([root / "t2i", root / "diffusion", root / "classifier"]))
+    hostile = tmp_path_factory.mktemp("runs") / "hostile"  # a classifier whose class names are markup
+    shutil.copytree(root / "classifier", hostile)
+    config = json.loads((hostile / "config.json").read_text())
+    config["model"]["class_names"] = [f"{HOSTILE}{i}" for i in range(config["model"]["num_classes"])]
+    (hostile / "config.json").write_text(json.dumps(config))
+    registry = Registry([root / "t2i", root / "diffusion", root / "classifier", hostile])
+    app = create_app(registry, allowed_hosts=("127.0.0.1",))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -111,7 +121,8 @@ def test_run_an_attack_and_see_the_predictions(server, browser):
     from selenium.webdriver.support.ui import Select
 
     browser.get(server)
-    _wait(browser, lambda d: len(Select(d.find_element(By.ID, "attack-model")).options) == 1)
+    _wait(browser, lambda d: len(Select(d.find_element(By.ID, "attack-model")).options) == 2)
+    Select(browser.find_element(By.ID, "attack-model")).select_by_value("classifier")
     Select(browser.find_element(By.ID, "attack-kind")).select_by_value("pgd")
     index = browser.find_element(By.ID, "attack-index")
     index.clear()
@@ -127,3 +138,22 @@ def test_run_an_attack_and_see_the_predictions(server, browser):
     # the metrics plot draws the chosen run's curve
     Select(browser.find_element(By.ID, "metrics-model")).select_by_value("classifier")
     _wait(browser, lambda d: "points of" in d.find_element(By.ID, "metrics-note").text)
+
+
+def test_hostile_class_names_show_as_text_and_run_nothing(server, browser):
+    """Stored XSS: class names come from the run (and from a folder dataset's metadata.jsonl before it);
+    markup in them is shown as characters, never parsed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server)
+    _wait(browser, lambda d: len(Select(d.find_element(By.ID, "attack-model")).options) == 2)
+    Select(browser.find_element(By.ID, "attack-model")).select_by_value("hostile")
+    browser.find_element(By.ID, "run-attack").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "attack-result").is_displayed())
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#before td, #after td")]
+    assert sum(HOSTILE in text for text in cells) == 6  # top 3 before and after, as literal text
+    assert HOSTILE in browser.find_element(By.ID, "attack-summary").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#attack-result table img, #attack-summary img") == []
+    time.sleep(0.3)  # time for an error event of an injected image to fire
+    assert browser.execute_script("return window.xss") is None

@@ -4,9 +4,16 @@ and a one-line JSON message, the rate limit and the queue, and the server still 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
 
+import httpx
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,9 +23,10 @@ from PIL import Image
 from genlab.cli import cli
 from genlab.errors import GenlabError
 from genlab.server.app import create_app
-from genlab.server.limits import JobQueue, RateLimiter, ServerLimits
+from genlab.server.limits import Busy, Cancelled, JobQueue, RateLimiter, ServerLimits
 from genlab.server.registry import Registry
 
+HOSTS = ("testserver",)  # the test client's Host
 SHORT = ["--steps", "2", "--eval-every", "0", "--sample-every", "0", "--no-progress"]
 
 
@@ -35,7 +43,8 @@ def registry(served_runs):
 
 @pytest.fixture()
 def client(registry):
-    return TestClient(create_app(registry, ServerLimits(max_images=4, max_steps=20, burst=1000)))
+    app = create_app(registry, ServerLimits(max_images=4, max_steps=20, burst=1000), allowed_hosts=HOSTS)
+    return TestClient(app)
 
 
 def _png(size=(8, 8), mode="L") -> bytes:
@@ -187,7 +196,9 @@ def test_metrics_of_a_run(client):
 
 def test_rate_limit_per_client(registry):
     now = [0.0]
-    app = create_app(registry, ServerLimits(rate_per_minute=60, burst=2), clock=lambda: now[0])
+    app = create_app(
+        registry, ServerLimits(rate_per_minute=60, burst=2), clock=lambda: now[0], allowed_hosts=HOSTS
+    )
     client = TestClient(app)
     body = {"model": "gan", "num_images": 1}
     assert [client.post("/api/generate", json=body).status_code for _ in range(3)] == [200, 200, 429]
@@ -270,3 +281,277 @@ def test_a_burst_against_a_live_server_gets_only_200_and_429(served_runs):
     first = out["rounds"][0]["statuses"]
     assert first.get(200, 0) >= 1 and first.get(429, 0) >= 1 and sum(first.values()) == 30
     assert out["rounds"][1]["rss_after_mb"] < out["rss_before_mb"] + 300  # bounded, not growing per request
+
+
+# ------------------------------------------------------------------------------------------ issue 19
+
+
+@contextlib.contextmanager
+def _live(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port with `genlab serve`'s settings, in a thread."""
+    import uvicorn
+
+    from genlab.bench.load import free_port
+    from genlab.cli.serve import uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _jobs_drop_to_zero(url: str, seconds: float) -> float:
+    """Seconds until /api/health reports no job running or waiting (fails after ``seconds``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if httpx.get(f"{url}/api/health").json()["jobs"] == 0:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"jobs still held {seconds} s after their clients left")
+
+
+def test_every_failure_is_json_and_ends_the_stream(registry, monkeypatch):
+    """An unexpected exception (out of memory, a bug) answers a one-line JSON 500 without its message or
+    traceback, and the stream ends with an error event."""
+    import genlab.server.app as server_app
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory while reading /home/secret/run/model.safetensors")
+
+    monkeypatch.setattr(server_app, "_generate", fail)
+    client = TestClient(create_app(registry, allowed_hosts=HOSTS), raise_server_exceptions=False)
+    body = {"model": "gan", "num_images": 1}
+    r = client.post("/api/generate", json=body)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    assert "RuntimeError" in error and "/home/secret" not in error and "\n" not in error
+    with client.stream("POST", "/api/generate/stream", json=body) as r:
+        text = "".join(r.iter_text())
+    assert text.startswith("event: error\n") and text.endswith("\n\n")
+    assert "/home/secret" not in text and "RuntimeError" in json.loads(text.split("data: ")[1])["error"]
+    assert client.get("/api/health").json()["jobs"] == 0
+
+
+def test_abandoned_requests_are_cancelled_and_a_client_holds_few_jobs(registry):
+    """A client that leaves mid-request frees its place at once (the job stops at its next step), and one
+    client holds at most max_jobs_per_client jobs."""
+    limits = ServerLimits(max_steps=100_000, burst=100, max_jobs_per_client=2)
+    app = create_app(registry, limits, allowed_hosts=("127.0.0.1",))
+    long = {"model": "diffusion", "num_images": 1, "steps": 100_000, "sampler": "euler"}
+    with (
+        _live(app) as url,
+        httpx.Client(base_url=url, timeout=30) as first,
+        httpx.Client(base_url=url) as second,
+    ):
+        with first.stream("POST", "/api/generate/stream", json=long) as running:
+            lines = running.iter_lines()  # kept: a discarded iterator closes the connection
+            assert next(lines).startswith("event: progress")
+            with second.stream("POST", "/api/generate/stream", json=long) as waiting:
+                assert waiting.status_code == 200 and httpx.get(f"{url}/api/health").json()["jobs"] == 2
+                third = httpx.post(f"{url}/api/generate", json={"model": "gan", "num_images": 1})
+                assert third.status_code == 429 and "at most 2 at once" in third.json()["error"]
+        # both streams are closed: the running job and the waiting one let go within a step
+        assert _jobs_drop_to_zero(url, 5.0) < 5.0
+        with pytest.raises(httpx.ReadTimeout):  # the plain endpoint: a client that gives up
+            httpx.post(f"{url}/api/generate", json=long, timeout=1.0)
+        assert _jobs_drop_to_zero(url, 5.0) < 5.0
+        assert httpx.post(f"{url}/api/generate", json={"model": "gan", "num_images": 1}).status_code == 200
+
+
+def test_job_queue_per_client_and_cancellation_units():
+    import asyncio
+
+    gate = threading.Event()
+
+    async def scenario():
+        queue = JobQueue(running=1, waiting=8, per_client=2)
+        a1, a2 = queue.admit("a"), queue.admit("a")
+        with pytest.raises(Busy, match="at most 2 at once"):
+            queue.admit("a")
+        b = queue.admit("b")  # another client is not held back
+        a2.cancel.set()  # cancelled while waiting: it never runs
+        first = asyncio.create_task(a1.run(gate.wait, 5))
+        second = asyncio.create_task(a2.run(gate.wait, 5))
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await first is True
+        with pytest.raises(Cancelled):
+            await second
+        b.release()
+        b.release()  # idempotent
+        return queue.admitted
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_text_must_be_proper_unicode(client):
+    """A lone surrogate in any text field is a 422 before any work, never a 500 after it."""
+    for raw in (
+        b'{"model": "t2i", "prompt": "a red \\ud800 circle", "num_images": 1, "steps": 2}',
+        b'{"model": "diffusion", "class_name": "\\udfff"}',
+        b'{"model": "\\ud800"}',
+        b'{"model": "t2i", "prompt": "x", "\\ud800": 1}',
+    ):
+        r = client.post("/api/generate", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (raw, r.text)
+        error = r.json()["error"]
+        assert "\n" not in error
+    raw = b'{"model": "t2i", "prompt": "\\ud800"}'
+    r = client.post("/api/generate", content=raw, headers={"content-type": "application/json"})
+    assert "prompt" in r.json()["error"] and "Unicode" in r.json()["error"]
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(registry):
+    """Rotating X-Forwarded-For does not escape the per-client bucket: uvicorn reads proxy headers only
+    from --forwarded-allow-ips."""
+    from genlab.cli.serve import uvicorn_config
+
+    app = create_app(registry, ServerLimits(burst=2, rate_per_minute=1), allowed_hosts=("127.0.0.1",))
+    body = {"model": "gan", "num_images": 1}
+    with _live(app) as url:
+        statuses = [
+            httpx.post(
+                f"{url}/api/generate", json=body, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+            ).status_code
+            for i in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+    trusted = uvicorn_config(app, "127.0.0.1", 8000, "10.1.1.1")
+    assert trusted.proxy_headers and trusted.forwarded_allow_ips == "10.1.1.1"
+
+
+def test_rate_buckets_are_pruned_and_limits_are_finite():
+    now = [0.0]
+    bucket = RateLimiter(rate_per_minute=60, burst=10, clock=lambda: now[0])
+    for i in range(20_000):
+        bucket.take(f"client-{i}")
+    assert bucket.clients == 20_000
+    now[0] += bucket.refill_s  # every bucket is full again: the same as none
+    bucket.take("late")
+    assert bucket.clients == 1
+    capped = RateLimiter(rate_per_minute=60, burst=10, clock=lambda: 0.0, max_clients=1000)
+    for i in range(5000):
+        capped.take(f"client-{i}")
+    assert capped.clients <= 1000
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(GenlabError, match="rate-per-minute"):
+            ServerLimits(rate_per_minute=bad)
+    with pytest.raises(GenlabError, match="max-eps"):
+        ServerLimits(max_eps=float("nan"))
+    r = CliRunner().invoke(cli, ["serve", "x", "--rate-per-minute", "nan"])
+    assert r.exit_code == 2 and "finite" in r.output and "Traceback" not in r.output
+
+
+def test_foreign_hosts_and_cross_site_requests_are_refused(registry, client):
+    r = client.get("/api/models", headers={"host": "evil.example"})  # DNS rebinding
+    assert r.status_code == 400 and "--allowed-host" in r.json()["error"]
+    assert client.get("/api/models", headers={"host": "testserver:80"}).status_code == 200
+    anyhost = TestClient(create_app(registry))  # library use: any host
+    assert anyhost.get("/api/models", headers={"host": "evil.example"}).status_code == 200
+    form = {"model": "classifier", "index": "0", "eps": "0"}
+    for headers in (
+        {"origin": "http://evil.example"},
+        {"origin": "null"},
+        {"origin": "http://testserver:8080"},  # another port is another origin
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"referer": "http://evil.example/page.html"},
+    ):
+        r = client.post("/api/attack", data=form, headers=headers)
+        assert r.status_code == 403 and "cross-site" in r.json()["error"], headers
+    body = {"model": "gan", "num_images": 1}
+    assert (
+        client.post("/api/generate", json=body, headers={"origin": "http://evil.example"}).status_code == 403
+    )
+    for headers in ({"origin": "http://testserver"}, {"sec-fetch-site": "same-origin"}, {}):
+        assert client.post("/api/attack", data=form, headers=headers).status_code == 200, headers
+    assert client.get("/api/models", headers={"origin": "http://evil.example"}).status_code == 200  # reads
+
+
+def test_allowed_hosts_of_a_bound_address():
+    from genlab.server.guard import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+    assert allowed_hosts("10.1.2.3", ["genlab.lan"]) == {"10.1.2.3", "genlab.lan"}
+    everywhere = allowed_hosts("0.0.0.0")
+    assert {"localhost", "127.0.0.1"} <= everywhere and "0.0.0.0" not in everywhere
+
+
+def test_request_bodies_are_capped_while_read(registry, client):
+    """A body over the limit is refused with 413 JSON: at once when Content-Length says so, and after at
+    most the limit when it does not (chunked): the rest is never read."""
+    r = client.post("/api/generate", json={"model": "t2i", "prompt": "x" * 3_000_000})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+    import asyncio
+
+    limits = ServerLimits(max_upload_bytes=100_000)
+    app = create_app(registry, limits, allowed_hosts=HOSTS)
+    chunk, read, sent = 50_000, [0], []
+
+    async def receive():
+        read[0] += 1
+        return {"type": "http.request", "body": b" " * chunk, "more_body": read[0] < 1000}  # 50 MB
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/generate", "raw_path": b"/api/generate", "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and "larger than" in json.loads(sent[1]["body"])["error"]
+    assert read[0] * chunk <= limits.max_body_bytes + chunk
+
+
+def test_served_images_are_the_runs_own_held_out_split(served_runs, tmp_path):
+    """A run whose config names folder:/anywhere does not publish that folder: only built-in data, folders
+    inside the run, or folders the operator names (--data-root) are shown."""
+    secret = tmp_path / "secret"
+    for label in ("a", "b"):
+        (secret / label).mkdir(parents=True)
+        for i in range(10):
+            Image.new("L", (8, 8), 10 * i).save(secret / label / f"{i}.png")
+    run = tmp_path / "stolen"
+    shutil.copytree(served_runs / "classifier", run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["name"] = f"folder:{secret}"
+    (run / "config.json").write_text(json.dumps(config))
+    registry = Registry([run])
+    assert registry.entries["stolen"].describe()["dataset_images"] == 0 and "not served" in registry.notes[0]
+    client = TestClient(create_app(registry, allowed_hosts=HOSTS))
+    r = client.get("/api/models/stolen/images/0")
+    assert r.status_code == 404 and "upload" in r.json()["error"]
+    r = client.post("/api/attack", data={"model": "stolen", "index": "0"})
+    assert r.status_code == 422 and "upload" in r.json()["error"]
+    trusted = Registry([run], data_roots=[secret])  # the operator vouches for the folder
+    assert trusted.entries["stolen"].describe()["dataset_images"] > 0 and not trusted.notes
+    shutil.move(secret, run / "data")  # data inside the run directory is the run's own
+    config["data"]["name"] = f"folder:{run / 'data'}"
+    (run / "config.json").write_text(json.dumps(config))
+    assert Registry([run]).entries["stolen"].describe()["dataset_images"] > 0
+
+
+def test_metrics_skip_rows_that_are_not_records(client, monkeypatch):
+    from genlab import rundir
+
+    rows = [[1, 2], "text", None, {"event": "train", "step": 1, "loss": float("nan"), "lr": 0.1}]
+    monkeypatch.setattr(rundir, "read_metrics", lambda run: rows)
+    r = client.get("/api/models/diffusion/metrics")
+    assert r.status_code == 200 and r.json()["train"] == [{"step": 1, "lr": 0.1}]
+
+
+def test_the_page_writes_no_html_from_strings(client):
+    """Every string is text in the page (the browser test checks a hostile class name end to end)."""
+    page = client.get("/").text
+    assert not re.search(r"\.(inner|outer)HTML|insertAdjacentHTML|document\.write", page)

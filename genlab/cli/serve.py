@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from genlab.cli import cli
 from genlab.cli.common import echo
 from genlab.errors import GenlabError
+from genlab.server.limits import ServerLimits
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_LIMITS = ServerLimits()  # the defaults, written once (in the dataclass)
 
 
 @cli.command("serve")
@@ -16,28 +19,72 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only).")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True, help="Where the models run (cpu, cuda).")
-@click.option("--max-images", default=8, show_default=True, type=int, help="Images per request.")
-@click.option("--max-steps", default=100, show_default=True, type=int, help="Sampling (and PGD) steps.")
-@click.option("--max-prompt-chars", default=200, show_default=True, type=int)
-@click.option("--max-upload-bytes", default=1_000_000, show_default=True, type=int)
 @click.option(
-    "--rate-per-minute", default=60.0, show_default=True, type=float, help="Costly requests per client."
+    "--max-images", default=_LIMITS.max_images, show_default=True, type=int, help="Images per request."
 )
-@click.option("--burst", default=10, show_default=True, type=int, help="Requests a client may make at once.")
-@click.option("--max-waiting", default=8, show_default=True, type=int, help="Jobs queued; more get 429.")
+@click.option(
+    "--max-steps", default=_LIMITS.max_steps, show_default=True, type=int, help="Sampling and PGD steps."
+)
+@click.option("--max-prompt-chars", default=_LIMITS.max_prompt_chars, show_default=True, type=int)
+@click.option("--max-upload-bytes", default=_LIMITS.max_upload_bytes, show_default=True, type=int)
+@click.option(
+    "--rate-per-minute",
+    default=_LIMITS.rate_per_minute,
+    show_default=True,
+    type=float,
+    help="Costly requests per client.",
+)
+@click.option(
+    "--burst", default=_LIMITS.burst, show_default=True, type=int, help="Requests a client may make at once."
+)
+@click.option(
+    "--max-waiting",
+    default=_LIMITS.max_waiting,
+    show_default=True,
+    type=int,
+    help="Jobs queued; more get 429.",
+)
+@click.option(
+    "--max-jobs-per-client",
+    default=_LIMITS.max_jobs_per_client,
+    show_default=True,
+    type=int,
+    help="Jobs one client may have running or waiting at once; more get 429.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_host",
+    multiple=True,
+    metavar="NAME",
+    help="Another Host name to answer, e.g. a DNS name of this machine (repeatable). Others get 400: "
+    "that stops DNS rebinding.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    metavar="IPS",
+    help="Trust X-Forwarded-For/-Proto from these proxy addresses (comma-separated, as uvicorn). "
+    "By default nobody: otherwise any client could pick its address and escape the rate limit.",
+)
+@click.option(
+    "--data-root", "data_root", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+    help="A folder whose images a classifier run's held-out split may show (repeatable). By default only "
+    "built-in datasets and folders inside the run directory.",
+)  # fmt: skip
 def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max_upload_bytes,
-          rate_per_minute, burst, max_waiting) -> None:  # fmt: skip
+          rate_per_minute, burst, max_waiting, max_jobs_per_client, allowed_host, forwarded_allow_ips,
+          data_root) -> None:  # fmt: skip
     """Serve RUNS (diffusion, text-to-image, GAN and classifier runs) in a web page at http://HOST:PORT/:
     generate with a live preview, a gallery, training curves and an attack playground; the REST API is
-    documented at /docs. Clients choose among these runs by name only.
+    documented at /docs. Clients choose among these runs by name only. There is no authentication: who
+    can reach the address can use the models and see the runs' held-out images, class names and metrics.
 
     \b
     Examples:
       genlab serve runs/diffusion-mnist runs/t2i-shapes runs/classifier-mnist
       genlab serve runs/demo/diffusion-mnist --port 8080 --rate-per-minute 20
+      genlab serve runs/classifier-pets --data-root ~/pets     # show the held-out pets in the playground
     """
-    from genlab.server.limits import ServerLimits
-
     limits = ServerLimits(
         max_images=max_images,
         max_steps=max_steps,
@@ -46,27 +93,61 @@ def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max
         rate_per_minute=rate_per_minute,
         burst=burst,
         max_waiting=max_waiting,
+        max_jobs_per_client=max_jobs_per_client,
     )
-    run_server(list(runs), host, port, device, limits)
+    run_server(
+        list(runs), host, port, device, limits, allowed_hosts=allowed_host,
+        forwarded_allow_ips=forwarded_allow_ips, data_roots=data_root,
+    )  # fmt: skip
+
+
+def uvicorn_config(app: Any, host: str, port: int, forwarded_allow_ips: str | None = None) -> Any:
+    """uvicorn's settings for ``app``. uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, so any
+    local client could choose the address the rate limit counts; proxy headers are read only from the
+    addresses given."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips or "",
+    )
 
 
 def run_server(
-    runs: list, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", limits=None
+    runs: list,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "cpu",
+    limits: ServerLimits | None = None,
+    *,
+    allowed_hosts: tuple[str, ...] = (),
+    forwarded_allow_ips: str | None = None,
+    data_roots: tuple[str, ...] = (),
 ) -> None:
     """Load ``runs``, print the URL and serve until Ctrl-C (also the end of `genlab demo --serve`)."""
     import uvicorn
 
     from genlab.server.app import create_app
+    from genlab.server.guard import allowed_hosts as hosts_of
+    from genlab.server.guard import is_loopback
     from genlab.server.registry import Registry
 
     if not 0 < port < 65536:
         raise GenlabError(f"--port must be between 1 and 65535 (got {port})")
-    if host not in LOOPBACK:
+    if not is_loopback(host):
         echo(
             f"warning: listening on {host}: anyone who can reach this machine can use these models; "
             "the server has no authentication"
         )
-    app = create_app(Registry(runs, device), limits)
-    shown = "localhost" if host in LOOPBACK else host
+    registry = Registry(runs, device, data_roots)
+    for note in registry.notes:
+        echo(note)
+    hosts = hosts_of(host, allowed_hosts)
+    app = create_app(registry, limits, allowed_hosts=hosts)
+    shown = "localhost" if is_loopback(host) else host
     echo(f"serving {len(runs)} run(s) at http://{shown}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, host, port, forwarded_allow_ips)).run()

@@ -1,6 +1,10 @@
 """The web app and its REST API (FastAPI): generate images with the runs the server was started with,
 watch them emerge from noise, attack a classifier, read a run's metrics. OpenAPI at /docs and
-/openapi.json; every error is JSON ``{"error": "one line"}`` with a 4xx status."""
+/openapi.json; every error is JSON ``{"error": "one line"}``: a 4xx for what the client can change, a 500
+(with no traceback or path: those go to the server's log) for a failure of the server itself.
+
+Every request first passes genlab.server.guard (Host, same origin, body size); a job whose client
+disconnects is cancelled at its network's next forward pass (genlab.server.limits)."""
 
 from __future__ import annotations
 
@@ -8,28 +12,49 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from torch import nn
 
 from genlab.diffusion.generate import check_sampling_args
 from genlab.errors import GenlabError
-from genlab.server.limits import Busy, JobQueue, RateLimiter, ServerLimits
+from genlab.server.guard import Guard
+from genlab.server.limits import Busy, Cancelled, Job, JobQueue, RateLimiter, ServerLimits, make_cancellable
 from genlab.server.registry import GENERATORS, Entry, Registry
 
 ATTACKS = ("fgsm", "pgd")
 MAX_SEED = 2**31 - 1
 MAX_GUIDANCE = 20.0
+MAX_NAME_CHARS = 200  # model, sampler and class names: echoed in error messages, so bounded
 UPLOAD_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif")
+INTERNAL = "the server failed on this request ({}); its log has the details"
+
+log = logging.getLogger(__name__)
+
+
+def _proper_unicode(text: str) -> str:
+    """JSON may carry a lone surrogate ("\\ud800"), which Python decodes into a str that cannot be
+    encoded again: refuse it up front, before any work, rather than fail when the answer is written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate such as \\ud800)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_proper_unicode)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_proper_unicode)]
 
 
 class GenerateRequest(BaseModel):
@@ -37,15 +62,37 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str
-    prompt: str = ""
-    negative_prompt: str = ""
-    class_name: str | None = None
+    model: Name
+    prompt: Text = ""
+    negative_prompt: Text = ""
+    class_name: Name | None = None
     steps: int = 20
-    sampler: str = "dpmpp-2m"
+    sampler: Name = "dpmpp-2m"
     guidance: float = 3.0
     seed: int = 0
     num_images: int = 4
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers."""
+
+    error: str
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an endpoint may answer, all ``{"error": str}``."""
+    why = {
+        400: "a host name this server does not answer, or a malformed body",
+        403: "a cross-site request",
+        404: "no such model (of this kind) here",
+        413: "the request body is too large",
+        415: "an upload of a type that is not an image",
+        422: "a parameter out of range or of the wrong type",
+        429: "too many requests from this client, or the server is busy",
+        500: "the server failed (its log has the details)",
+        503: "the request was cancelled: its client went away",
+    }
+    return {s: {"model": ErrorBody, "description": why[s]} for s in (400, 413, 500, *statuses)}
 
 
 class Rejected(Exception):
@@ -54,6 +101,21 @@ class Rejected(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+
+
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+class PNG(Response):
+    media_type = "image/png"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"error": message}`` on one line, with anything that cannot be encoded (a lone surrogate echoed
+    from a request) replaced: an error must never fail to be written."""
+    text = " ".join(message.splitlines()).encode("utf-8", "replace").decode("utf-8")
+    return JSONResponse({"error": text}, status_code=status, headers=headers)
 
 
 def png_data_url(image: torch.Tensor) -> str:
@@ -184,35 +246,80 @@ def _attack(entry: Entry, x: torch.Tensor, label: int | None, attack: str, eps: 
 
 
 def _metrics(entry: Entry, points: int = 400) -> dict[str, Any]:
-    """The run's training and evaluation records, numbers only, thinned to at most ``points`` each."""
+    """The run's training and evaluation records, finite numbers only, thinned to at most ``points`` each.
+    metrics.jsonl is written by whoever made the run: a line that is not an object is skipped, not a 500."""
     from genlab import rundir
 
     train, evals = [], []
     for row in rundir.read_metrics(entry.run):
-        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        (train if row.get("event") == "train" else evals if row.get("event") == "eval" else []).append(
-            numbers
-        )
+        if not isinstance(row, dict):
+            continue
+        numbers = {
+            k: v
+            for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        if row.get("event") == "train":
+            train.append(numbers)
+        elif row.get("event") == "eval":
+            evals.append(numbers)
     stride = max(1, math.ceil(len(train) / points))
     return {"model": entry.name, "train": train[::stride], "eval": evals[-points:]}
 
 
+def _networks(model: Any) -> list[nn.Module]:
+    """The networks of a served model: the model itself, or a pipeline's nn.Module attributes."""
+    if isinstance(model, nn.Module):
+        return [model]
+    return [v for v in vars(model).values() if isinstance(v, nn.Module)]
+
+
+async def _run_watched(job: Job, request: Request, fn: Callable, *args: Any) -> Any:
+    """``job.run(fn, *args)``, cancelled if the client disconnects first: an abandoned request must not
+    keep computing and holding its place in the queue."""
+
+    async def watch() -> None:
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # a receive that fails: the connection is gone
+            pass
+        job.cancel.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await job.run(fn, *args)
+    finally:
+        watcher.cancel()
+
+
 def create_app(
-    registry: Registry, limits: ServerLimits | None = None, clock: Callable[[], float] = time.monotonic
+    registry: Registry,
+    limits: ServerLimits | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> FastAPI:
-    """The app serving ``registry``'s runs within ``limits`` (``clock`` drives the rate limit)."""
+    """The app serving ``registry``'s runs within ``limits`` (``clock`` drives the rate limit).
+
+    ``allowed_hosts``: the Host names answered (genlab.server.guard.allowed_hosts gives those of a bound
+    address); None answers any, for library use behind something that checks the Host itself."""
     limits = limits or ServerLimits()
     app = FastAPI(
         title="genlab",
         description="Generate images with genlab runs, watch them emerge from noise, attack classifiers.",
         version="1",
     )
+    app.add_middleware(Guard, hosts=allowed_hosts, max_body_bytes=limits.max_body_bytes)
     rate = RateLimiter(limits.rate_per_minute, limits.burst, clock)
-    queue = JobQueue(limits.max_running, limits.max_waiting)
+    queue = JobQueue(limits.max_running, limits.max_waiting, limits.max_jobs_per_client)
+    background: set[asyncio.Task] = set()  # streams' jobs, referenced until done (the loop holds weak refs)
+    for entry in registry.entries.values():
+        for net in _networks(entry.model):
+            make_cancellable(net)
 
     @app.exception_handler(Rejected)
     async def _rejected(_: Request, e: Rejected) -> JSONResponse:
-        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+        return _error(e.status, e.message, e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -221,33 +328,40 @@ def create_app(
         if loc and loc[0] in ("body", "query", "path"):  # where the field was, not which
             loc = loc[1:]
         where = ".".join(str(p) for p in loc)
-        return JSONResponse(
-            {"error": f"{where}: {first.get('msg')}" if where else str(first.get("msg"))}, 422
-        )
+        msg = str(first.get("msg")).removeprefix("Value error, ")
+        return _error(422, f"{where}: {msg}" if where else msg)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+        return _error(e.status_code, str(e.detail), e.headers)  # e.g. 405 keeps its Allow header
 
     @app.exception_handler(LookupError)
     async def _unknown(_: Request, e: LookupError) -> JSONResponse:
-        return JSONResponse({"error": str(e.args[0])}, status_code=404)
+        return _error(404, str(e.args[0]) if e.args else "not found")
 
     @app.exception_handler(GenlabError)
     async def _genlab(_: Request, e: GenlabError) -> JSONResponse:
-        return JSONResponse({"error": str(e)}, status_code=422)
+        return _error(422, str(e))
 
     @app.exception_handler(Busy)
     async def _busy(_: Request, e: Busy) -> JSONResponse:
-        return JSONResponse(
-            {"error": "the server is busy with other requests; try again in a few seconds"},
-            status_code=429,
-            headers={"Retry-After": "5"},
-        )
+        return _error(429, str(e), {"Retry-After": "5"})
 
-    def admit(request: Request) -> None:
-        """The per-client rate limit of the costly endpoints."""
-        client = request.client.host if request.client else "unknown"
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_: Request, e: Cancelled) -> JSONResponse:
+        return _error(503, "the request was cancelled: its client went away")
+
+    @app.exception_handler(Exception)
+    async def _failed(_: Request, e: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the client gets one line without it.
+        return _error(500, INTERNAL.format(type(e).__name__))
+
+    def _client(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def admit(request: Request) -> Job:
+        """The per-client rate limit of the costly endpoints, then a place in the queue."""
+        client = _client(request)
         wait = rate.take(client)
         if wait > 0:
             raise Rejected(
@@ -256,17 +370,18 @@ def create_app(
                 f"retry in {math.ceil(wait)} s",
                 {"Retry-After": str(math.ceil(wait))},
             )
+        return queue.admit(client)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return resources.files("genlab.server").joinpath("page.html").read_text(encoding="utf-8")
 
-    @app.get("/api/health")
+    @app.get("/api/health", responses=_errors())
     def health() -> dict[str, Any]:
         """Up, and how many jobs are running or waiting."""
         return {"status": "ok", "jobs": queue.admitted}
 
-    @app.get("/api/models")
+    @app.get("/api/models", responses=_errors())
     def models() -> dict[str, Any]:
         """The runs this server was started with, and the limits of a request."""
         return {
@@ -282,7 +397,7 @@ def create_app(
             "attacks": list(ATTACKS),
         }
 
-    @app.get("/api/models/{name}/metrics")
+    @app.get("/api/models/{name}/metrics", responses=_errors(404, 422))
     def metrics(name: str) -> dict[str, Any]:
         """A run's training curve and evaluations (metrics.jsonl), numbers only."""
         entry = registry.entries.get(name)
@@ -290,30 +405,42 @@ def create_app(
             raise LookupError(f"no model named {name!r} here; choose one of: {', '.join(registry.entries)}")
         return _metrics(entry)
 
-    @app.get("/api/models/{name}/images/{index}", responses={200: {"content": {"image/png": {}}}})
+    @app.get(
+        "/api/models/{name}/images/{index}",
+        response_class=PNG,
+        responses={200: {"content": {"image/png": {}}}, **_errors(404, 422)},
+    )
     def dataset_image(name: str, index: int) -> Response:
-        """Held-out image ``index`` of a classifier's data, as PNG (the attack playground's choices)."""
+        """Held-out image ``index`` of a classifier's own data split (the images it was evaluated on), as
+        PNG: the attack playground's choices."""
         entry = registry.get(name, ("classifier",))
-        if not 0 <= index < len(entry.data):
-            raise Rejected(422, f"index must be between 0 and {len(entry.data) - 1} (got {index})")
+        count = len(entry.data) if entry.data is not None else 0
+        if count == 0:
+            raise Rejected(404, f"{entry.name} serves no held-out images; upload an image instead")
+        if not 0 <= index < count:
+            raise Rejected(422, f"index must be between 0 and {count - 1} (got {index})")
         url = png_data_url(entry.data.images[index])
-        return Response(base64.b64decode(url.split(",", 1)[1]), media_type="image/png")
+        return PNG(base64.b64decode(url.split(",", 1)[1]))
 
-    @app.post("/api/generate")
+    @app.post("/api/generate", responses=_errors(403, 404, 422, 429, 503))
     async def generate(req: GenerateRequest, request: Request) -> dict[str, Any]:
         """Generate ``num_images`` images (base64 PNG data URLs) with their settings."""
         entry = registry.get(req.model, GENERATORS)
         labels = _check_generate(req, entry, limits)
-        admit(request)
-        return await queue.run(_generate, entry, req, labels)
+        job = admit(request)
+        return await _run_watched(job, request, _generate, entry, req, labels)
 
-    @app.post("/api/generate/stream")
-    async def generate_stream(req: GenerateRequest, request: Request) -> StreamingResponse:
+    @app.post(
+        "/api/generate/stream",
+        response_class=EventStream,
+        responses={200: {"content": {"text/event-stream": {}}}, **_errors(403, 404, 422, 429)},
+    )
+    async def generate_stream(req: GenerateRequest, request: Request) -> EventStream:
         """The same, as server-sent events: ``progress`` (step, total, and the images the model now
         predicts) at every step, then ``done`` with the result, or ``error``."""
         entry = registry.get(req.model, GENERATORS)
         labels = _check_generate(req, entry, limits)
-        admit(request)
+        job = admit(request)  # before the response starts, so that a refusal is a real 429
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
@@ -322,32 +449,44 @@ def create_app(
             loop.call_soon_threadsafe(events.put_nowait, ("progress", data))
 
         async def produce() -> None:
+            """The job, ending the stream however it ends: done, an error event, or cancelled."""
             try:
-                await events.put(("done", await queue.run(_generate, entry, req, labels, on_step)))
-            except Busy:
-                await events.put(("error", {"error": "the server is busy; try again in a few seconds"}))
+                result = await _run_watched(job, request, _generate, entry, req, labels, on_step)
+                events.put_nowait(("done", result))
+            except Cancelled:
+                pass
             except GenlabError as e:
-                await events.put(("error", {"error": str(e)}))
-            await events.put(None)
+                events.put_nowait(("error", {"error": " ".join(str(e).splitlines())}))
+            except Exception as e:
+                log.exception("generation failed")
+                events.put_nowait(("error", {"error": INTERNAL.format(type(e).__name__)}))
+            finally:
+                events.put_nowait(None)
 
         task = asyncio.create_task(produce())
+        background.add(task)
+        task.add_done_callback(background.discard)
 
         async def stream():
-            while (item := await events.get()) is not None:
-                yield f"event: {item[0]}\ndata: {json.dumps(item[1])}\n\n"
-            await task
+            try:
+                while (item := await events.get()) is not None:
+                    yield f"event: {item[0]}\ndata: {json.dumps(item[1])}\n\n"
+            finally:  # the job is over, or the client left (the stream was closed): stop computing
+                job.cancel.set()
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return EventStream(stream())
 
-    @app.post("/api/attack")
+    @app.post("/api/attack", responses=_errors(403, 404, 415, 422, 429, 503))
     async def attack(
         request: Request,
-        model: str = Form(..., description="A classifier run's name"),
-        attack: str = Form("fgsm", description="fgsm or pgd"),
-        eps: float = Form(0.1, description="L-inf budget on [0, 1] images"),
-        steps: int = Form(10, description="PGD steps"),
-        index: int | None = Form(None, description="A held-out image of the classifier's data"),
-        image: UploadFile | None = File(None, description="Or an image of your own (PNG, JPEG, BMP, GIF)"),
+        model: Annotated[str, Form(max_length=MAX_NAME_CHARS, description="A classifier run's name")],
+        attack: Annotated[str, Form(max_length=MAX_NAME_CHARS, description="fgsm or pgd")] = "fgsm",
+        eps: Annotated[float, Form(description="L-inf budget on [0, 1] images")] = 0.1,
+        steps: Annotated[int, Form(description="PGD steps")] = 10,
+        index: Annotated[int | None, Form(description="A held-out image of the classifier's data")] = None,
+        image: Annotated[
+            UploadFile | None, File(description="Or an image of your own (PNG, JPEG, BMP, GIF)")
+        ] = None,
     ) -> dict[str, Any]:
         """Attack a classifier on one image; the adversarial image, the perturbation magnified, and the
         top predictions before and after."""
@@ -373,11 +512,14 @@ def create_app(
             x = image_from_bytes(data, cfg.image_size, cfg.in_channels, limits.max_side)[None]
         else:
             assert index is not None
-            if not 0 <= index < len(entry.data):
-                raise Rejected(422, f"index must be between 0 and {len(entry.data) - 1} (got {index})")
+            count = len(entry.data) if entry.data is not None else 0
+            if count == 0:
+                raise Rejected(422, f"{entry.name} serves no held-out images; upload an image instead")
+            if not 0 <= index < count:
+                raise Rejected(422, f"index must be between 0 and {count - 1} (got {index})")
             x = entry.data.images[index : index + 1]
             label = int(entry.data.labels[index]) if entry.data.labels is not None else None
-        admit(request)
-        return await queue.run(_attack, entry, x, label, attack, eps, steps)
+        job = admit(request)
+        return await _run_watched(job, request, _attack, entry, x, label, attack, eps, steps)
 
     return app

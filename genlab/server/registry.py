@@ -3,6 +3,7 @@ and never names a path."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from genlab import rundir
 from genlab.errors import GenlabError
 
 GENERATORS = ("diffusion", "text-to-image", "gan")
+FOLDER_PREFIX = "folder:"
 
 
 @dataclass
@@ -22,7 +24,7 @@ class Entry:
     kind: str  # diffusion | text-to-image | gan | classifier
     model: Any  # a pipeline, or the classifier network
     class_names: list[str] = field(default_factory=list)
-    data: Any = None  # a classifier's validation images, for the attack playground
+    data: Any = None  # a classifier's held-out images, for the attack playground (None: none served)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "classes": self.class_names}
@@ -33,19 +35,57 @@ class Entry:
                 out["upscaler"] = bool(self.model.upscale)
         else:
             cfg = self.model.config
-            out.update(channels=cfg.in_channels, image_size=cfg.image_size, dataset_images=len(self.data))
+            images = len(self.data) if self.data is not None else 0
+            out.update(channels=cfg.in_channels, image_size=cfg.image_size, dataset_images=images)
         return out
 
 
-def _load(run: Path, device: torch.device) -> Entry:
+def data_folder(spec: str) -> Path | None:
+    """The folder a ``folder:PATH`` data spec names, resolved as the loader resolves it (relative to the
+    working directory, symbolic links followed); None for a built-in dataset."""
+    text = spec.strip()
+    if not text.lower().startswith(FOLDER_PREFIX):
+        return None
+    return Path(text[len(FOLDER_PREFIX) :]).expanduser().resolve()
+
+
+def may_show(spec: str, run: Path, data_roots: Iterable[str | Path] = ()) -> bool:
+    """Whether the server may publish the held-out images of a run trained on ``spec``.
+
+    A run's config.json is written by whoever made the run; served as is, ``folder:/home/you/photos`` in
+    it would publish that folder to every client. So only built-in datasets (public anyway) and folders
+    inside the run directory, or inside a folder the operator names (``genlab serve --data-root``), are
+    shown."""
+    folder = data_folder(spec)
+    if folder is None:
+        return True
+    for root in (run, *data_roots):
+        top = Path(root).expanduser().resolve()
+        if folder == top or top in folder.parents:
+            return True
+    return False
+
+
+def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: list[str]) -> Entry:
     config = rundir.read_config(run)
     kind = config.get("kind")
     names = list(config.get("class_names") or [])
     if kind == "classifier":
-        from genlab.classification.evaluate import load_classifier_run
+        spec = str((config.get("data") or {}).get("name", ""))
+        if may_show(spec, run, data_roots):
+            from genlab.classification.evaluate import load_classifier_run
 
-        model, val, names = load_classifier_run(run, device)
-        return Entry(run.name, run, "classifier", model, names, val)
+            model, val, names = load_classifier_run(run, device)
+            return Entry(run.name, run, "classifier", model, names, val)
+        from genlab.nn import Classifier
+
+        model = Classifier.from_pretrained(run, device=device)
+        names = list(model.config.class_names) or [str(i) for i in range(model.config.num_classes)]
+        notes.append(
+            f"{run.name}: its held-out images are not served (its data, {spec}, lies outside the run "
+            "directory; --data-root FOLDER serves data inside FOLDER); uploads still work"
+        )
+        return Entry(run.name, run, "classifier", model, names, None)
     if kind == "gan":
         from genlab.pipelines.gan import GANPipeline
 
@@ -62,14 +102,24 @@ def _load(run: Path, device: torch.device) -> Entry:
 
 
 class Registry:
-    """Name -> loaded run. Names are the run directories' names, made unique with -2, -3..."""
+    """Name -> loaded run. Names are the run directories' names, made unique with -2, -3...
 
-    def __init__(self, runs: list[str | Path], device: str | torch.device = "cpu"):
+    ``data_roots``: folders whose images a classifier's held-out split may show besides built-in datasets
+    and folders inside the run directory (see may_show). ``notes`` says what was left out and why."""
+
+    def __init__(
+        self,
+        runs: list[str | Path],
+        device: str | torch.device = "cpu",
+        data_roots: Iterable[str | Path] = (),
+    ):
         if not runs:
             raise GenlabError("give at least one run to serve")
         self.entries: dict[str, Entry] = {}
+        self.notes: list[str] = []
+        roots = tuple(Path(r) for r in data_roots)
         for run in runs:
-            entry = _load(Path(run), torch.device(device))
+            entry = _load(Path(run), torch.device(device), roots, self.notes)
             name, k = entry.name, 2
             while name in self.entries:
                 name, k = f"{entry.name}-{k}", k + 1
