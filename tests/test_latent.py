@@ -190,6 +190,15 @@ def test_vae_latent_dit_and_upscale_commands(tmp_path):
     small = save_grid(tmp_path / "small.png", torch.rand(1, 1, 4, 4), scale=1)
     _run("edit", "upscale", str(up), str(small), "--steps", "2", "--out", str(tmp_path / "u2.png"))
 
+    from genlab.pipelines import DiffusionPipeline, load_pipeline
+
+    for run in (ldm, dit, up, base):  # latent, transformer and upscaler runs: one loader serves them all
+        assert type(load_pipeline(run, device="cpu")) is DiffusionPipeline
+    assert load_pipeline(up, device="cpu").upscale == 2
+    assert load_pipeline(ldm, device="cpu").image_shape == (1, 8)  # the pixels the decoder makes
+    with pytest.raises(GenlabError, match="vae run"):
+        load_pipeline(vae)
+
     assert "not an upscaler" in _fails("edit", "upscale", str(ldm), str(small))
     assert "give them" in _fails("sample", str(up), "--steps", "2", "--out", str(tmp_path / "x.png"))
     assert "not both" in _fails("edit", "upscale", str(up), str(small), "--base", str(base))

@@ -1,6 +1,15 @@
 """Ready-to-use generators built from run directories, in the manner of diffusers pipelines."""
 
+from genlab.pipelines.auto import PIPELINE_KINDS, load_pipeline, pipeline_kind
 from genlab.pipelines.diffusion import DiffusionPipeline, PipelineOutput
 from genlab.pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
 
-__all__ = ["DiffusionPipeline", "PipelineOutput", "TextToImageOutput", "TextToImagePipeline"]
+__all__ = [
+    "PIPELINE_KINDS",
+    "DiffusionPipeline",
+    "PipelineOutput",
+    "TextToImageOutput",
+    "TextToImagePipeline",
+    "load_pipeline",
+    "pipeline_kind",
+]

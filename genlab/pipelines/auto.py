@@ -1,0 +1,59 @@
+"""`load_pipeline`: the pipeline that serves a run, read from its ``config.json``, as diffusers'
+``AutoPipeline`` picks a pipeline class from ``model_index.json``. Every caller that turns a run
+directory into a generator (the CLI's sample, edit and eval, the benchmarks, the web app) goes through
+it, so the decision is made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from genlab import rundir
+from genlab.errors import GenlabError
+
+#: The kinds of run a pipeline serves, as ``pipeline_kind`` names them.
+PIPELINE_KINDS = ("diffusion", "text-to-image", "gan")
+
+
+def pipeline_kind(config: dict) -> str:
+    """``"diffusion"``, ``"text-to-image"`` or ``"gan"`` for a run's config; GenlabError for a run that
+    makes no images (a classifier, CLIP, a VAE, a segmentation U-Net)."""
+    kind = config.get("kind")
+    if kind == "gan":
+        return "gan"
+    if kind == "diffusion":
+        diffusion = config.get("diffusion")
+        cond = diffusion.get("cond") if isinstance(diffusion, dict) else None
+        return "text-to-image" if cond == "text" else "diffusion"
+    raise GenlabError(
+        f"this is a {kind} run; pipelines load the runs that make images: diffusion (class, unconditional, "
+        "text-to-image, latent, upscaler) and GAN runs"
+    )
+
+
+def load_pipeline(
+    run: str | Path,
+    device: str | torch.device = "auto",
+    use_ema: bool = True,
+    precision: str = "auto",
+):
+    """The pipeline for ``run``: a `DiffusionPipeline` (class-conditional, unconditional, latent or
+    upscaler), a `TextToImagePipeline` or a `GANPipeline`. ``precision`` applies to the diffusion
+    pipelines (a GAN draws in one forward pass, in float32)."""
+    run = Path(run)
+    try:
+        kind = pipeline_kind(rundir.read_config(run))
+    except GenlabError as e:
+        raise GenlabError(f"{run}: {e}") from None
+    if kind == "gan":
+        from genlab.pipelines.gan import GANPipeline
+
+        return GANPipeline.from_pretrained(run, device=device, use_ema=use_ema)
+    if kind == "text-to-image":
+        from genlab.pipelines.text_to_image import TextToImagePipeline
+
+        return TextToImagePipeline.from_pretrained(run, device=device, use_ema=use_ema, precision=precision)
+    from genlab.pipelines.diffusion import DiffusionPipeline
+
+    return DiffusionPipeline.from_pretrained(run, device=device, use_ema=use_ema, precision=precision)
