@@ -80,7 +80,8 @@ class ErrorBody(BaseModel):
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses an endpoint may answer, all ``{"error": str}``."""
+    """OpenAPI entries for the error statuses an endpoint may answer, all ``{"error": str}`` as JSON (spelt
+    out: FastAPI would give a ``model`` the route's media type, image/png or text/event-stream)."""
     why = {
         400: "a host name this server does not answer, or a malformed body",
         403: "a cross-site request",
@@ -92,7 +93,23 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         500: "the server failed (its log has the details)",
         503: "the request was cancelled: its client went away",
     }
-    return {s: {"model": ErrorBody, "description": why[s]} for s in (400, 413, 500, *statuses)}
+    json_error = {"application/json": {"schema": ErrorBody.model_json_schema()}}
+    return {s: {"description": why[s], "content": json_error} for s in (400, 413, 500, *statuses)}
+
+
+# One server-sent event of /api/generate/stream (OpenAPI before 3.2 describes an event stream by its events).
+EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "done", "error"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+        },
+    },
+    "required": ["event", "data"],
+}
 
 
 class Rejected(Exception):
@@ -433,7 +450,7 @@ def create_app(
     @app.post(
         "/api/generate/stream",
         response_class=EventStream,
-        responses={200: {"content": {"text/event-stream": {}}}, **_errors(403, 404, 422, 429)},
+        responses={200: {"content": {"text/event-stream": {"schema": EVENT}}}, **_errors(403, 404, 422, 429)},
     )
     async def generate_stream(req: GenerateRequest, request: Request) -> EventStream:
         """The same, as server-sent events: ``progress`` (step, total, and the images the model now

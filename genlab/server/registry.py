@@ -89,7 +89,8 @@ def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: 
     if kind == "gan":
         from genlab.pipelines.gan import GANPipeline
 
-        return Entry(run.name, run, "gan", GANPipeline.from_pretrained(run, device=device), names)
+        pipe = GANPipeline.from_pretrained(run, device=device)  # an unconditional GAN offers no classes
+        return Entry(run.name, run, "gan", pipe, names if pipe.num_classes else [])
     if kind == "diffusion":
         from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
 
