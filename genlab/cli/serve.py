@@ -16,7 +16,12 @@ _LIMITS = ServerLimits()  # the defaults, written once (in the dataclass)
 
 @cli.command("serve")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; the default keeps the server to this machine.",
+)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True, help="Where the models run (cpu, cuda).")
 @click.option(
