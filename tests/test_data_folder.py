@@ -201,3 +201,76 @@ def test_metadata_naming_a_corrupt_image(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
     write_metadata(tmp_path, [{"file_name": "bad.jpg", "text": "x"}])
     expect_error(tmp_path, "bad.jpg")
+
+
+@pytest.mark.parametrize("label", [1_000_000_000, 10**40])
+def test_integer_labels_far_beyond_the_images_are_refused(tmp_path, label):
+    """A label of a billion would make a billion class names (7.5 GB) before anything else was said."""
+    solid(tmp_path / "a.png", RED)
+    solid(tmp_path / "b.png", BLUE)
+    write_metadata(
+        tmp_path,
+        [
+            {"file_name": "a.png", "text": "x", "label": 0},
+            {"file_name": "b.png", "text": "y", "label": label},
+        ],
+    )
+    expect_error(tmp_path, "line 2", str(label), "class indices")
+
+
+def test_sparse_integer_labels_within_reason_still_load(tmp_path):
+    solid(tmp_path / "a.png", RED)
+    solid(tmp_path / "b.png", BLUE)
+    write_metadata(
+        tmp_path,
+        [{"file_name": "a.png", "text": "x", "label": 3}, {"file_name": "b.png", "text": "y", "label": 999}],
+    )
+    ds = load_dataset(f"folder:{tmp_path}", "all")
+    assert len(ds.class_names) == 1000 and ds.labels.tolist() == [3, 999]
+
+
+@pytest.mark.parametrize("label", [-1, True, 1.5, None, [1]])
+def test_labels_that_are_not_class_indices_or_names_are_refused(tmp_path, label):
+    solid(tmp_path / "a.png", RED)
+    line = {"file_name": "a.png", "text": "x", "label": label}
+    if label is None:  # "label": null on one line, a label on the other
+        solid(tmp_path / "b.png", BLUE)
+        write_metadata(tmp_path, [{"file_name": "b.png", "text": "y", "label": 0}, line])
+        expect_error(tmp_path, "line 2", "label")
+    else:
+        write_metadata(tmp_path, [line])
+        expect_error(tmp_path, "line 1", "label")
+
+
+@pytest.mark.parametrize("how", ["dot-dot", "absolute", "link", "link-in-a-folder"])
+def test_file_names_out_of_the_folder_are_refused(tmp_path, how):
+    """metadata.jsonl may only name files inside the folder: no '..', no absolute path, no link out."""
+    data = tmp_path / "data"
+    solid(data / "a.png", RED)
+    secret = solid(tmp_path / "secret.png", BLUE)
+    (data / "sub").mkdir()
+    (data / "link.png").symlink_to(secret)
+    (data / "sub" / "out").symlink_to(tmp_path, target_is_directory=True)
+    name = {
+        "dot-dot": "../secret.png",
+        "absolute": str(secret),
+        "link": "link.png",
+        "link-in-a-folder": "sub/out/secret.png",
+    }[how]
+    write_metadata(data, [{"file_name": "a.png", "text": "x"}, {"file_name": name, "text": "y"}])
+    expect_error(data, "metadata.jsonl, line 2", repr(name), "outside")
+
+
+def test_links_out_of_class_folders_and_loose_images_are_refused(tmp_path):
+    secret = solid(tmp_path / "secret.png", BLUE)
+    data = tmp_path / "classes"
+    solid(data / "cats" / "a.png", RED)
+    (data / "cats" / "b.png").symlink_to(secret)
+    expect_error(data, "b.png", "outside")
+    loose = tmp_path / "loose"
+    solid(loose / "a.png", RED)
+    (loose / "b.png").symlink_to(secret)
+    expect_error(loose, "b.png", "outside")
+    (loose / "b.png").unlink()
+    (loose / "c.png").symlink_to(loose / "a.png")  # a link inside the folder is fine
+    assert len(load_dataset(f"folder:{loose}", "all")) == 2

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
 from genlab.nn.classifier import Normalize, conv_stage
 from genlab.nn.pretrained import PretrainedMixin
@@ -41,6 +42,15 @@ class CLIPConfig:
     max_logit_scale: float = 100.0  # exp(t) is clipped here "to prevent training instability"
 
     def __post_init__(self) -> None:
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, 1, MAX_SIDE)
+        check_range("the number of widths", len(self.widths), 0, MAX_DEPTH)
+        for w in self.widths:
+            check_range("every width of the image tower", w, 1, MAX_WIDTH)
+        check_range("--image-hidden", self.image_hidden, 1, MAX_WIDTH)
+        check_range("--embed-dim", self.embed_dim, 1, MAX_WIDTH)
+        if not all(s > 0 for s in self.std):
+            raise GenlabError(f"std must be positive (got {self.std})")
         self.mean = tuple(self.mean) or (0.5,) * self.in_channels
         self.std = tuple(self.std) or (0.5,) * self.in_channels
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:

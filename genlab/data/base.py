@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genlab.checks import MAX_SIDE, check_fraction, check_range
 from genlab.errors import GenlabError
 
 
@@ -84,6 +85,11 @@ class DataConfig:
     split_seed: int = 0
     val_fraction: float = 0.1
     image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_fraction("--val-fraction", self.val_fraction)
+        if self.image_size is not None:
+            check_range("--image-size", self.image_size, 1, MAX_SIDE)
 
 
 @dataclass(frozen=True)

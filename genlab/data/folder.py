@@ -2,12 +2,17 @@
 
 Captions come from the first of these that the folder has:
 1. ``metadata.jsonl``: one JSON object per line, ``{"file_name": "a.png", "text": "a caption"}``, with an
-   optional ``"label"`` (int or string) on every line. Images the file does not name are left out.
+   optional ``"label"`` (a class name, or a class index 0..N-1) on every line. Images the file does not
+   name are left out.
 2. Class sub-folders (``cats/``, ``dogs/``): the label is the index of the sorted folder name and the
    caption is the folder name with ``_`` and ``-`` read as spaces.
 3. Plain images: the caption is the file name without extension, ``_`` and ``-`` read as spaces.
 Hidden files and folders (names starting with ".") are ignored: macOS writes ``._photo.png`` files that
 carry an image extension but hold no image.
+
+The folder is all that is read: a file name with ``..``, an absolute path, or a link to a file elsewhere
+is refused, so a dataset downloaded from anywhere cannot make genlab (or the web app serving its images)
+read other files of the machine.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ from pathlib import Path
 
 import torch
 
+from genlab.checks import MAX_SIDE, check_pixels, check_range
 from genlab.data.base import ImageDataset
 from genlab.data.images import IMAGE_EXTENSIONS, is_grayscale_file, load_image
 from genlab.errors import GenlabError
 
 METADATA_FILE = "metadata.jsonl"
 FOLDER_IMAGE_SIZE = 32
+# Integer labels are class indices, and the class list runs from 0 to the largest; it may be longer than
+# the folder has images (a few samples of a 1000-class set), but not arbitrarily: "label": 1000000000
+# would make a billion class names and exhaust the memory before anything else could be said.
+MAX_SPARSE_CLASSES = 1000
 _EXAMPLE_LINE = '{"file_name": "a.png", "text": "a caption"}'
 
 
@@ -42,6 +52,11 @@ def _visible(path: Path) -> bool:
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _outside(root: Path, path: Path) -> bool:
+    """True when ``path``, with ``..`` and symbolic links followed, is not inside ``root``."""
+    return not path.resolve().is_relative_to(root.resolve())
 
 
 def _words(name: str) -> str:
@@ -78,6 +93,12 @@ def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
         if not isinstance(text, str) or not text.strip():
             raise malformed(lineno, f'missing or empty "text" for {file_name!r}')
         image = root / file_name
+        if Path(file_name).is_absolute() or _outside(root, image):
+            raise fail(
+                lineno,
+                f"{file_name!r} points outside {root}; name files inside the folder, relative to it "
+                "(no '..', no absolute paths, no links to files elsewhere)",
+            )
         if not image.is_file():
             raise fail(
                 lineno, f"{file_name!r} does not exist in {root}; file names are relative to that folder"
@@ -108,6 +129,15 @@ def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
     if len(kinds) > 1:
         first = next(e for e in entries if type(e.label) is not type(entries[0].label))
         raise fail(first.line, "labels mix numbers and names; use one kind for all lines")
+    if kinds == {int}:
+        largest = max(entries, key=lambda e: e.label)
+        limit = max(len(entries), MAX_SPARSE_CLASSES)
+        if largest.label >= limit:
+            raise fail(
+                largest.line,
+                f'"label" {largest.label} is too large: integer labels are class indices 0..N-1, and '
+                f"{len(entries)} images have at most {limit} classes; renumber them, or use class names",
+            )
     return entries
 
 
@@ -165,8 +195,7 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None) -> Image
     the line of metadata.jsonl) for anything unreadable or inconsistent.
     """
     size = FOLDER_IMAGE_SIZE if image_size is None else image_size
-    if size < 1:
-        raise GenlabError(f"image_size must be a positive number of pixels, got {size}")
+    check_range("image_size", size, 1, MAX_SIDE)
     root = Path(path).expanduser()
     if not root.exists():
         raise GenlabError(f"dataset folder not found: {root}; check the path after 'folder:'")
@@ -176,8 +205,15 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None) -> Image
         )
 
     entries = _find_entries(root)
+    for entry in entries:  # class folders and loose images may be links too
+        if _outside(root, entry.path):
+            raise GenlabError(
+                f"{entry.path} is a link to {entry.path.resolve()}, outside {root}; copy the file into "
+                "the folder instead"
+            )
     # Reading headers first costs little and avoids decoding everything twice to learn the channel count.
     channels = 1 if all(is_grayscale_file(e.path) for e in entries) else 3
+    check_pixels(len(entries), channels, size)
     images = torch.empty(len(entries), channels, size, size)
     for i, entry in enumerate(entries):
         images[i] = load_image(entry.path, size=size, channels=channels)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from numbers import Integral
 from pathlib import Path
 
+from genlab.checks import MAX_SIDE, check_pixels, check_range
 from genlab.data.base import DatasetInfo, ImageDataset, split_indices
 from genlab.data.digits import DIGITS_COUNT, DIGITS_SIZE, load_digits
 from genlab.data.folder import FOLDER_IMAGE_SIZE, load_folder
@@ -118,4 +119,8 @@ def _load_checked(spec: str, val_fraction: float, image_size: int | None) -> Ima
         isinstance(image_size, bool) or not isinstance(image_size, Integral) or image_size < 1
     ):
         raise GenlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    info = next((i for i in _CATALOGUE if i.name == spec.strip().lower()), None)
+    if info is not None and image_size is not None:  # a folder is checked once its images are counted
+        check_range("image_size", image_size, 1, MAX_SIDE)
+        check_pixels(info.size, info.channels, int(image_size))
     return _load_all(spec, None if image_size is None else int(image_size))

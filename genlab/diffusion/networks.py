@@ -8,6 +8,7 @@ run needs nothing but its own directory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class LatentConfig:
     net: dict[str, Any] = field(default_factory=dict)  # that network's config
     scale_factor: float = 1.0  # latents are multiplied by it before diffusion (Rombach et al., section G)
     vae_run: str = ""  # where the autoencoder was trained (a record; its weights are in this run)
+
+    def __post_init__(self) -> None:
+        if self.network not in _NETWORKS:
+            raise GenlabError(f"unknown network '{self.network}'; this genlab knows {', '.join(_NETWORKS)}")
+        if not 0 < self.scale_factor < math.inf:
+            raise GenlabError(f"the latent scale_factor must be a positive number (got {self.scale_factor})")
 
     @property
     def num_classes(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import MAX_TIMESTEPS, check_range
 from genlab.data import DataConfig, load_splits, save_grid
 from genlab.data.images import resize_batch
 from genlab.diffusion.generate import generate, to_model_space
@@ -38,6 +40,8 @@ from genlab.train.engine import Batch, Task
 CONDITIONS = ("none", "class", "text")
 NOISE_LEVELS = ("auto", "uniform", "lognormal")
 TEXT_DEFAULTS = dict(width=128, layers=2, heads=4)  # the text encoder trained jointly on small data
+
+
 @dataclass
 class DiffusionConfig:
     """What the network predicts and under which forward process; stored as config.json's ``diffusion``."""
@@ -84,6 +88,10 @@ class DiffusionConfig:
             raise GenlabError(f"unknown sampler '{self.sample_sampler}'; choose one of {', '.join(SAMPLERS)}")
         if self.backbone not in BACKBONES:
             raise GenlabError(f"unknown --backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        check_range("--timesteps", self.timesteps, 1, MAX_TIMESTEPS)
+        check_range("--sample-steps", self.sample_steps, 1, MAX_TIMESTEPS)
+        for name in ("p_mean", "p_std", "min_snr_gamma", "sample_guidance"):
+            check_range(name, getattr(self, name), -math.inf)  # any finite number
         if self.upscale not in (0, 2, 4):
             raise GenlabError(f"--upscale must be 2 or 4 (got {self.upscale})")
         if self.upscale and (self.latent or self.backbone != "unet"):

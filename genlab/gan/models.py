@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import MAX_BATCH, MAX_CLASSES, MAX_SIDE, MAX_WIDTH, check_fraction, check_range
 from genlab.diffusion.generate import to_images, to_model_space
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import PretrainedMixin
@@ -45,8 +46,14 @@ class GANConfig:
             raise GenlabError(f"unknown discriminator norm '{self.d_norm}'; choose one of {', '.join(NORMS)}")
         if self.z_dim < 1 or self.width < 1:
             raise GenlabError(f"--z-dim and --width must be positive (got {self.z_dim}, {self.width})")
-        if not 0 <= self.dropout < 1:
-            raise GenlabError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        check_range("--z-dim", self.z_dim, 1, MAX_WIDTH)
+        check_range("--width", self.width, 1, MAX_WIDTH)
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, 1, MAX_SIDE)
+        check_range("num_classes", self.num_classes, 0, MAX_CLASSES)
+        check_range("--clusters", self.clusters, 0, MAX_CLASSES)
+        check_range("--pack", self.pack, 1, MAX_BATCH)
+        check_fraction("--dropout", self.dropout)
         if self.pack < 1 or (self.pack > 1 and self.conditions):
             raise GenlabError(
                 f"--pack must be 1 or more, and 1 for a conditional GAN (got {self.pack}, arch {self.arch})"

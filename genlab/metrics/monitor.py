@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from genlab.checks import MAX_BATCH, check_range
 from genlab.data import DataConfig, ImageDataset
 from genlab.errors import GenlabError
 
@@ -32,6 +33,7 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         if self.samples < 0:
             raise GenlabError(f"--eval-samples must be 0 (off) or positive (got {self.samples})")
+        check_range("--eval-samples", self.samples, 0, MAX_BATCH)
 
 
 def monitor_extractor(monitor: MonitorConfig, data: DataConfig, log: Callable[[str], None] = print):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab.checks import MAX_CLASSES, MAX_DEPTH, MAX_SIDE, MAX_WIDTH, check_fraction, check_range
+from genlab.errors import GenlabError
 from genlab.nn.pretrained import PretrainedMixin
 
 
@@ -25,6 +27,28 @@ class ClassifierConfig:
     mean: tuple[float, ...] = (0.5,)  # per-channel statistics of the training data, measured at build time
     std: tuple[float, ...] = (0.5,)
     class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, 1, MAX_SIDE)
+        check_range("num_classes", self.num_classes, 1, MAX_CLASSES)
+        check_range("the number of --widths", len(self.widths), 0, MAX_DEPTH)
+        for w in self.widths:
+            check_range("every --widths entry", w, 1, MAX_WIDTH)
+        check_range("--hidden", self.hidden, 1, MAX_WIDTH)
+        check_fraction("--dropout", self.dropout)
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise GenlabError(f"mean and std need one value per input channel ({self.in_channels})")
+        if not all(s > 0 for s in self.std):
+            raise GenlabError(f"std must be positive (got {self.std})")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise GenlabError(
+                f"class_names names {len(self.class_names)} classes, the classifier has {self.num_classes}"
+            )
+        if self.image_size // 2 ** len(self.widths) < 1:
+            raise GenlabError(
+                f"image_size {self.image_size} is too small for {len(self.widths)} pooling stages"
+            )
 
 
 class Normalize(nn.Module):
@@ -61,8 +85,6 @@ class Classifier(PretrainedMixin, nn.Module):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = config
-        if len(config.mean) != config.in_channels or len(config.std) != config.in_channels:
-            raise ValueError("mean and std need one value per input channel")
         self.normalize = Normalize(config.mean, config.std)
         stages, c = [], config.in_channels
         for w in config.widths:
@@ -70,10 +92,6 @@ class Classifier(PretrainedMixin, nn.Module):
             c = w
         self.body = nn.Sequential(*stages)
         side = config.image_size // 2 ** len(config.widths)
-        if side < 1:
-            raise ValueError(
-                f"image_size {config.image_size} is too small for {len(config.widths)} pooling stages"
-            )
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(config.dropout),

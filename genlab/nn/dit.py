@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab.checks import MAX_CLASSES, MAX_DEPTH, MAX_SIDE, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
 from genlab.nn.attention import MultiHeadAttention, masked_mean
 from genlab.nn.embeddings import sinusoidal_embedding
@@ -34,6 +35,16 @@ class DiTConfig:
     out_channels: int = 0  # 0: same as in_channels
 
     def __post_init__(self) -> None:
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, 1, MAX_SIDE)
+        check_range("--patch-size", self.patch_size, 1, self.image_size)
+        check_range("--dit-width", self.width, 1, MAX_WIDTH)
+        check_range("--dit-depth", self.depth, 1, MAX_DEPTH)
+        check_range("--dit-heads", self.heads, 1, self.width)
+        check_range("mlp_ratio", self.mlp_ratio, 0.01, MAX_DEPTH)
+        check_range("num_classes", self.num_classes, 0, MAX_CLASSES)
+        check_range("context_dim", self.context_dim, 0, MAX_WIDTH)
+        check_range("out_channels", self.out_channels, 0, MAX_WIDTH)
         if self.image_size % self.patch_size:
             raise GenlabError(
                 f"the image side {self.image_size} must be a multiple of the patch size {self.patch_size}"

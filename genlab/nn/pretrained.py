@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
+import math
+import threading
+import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,6 +17,7 @@ import torch
 from torch import nn
 
 from genlab import rundir
+from genlab.checks import MAX_PARAMETERS
 from genlab.errors import GenlabError
 
 
@@ -18,35 +25,148 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_from_dict(cls: type, data: dict[str, Any], source: str = "config") -> Any:
-    """Build dataclass ``cls`` from JSON data, turning lists back into tuples and naming unknown keys."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
+def config_from_dict(cls: type, data: Any, source: str = "config") -> Any:
+    """Build dataclass ``cls`` from JSON data, checking every value against its field's type hint.
+
+    ``data`` comes from a file anyone may have edited, so nothing is trusted: a section that is not an
+    object, an unknown key, a value of the wrong type (``"32"`` or ``32.5`` where a whole number belongs,
+    ``null``, ``NaN``, a list of the wrong length) is a one-line GenlabError naming the section and the
+    field, and the ranges are then checked by ``cls`` itself (its ``__post_init__``). Lists become tuples.
+    """
+    if not isinstance(data, dict):
+        raise GenlabError(f"{source} must be a JSON object of settings, got {_show(data)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
     if unknown:
         raise GenlabError(
-            f"{source} has settings this genlab does not know ({', '.join(unknown)}); "
+            f"{source} has settings this genlab does not know ({', '.join(map(str, unknown))}); "
             "it was written by another version of genlab"
         )
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints.get(key)
-        nested = hint if dataclasses.is_dataclass(hint) else None
-        if nested is None:  # an optional section, e.g. ``DiTConfig | None``
-            nested = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-        if isinstance(value, list) and "tuple" in str(hint):
-            value = tuple(value)
-        elif isinstance(value, dict) and nested is not None:  # a nested config section
-            value = config_from_dict(nested, value, f"{source} '{key}'")
-        kwargs[key] = value
-    return cls(**kwargs)
+    kwargs = {key: _checked(value, hints[key], source, key) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except GenlabError as e:
+        raise GenlabError(f"{source}: {e}") from None
+
+
+def _show(value: Any) -> str:
+    """``value`` as JSON, shortened, for an error message."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(hint: Any) -> str:
+    """What a value of type ``hint`` is, in words: "a whole number", "a list of 2 numbers"..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    words = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
+    return words.get(hint, "a JSON object")
+
+
+def _checked(value: Any, hint: Any, source: str, name: str) -> Any:
+    """``value`` as the type ``hint`` of field ``name`` of section ``source``, or a GenlabError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]):  # an optional section
+            return config_from_dict(options[0], value, f"{source} '{name}'")
+        for option in options:
+            try:
+                return _checked(value, option, source, name)
+            except GenlabError:
+                continue
+    elif dataclasses.is_dataclass(hint):  # a nested section
+        return config_from_dict(hint, value, f"{source} '{name}'")
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)) and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_checked(v, args[0], source, f"{name}[{i}]") for i, v in enumerate(value))
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(
+                _checked(v, a, source, f"{name}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if math.isfinite(number):
+                return number
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is Any:
+        return value
+    elif (origin or hint) is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        raise TypeError(f"config_from_dict cannot check a field of type {hint}")  # a genlab bug
+    raise GenlabError(f"{source}: {name} must be {_describe(hint)}, got {_show(value)}")
+
+
+_sizing = threading.local()  # .active: a network is being built on the meta device to be counted
+
+
+def count_numbers(cls: type, config: Any) -> int:
+    """How many numbers (parameters and buffers) ``cls(config)`` holds, counted on a copy built on the meta
+    device, which has shapes but no storage: nothing is allocated, however large the config asks.
+
+    A config the network cannot be built from fails here as it would when built (a GenlabError; any
+    other exception, such as a size beyond int64, becomes one)."""
+    before = getattr(_sizing, "active", False)
+    _sizing.active = True  # the networks built inside this one are not counted again
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "copying ... to a meta parameter is a no-op"
+            model = cls(config)
+    except GenlabError:
+        raise
+    except Exception as e:
+        raise GenlabError(
+            f"cannot build a {cls.__name__} from this config ({type(e).__name__}: {e})"
+        ) from None
+    finally:
+        _sizing.active = before
+    return sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
 
 
 class PretrainedMixin:
-    """Mix into an ``nn.Module`` whose ``__init__`` takes one config dataclass stored as ``self.config``."""
+    """Mix into an ``nn.Module`` whose ``__init__`` takes one config dataclass stored as ``self.config``.
+
+    Every such network is sized before it is built (``__new__``): a config from a file or the command
+    line may ask for billions of parameters, and building them would only fail after trying to allocate
+    tens of gigabytes; beyond ``genlab.checks.MAX_PARAMETERS`` it is refused in one line instead.
+    """
 
     kind: ClassVar[str]
     config_class: ClassVar[type]
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        config = args[0] if args else kwargs.get("config")
+        if config is not None and not getattr(_sizing, "active", False):
+            numbers = count_numbers(cls, config)
+            if numbers > MAX_PARAMETERS:
+                raise GenlabError(
+                    f"this {cls.__name__} config asks for {numbers / 1e9:.1f} billion parameters, more than "
+                    f"the {MAX_PARAMETERS / 1e9:g} billion genlab builds; make it narrower or shallower"
+                )
+        return super().__new__(cls)
 
     def save_pretrained(self, run_dir: str | Path, ema: nn.Module | None = None, **sections: Any) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (and ``ema.safetensors`` when ``ema`` is given)."""
@@ -63,7 +183,7 @@ class PretrainedMixin:
     def from_pretrained(cls, run_dir: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"):
         """Load a run written by ``save_pretrained`` or by training (its EMA weights when present)."""
         config = rundir.read_config(run_dir, kind=cls.kind)
-        model_config = config_from_dict(cls.config_class, config.get("model", {}), f"{run_dir}/config.json")
+        model_config = config_from_dict(cls.config_class, config["model"], f"{run_dir}/config.json 'model'")
         model = cls(model_config)
         run_dir = Path(run_dir)
         path = run_dir / rundir.EMA_FILE if use_ema and (run_dir / rundir.EMA_FILE).is_file() else None

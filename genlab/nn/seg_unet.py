@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab.checks import MAX_CLASSES, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import PretrainedMixin
+
+MAX_POOLINGS = 12  # deeper, the smallest input that fits is larger than any image genlab takes
 
 
 @dataclass
@@ -28,6 +31,11 @@ class SegUNetConfig:
     def __post_init__(self) -> None:
         if self.depth < 1 or self.base_channels < 1 or self.num_classes < 2:
             raise GenlabError("the U-Net needs depth >= 1, base channels >= 1 and at least 2 classes")
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_range("num_classes", self.num_classes, 2, MAX_CLASSES)
+        check_range("--depth", self.depth, 1, MAX_POOLINGS)  # the width doubles at every level
+        check_range("--base-channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("out_channels", self.out_channels, 0, MAX_WIDTH)
 
 
 def output_size(input_size: int, depth: int) -> int:

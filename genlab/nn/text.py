@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genlab.checks import MAX_DEPTH, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, check_fraction, check_range
 from genlab.errors import GenlabError
 from genlab.nn.attention import MultiHeadAttention
 from genlab.nn.embeddings import sinusoidal_embedding
@@ -44,6 +45,8 @@ class TokenizerConfig:
             raise GenlabError(f"unknown tokenizer '{self.kind}'; choose one of {', '.join(TOKENIZERS)}")
         if self.max_length < 2:
             raise GenlabError(f"a tokenizer's max_length must be at least 2 (got {self.max_length})")
+        check_range("a tokenizer's max_length", self.max_length, 2, MAX_TOKENS)
+        check_range("the tokenizer's vocabulary size", len(self.vocab), 0, MAX_VOCAB)
 
 
 @dataclass
@@ -115,6 +118,17 @@ class TextEncoderConfig:
     heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("the text encoder's vocab_size", self.vocab_size, 1, MAX_VOCAB)
+        check_range("the text encoder's max_length", self.max_length, 1, MAX_TOKENS)
+        check_range("the text encoder's width", self.width, 1, MAX_WIDTH)
+        check_range("the text encoder's layers", self.layers, 1, MAX_DEPTH)
+        check_range("the text encoder's heads", self.heads, 1, self.width)
+        if self.width % self.heads:
+            raise GenlabError(f"the text width {self.width} must be a multiple of the heads {self.heads}")
+        check_range("the text encoder's mlp_ratio", self.mlp_ratio, 1, MAX_DEPTH)
+        check_fraction("the text encoder's dropout", self.dropout)
 
 
 class Block(nn.Module):

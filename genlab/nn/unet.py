@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import MAX_CLASSES, MAX_DEPTH, MAX_SIDE, MAX_WIDTH, check_fraction, check_range
 from genlab.errors import GenlabError
 from genlab.nn.attention import CrossAttention2d, SelfAttention2d, masked_mean
 from genlab.nn.embeddings import sinusoidal_embedding
@@ -38,6 +39,25 @@ class UNetConfig:
     context_dim: int = 0  # >0: cross-attention to context tokens of this width at the attention levels
     coordinates: bool = False  # two input channels holding each pixel's (x, y): CoordConv
     lowres_channels: int = 0  # > 0: a super-resolution model, given a low-resolution image to sharpen
+
+    def __post_init__(self) -> None:
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        if self.out_channels is not None:
+            check_range("out_channels", self.out_channels, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, 1, MAX_SIDE)
+        check_range("--base-channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("the number of --channel-mults", len(self.channel_mults), 1, MAX_DEPTH)
+        for m in self.channel_mults:
+            check_range("every --channel-mults entry", m, 1, MAX_WIDTH)
+        check_range("--num-res-blocks", self.num_res_blocks, 1, MAX_DEPTH)
+        for level in self.attention_levels:
+            check_range("every --attention-levels entry", level, 0, MAX_DEPTH)
+        check_range("head_dim", self.head_dim, 1, MAX_WIDTH)
+        check_fraction("--dropout", self.dropout)
+        check_range("num_classes", self.num_classes, 0, MAX_CLASSES)
+        check_range("groups", self.groups, 1, MAX_WIDTH)
+        check_range("context_dim", self.context_dim, 0, MAX_WIDTH)
+        check_range("lowres_channels", self.lowres_channels, 0, MAX_WIDTH)
 
     @property
     def downsampling(self) -> int:

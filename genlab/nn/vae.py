@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import MAX_SIDE, MAX_WIDTH, check_range
 from genlab.diffusion.generate import to_images, to_model_space
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import PretrainedMixin
@@ -30,6 +31,11 @@ class VAEConfig:
     groups: int = 8  # GroupNorm groups
 
     def __post_init__(self) -> None:
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, 1, MAX_SIDE)
+        check_range("--latent-channels", self.latent_channels, 1, MAX_WIDTH)
+        check_range("--base-channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("groups", self.groups, 1, self.base_channels)
         if self.downsample not in DOWNSAMPLINGS:
             raise GenlabError(f"--downsample must be one of {', '.join(map(str, DOWNSAMPLINGS))}")
         if self.image_size % self.downsample:

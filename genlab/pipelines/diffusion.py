@@ -45,6 +45,18 @@ def class_index(name: str, class_names: list[str] | None, num_classes: int) -> i
         raise GenlabError(f"unknown class '{name}'; this model knows {known}") from None
 
 
+def checked_class_names(class_names: list[str] | None, num_classes: int) -> list[str] | None:
+    """A run's ``class_names``, refused when a class-conditional model has another number of classes:
+    names are looked up by class index, and a short list read from a damaged config.json would fail
+    there (an unconditional model keeps its data's names, unused)."""
+    if num_classes and class_names is not None and len(class_names) != num_classes:
+        raise GenlabError(
+            f"config.json's class_names names {len(class_names)} classes but the model has {num_classes}; "
+            "the run directory is damaged"
+        )
+    return class_names
+
+
 class DiffusionPipeline:
     """``DiffusionPipeline.from_pretrained(run)(num_images=16, class_labels=7, num_inference_steps=20)``."""
 
@@ -57,7 +69,7 @@ class DiffusionPipeline:
     ):
         self.unet, self.diffusion = unet.eval(), diffusion
         self.schedule = diffusion.noise_schedule()
-        self.class_names = class_names
+        self.class_names = checked_class_names(class_names, num_classes(unet))
         self.precision = check_precision(precision)  # of the network's forward passes (genlab.nn.precision)
 
     @classmethod

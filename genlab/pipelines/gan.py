@@ -10,7 +10,7 @@ import torch
 from genlab import rundir
 from genlab.errors import GenlabError
 from genlab.gan.models import GAN
-from genlab.pipelines.diffusion import PipelineOutput, class_index, tensor_to_pil
+from genlab.pipelines.diffusion import PipelineOutput, checked_class_names, class_index, tensor_to_pil
 from genlab.train.distributed import pick_device
 
 
@@ -18,7 +18,8 @@ class GANPipeline:
     """``GANPipeline.from_pretrained(run)(num_images=16, class_labels=7)``: one generator pass, no steps."""
 
     def __init__(self, gan: GAN, class_names: list[str] | None = None):
-        self.gan, self.class_names = gan.eval(), class_names
+        self.gan = gan.eval()
+        self.class_names = checked_class_names(class_names, gan.config.num_classes)
 
     @classmethod
     def from_pretrained(

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import MAX_SIDE, check_pixels, check_range
 from genlab.data import save_grid
 from genlab.data.base import ImageDataset
 from genlab.errors import GenlabError
@@ -45,6 +46,8 @@ class SegmentationConfig:
     def __post_init__(self) -> None:
         if self.train_images < 1 or self.val_images < 1 or self.w0 < 0 or self.sigma <= 0:
             raise GenlabError("cells: at least one training and one validation image, w0 >= 0, sigma > 0")
+        check_range("--size", self.size, 16, MAX_SIDE)
+        check_pixels(self.train_images + self.val_images, 1, self.size)
 
 
 def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        from genlab.checks import MAX_BATCH, check_fraction, check_range
         from genlab.errors import GenlabError
 
         if self.steps is not None and self.steps < 1:
@@ -43,3 +44,14 @@ class TrainConfig:
             raise GenlabError(f"--precision must be auto, bf16 or fp32 (got {self.precision!r})")
         if not 0 <= self.ema_decay < 1:
             raise GenlabError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+        if self.minutes is not None:
+            check_range("--minutes", self.minutes, 0)
+        check_range("--batch-size", self.batch_size, 1, MAX_BATCH)
+        check_fraction("min_lr_ratio", self.min_lr_ratio, closed=True)
+        check_fraction("beta1", self.beta1)
+        check_fraction("beta2", self.beta2)
+        for name in ("lr", "warmup_steps", "weight_decay", "grad_clip"):
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0)
+        check_range("--log-every", self.log_every, 1)
+        for name in ("eval_every", "sample_every", "checkpoint_every"):
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0)
