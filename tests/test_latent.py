@@ -196,7 +196,7 @@ def test_vae_latent_dit_and_upscale_commands(tmp_path):
         assert type(load_pipeline(run, device="cpu")) is DiffusionPipeline
     assert load_pipeline(up, device="cpu").upscale == 2
     assert load_pipeline(ldm, device="cpu").image_shape == (1, 8)  # the pixels the decoder makes
-    with pytest.raises(GenlabError, match="vae run"):
+    with pytest.raises(GenlabError, match="holds a 'vae' run"):
         load_pipeline(vae)
 
     assert "not an upscaler" in _fails("edit", "upscale", str(ldm), str(small))

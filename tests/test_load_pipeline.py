@@ -22,7 +22,7 @@ def test_every_kind_of_run_loads_through_load_pipeline(served_runs):
         num_images=2, class_labels=3, num_inference_steps=2, generator=g
     )
     assert images.tensors.shape[0] == 2
-    with pytest.raises(GenlabError, match="classifier run; pipelines load the runs that make images"):
+    with pytest.raises(GenlabError, match="holds a 'classifier' run, which makes no images"):
         load_pipeline(served_runs / "classifier")
 
 
@@ -30,7 +30,7 @@ def test_pipeline_kind_reads_the_config():
     assert pipeline_kind({"kind": "gan"}) == "gan"
     assert pipeline_kind({"kind": "diffusion", "diffusion": {"cond": "class"}}) == "diffusion"
     assert pipeline_kind({"kind": "diffusion", "diffusion": {"cond": "text"}}) == "text-to-image"
-    with pytest.raises(GenlabError, match="clip run"):
+    with pytest.raises(GenlabError, match="'clip' run"):
         pipeline_kind({"kind": "clip"})
 
 

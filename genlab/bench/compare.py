@@ -55,15 +55,9 @@ def describe(run: str | Path) -> dict[str, Any]:
 
 
 def _pipeline(run: str | Path):
-    from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
+    from genlab.pipelines import load_pipeline
 
-    config = rundir.read_config(run)
-    if config.get("kind") == "gan":
-        from genlab.pipelines.gan import GANPipeline
-
-        return GANPipeline.from_pretrained(run, device="cpu")
-    text = config.get("diffusion", {}).get("cond") == "text"
-    return (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(run, device="cpu")
+    return load_pipeline(run, device="cpu")
 
 
 def _sampler(pipe: Any, n: int, steps: int, guidance: float) -> Callable[[], object]:

@@ -103,7 +103,7 @@ def eval_cmd(
     from genlab.metrics.features import classifier_extractor, resolve_extractor
     from genlab.metrics.html import write_report
     from genlab.nn.pretrained import config_from_dict
-    from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
+    from genlab.pipelines import load_pipeline
 
     config = rundir.read_config(run)
     gan = config.get("kind") == "gan"
@@ -130,14 +130,7 @@ def eval_cmd(
             raise GenlabError("--sweep-steps applies to diffusion runs; a GAN makes an image in one pass")
         steps, sampler, guidance = 1, "generator", 1.0
     cfg = EvalConfig(n, steps, sampler, guidance, seed, wanted, sweep, samplers)
-    if gan:
-        from genlab.pipelines.gan import GANPipeline
-
-        pipe = GANPipeline.from_pretrained(run, device=device)
-    else:
-        pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(
-            run, device=device, precision=precision
-        )
+    pipe = load_pipeline(run, device=device, precision=precision)
     data_cfg = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
     train, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
 

@@ -66,7 +66,7 @@ def sample_cmd(
 
     from genlab.data import save_grid
     from genlab.errors import GenlabError
-    from genlab.pipelines import DiffusionPipeline
+    from genlab.pipelines import load_pipeline, pipeline_kind
 
     if trajectory is not None and Path(trajectory).suffix.lower() not in (".gif", ".png"):
         raise GenlabError(f"--trajectory must end in .gif or .png (got {trajectory})")
@@ -75,14 +75,19 @@ def sample_cmd(
     from genlab import rundir
 
     kwargs = {"eta": eta} if eta is not None else {}
-    gan = rundir.read_config(run).get("kind") == "gan"
+    kind = pipeline_kind(rundir.read_config(run), run)
+    gan = kind == "gan"
     if gan and (prompts or negative_prompt or attention_maps or trajectory or eta is not None):
         raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")
-    if not gan and rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond") == "text":
+    if kind == "text-to-image":
         if class_ is not None:
             raise GenlabError(f"{run} is a text-to-image run: give a prompt instead of --class")
+        if not prompts:
+            raise GenlabError(
+                f'{run} is a text-to-image run: give a prompt, e.g. genlab sample {run} "a red circle"'
+            )
         _sample_text(
-            run,
+            load_pipeline(run, device=device, precision=precision),
             prompts,
             negative_prompt,
             attention_maps,
@@ -94,21 +99,14 @@ def sample_cmd(
             out,
             nrow,
             trajectory,
-            device,
             kwargs,
-            precision,
         )
         return
     if prompts or negative_prompt is not None or attention_maps is not None:
         raise GenlabError(
             f"{run} is not a text-to-image run (trained without --cond text): it takes no prompt"
         )
-    if gan:
-        from genlab.pipelines.gan import GANPipeline
-
-        pipe = GANPipeline.from_pretrained(run, device=device)
-    else:
-        pipe = DiffusionPipeline.from_pretrained(run, device=device, precision=precision)
+    pipe = load_pipeline(run, device=device, precision=precision)
     labels = None
     if class_ is not None:
         if pipe.num_classes == 0:
@@ -149,7 +147,7 @@ def _write_trajectory(path: str, frames, nrow: int | None) -> None:
 
 
 def _sample_text(
-    run,
+    pipe,
     prompts,
     negative_prompt,
     maps_path,
@@ -161,9 +159,7 @@ def _sample_text(
     out,
     nrow,
     trajectory,
-    device,
     kwargs,
-    precision,
 ) -> None:
     """`genlab sample` for a text-to-image run: a grid with a row of N images per prompt."""
     import time
@@ -173,14 +169,7 @@ def _sample_text(
 
     from genlab.data import save_grid
     from genlab.diffusion.attention_maps import save_attention_maps
-    from genlab.errors import GenlabError
-    from genlab.pipelines import TextToImagePipeline
 
-    if not prompts:
-        raise GenlabError(
-            f'{run} is a text-to-image run: give a prompt, e.g. genlab sample {run} "a red circle"'
-        )
-    pipe = TextToImagePipeline.from_pretrained(run, device=device, precision=precision)
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

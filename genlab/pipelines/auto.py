@@ -16,7 +16,7 @@ from genlab.errors import GenlabError
 PIPELINE_KINDS = ("diffusion", "text-to-image", "gan")
 
 
-def pipeline_kind(config: dict) -> str:
+def pipeline_kind(config: dict, run: str | Path = "this run") -> str:
     """``"diffusion"``, ``"text-to-image"`` or ``"gan"`` for a run's config; GenlabError for a run that
     makes no images (a classifier, CLIP, a VAE, a segmentation U-Net)."""
     kind = config.get("kind")
@@ -27,8 +27,8 @@ def pipeline_kind(config: dict) -> str:
         cond = diffusion.get("cond") if isinstance(diffusion, dict) else None
         return "text-to-image" if cond == "text" else "diffusion"
     raise GenlabError(
-        f"this is a {kind} run; pipelines load the runs that make images: diffusion (class, unconditional, "
-        "text-to-image, latent, upscaler) and GAN runs"
+        f"{run} holds a '{kind}' run, which makes no images; give a diffusion (class, unconditional, "
+        "text-to-image, latent, upscaler) or GAN run"
     )
 
 
@@ -42,10 +42,7 @@ def load_pipeline(
     upscaler), a `TextToImagePipeline` or a `GANPipeline`. ``precision`` applies to the diffusion
     pipelines (a GAN draws in one forward pass, in float32)."""
     run = Path(run)
-    try:
-        kind = pipeline_kind(rundir.read_config(run))
-    except GenlabError as e:
-        raise GenlabError(f"{run}: {e}") from None
+    kind = pipeline_kind(rundir.read_config(run), run)
     if kind == "gan":
         from genlab.pipelines.gan import GANPipeline
 

@@ -86,19 +86,13 @@ def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: 
             "directory; --data-root FOLDER serves data inside FOLDER); uploads still work"
         )
         return Entry(run.name, run, "classifier", model, names, None)
-    if kind == "gan":
-        from genlab.pipelines.gan import GANPipeline
+    if kind in ("gan", "diffusion"):
+        from genlab.pipelines import load_pipeline, pipeline_kind
 
-        pipe = GANPipeline.from_pretrained(run, device=device)  # an unconditional GAN offers no classes
-        return Entry(run.name, run, "gan", pipe, names if pipe.num_classes else [])
-    if kind == "diffusion":
-        from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
-
-        if config.get("diffusion", {}).get("cond") == "text":
-            pipe = TextToImagePipeline.from_pretrained(run, device=device)
-            return Entry(run.name, run, "text-to-image", pipe, [])
-        pipe = DiffusionPipeline.from_pretrained(run, device=device)
-        return Entry(run.name, run, "diffusion", pipe, names if pipe.num_classes else [])
+        pipe = load_pipeline(run, device=device)
+        served = pipeline_kind(config, run)
+        offers = served != "text-to-image" and pipe.num_classes  # unconditional models offer no classes
+        return Entry(run.name, run, served, pipe, names if offers else [])
     raise GenlabError(f"{run} is a {kind} run; the server shows diffusion, GAN and classifier runs")
 
 
