@@ -89,7 +89,8 @@ class _Stage:
 
 
 def run_demo(root: str | Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
-    """Run every stage into the new folder ``root``; returns the runs, pictures, numbers and times.
+    """Run every stage into the new (or empty, as `genlab demo` claims it) folder ``root``; returns the
+    runs, pictures, numbers and times.
 
     The stages: data pictures; CLIP on shapes (all cores); then the mnist models (classifier and
     diffusion) and the text-to-image model, which reads prompts with CLIP's text tower. With
@@ -100,7 +101,7 @@ def run_demo(root: str | Path, cfg: DemoConfig, log: Callable[[str], None] = pri
     stay the same from run to run; the text-to-image stage prints its line when the mnist ones are done.
     """
     root = Path(root)
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     result = DemoResult(root)
     with _Stage(result, "data"):
         _data_pictures(result)

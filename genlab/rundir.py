@@ -8,16 +8,19 @@ A run directory holds
     metrics.jsonl        one JSON record per logged step
     samples/             grids written during training
     checkpoint/          everything `--resume` needs, as one self-contained snapshot
+    .lock                locked by the process writing the run (RunLock), holding its pid
 
 Every write goes to a temporary name first and is then renamed into place (``os.replace`` is atomic on
 POSIX), so a process killed at any moment leaves the previous good file. The checkpoint is a directory of
 several files; it is written whole under a temporary name and swapped in with two renames, and a reader
 that finds the swap half done takes the previous snapshot. Nothing here unpickles: weights are safetensors,
-everything else is JSON.
+everything else is JSON. One process writes a run at a time: the writer holds an exclusive lock on
+``.lock`` for as long as it writes, and a second writer is refused before it touches a file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -42,6 +45,7 @@ CHECKPOINT_DIR = "checkpoint"
 _CHECKPOINT_TMP = ".checkpoint.tmp"
 _CHECKPOINT_OLD = ".checkpoint.old"
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -123,6 +127,53 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         raise GenlabError(f"weights file {path} is damaged or not a safetensors file ({e})") from None
 
 
+# ------------------------------------------------------------------------------------------------- lock
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while this process writes it (``with RunLock(run):``).
+
+    Two trainings given the same ``--out`` would otherwise both find the folder free, both write, and
+    leave a mixture of two runs; with the lock the second stops with a one-line error before writing.
+    The lock is ``flock`` on ``RUN/.lock``: the kernel drops it when the holder exits, however it dies,
+    so a killed run never leaves a stale lock. The folder (and its parents) is created if missing.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.run_dir, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+            fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            raise GenlabError(
+                f"cannot write the run directory {self.run_dir} ({e.strerror or e}); choose another --out"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise GenlabError(
+                f"{self.run_dir} is being written by another process (pid {holder}); wait for it to "
+                "finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 # ----------------------------------------------------------------------------------------------- config
 
 
@@ -153,16 +204,42 @@ def read_config(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
     if not isinstance(config, dict) or "kind" not in config or "genlab_format" not in config:
         raise GenlabError(f"{path} is not a genlab config (it lacks 'kind' or 'genlab_format')")
     fmt = config["genlab_format"]
-    if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise GenlabError(
+            f"{path}: genlab_format must be a whole number such as {FORMAT_VERSION} "
+            f"(got {json.dumps(fmt)}); the run directory is damaged"
+        )
+    if fmt > FORMAT_VERSION:
         raise GenlabError(
             f"{run_dir} was written by genlab format {fmt} (genlab {config.get('genlab_version', '?')}); "
             f"this genlab {__version__} reads format {FORMAT_VERSION}: upgrade genlab"
         )
+    _check_sections(config, path)
     if kind is not None and config["kind"] != kind:
         raise GenlabError(
             f"{run_dir} holds a '{config['kind']}' run, not a '{kind}' run; pass a {kind} run directory"
         )
     return config
+
+
+def _check_sections(config: dict[str, Any], path: Path) -> None:
+    """The shape of a config every reader relies on: a string ``kind``, a ``model`` object, every other
+    section an object, ``class_names`` a list of strings. What each section holds is checked where it is
+    read (genlab.nn.pretrained.config_from_dict)."""
+    if not isinstance(config["kind"], str):
+        raise GenlabError(f"{path}: 'kind' must be a string such as \"diffusion\", got {config['kind']!r}")
+    if "model" not in config:
+        raise GenlabError(f"{path} has no 'model' section; the run directory is damaged")
+    for key, value in config.items():
+        if key in ("genlab_format", "genlab_version", "kind"):
+            continue
+        if key == "class_names":
+            if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+                raise GenlabError(f"{path}: 'class_names' must be a list of strings")
+        elif not isinstance(value, dict):
+            raise GenlabError(
+                f"{path}: '{key}' must be a JSON object of settings, got {json.dumps(value)[:60]}"
+            )
 
 
 # ------------------------------------------------------------------------------------------ checkpoint
@@ -233,6 +310,8 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, dict[str, torch.Tens
         state = json.loads((d / STATE_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenlabError(f"{d / STATE_FILE} is damaged ({e})") from None
+    if not isinstance(state, dict):
+        raise GenlabError(f"{d / STATE_FILE} is damaged (not a JSON object)")
     weights = {p.name[: -len(".safetensors")]: load_weights(p) for p in sorted(d.glob("*.safetensors"))}
     return weights, state
 
@@ -247,17 +326,25 @@ def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All complete records of ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
+    """All complete records of ``metrics.jsonl``: JSON objects with a string ``event`` and a whole-number
+    ``step``, as ``append_metrics`` writes them. Anything else is skipped, as a line cut short by a kill
+    is: every reader (plots, the web app, resume) may then rely on those two keys."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and _is_step(record.get("step")) and isinstance(record.get("event"), str):
+            records.append(record)
     return records
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
@@ -265,5 +352,5 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return
-    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step]
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= last_step]
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))

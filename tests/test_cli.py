@@ -219,3 +219,67 @@ def test_the_demo_prints_the_same_numbers_twice(tmp_path):
     assert (tmp_path / "a" / "t2i.html").is_file() and (
         tmp_path / "a" / "diffusion" / "diagnostics.png"
     ).is_file()
+
+
+# ------------------------------------------------------------------ hardening: resume, writers, options
+
+
+def fail(*args: str) -> str:
+    """The output of a command that must fail with a usage error or one `error:` line (exit status 2)."""
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # a message, not a crash
+    return result.output
+
+
+def test_resume_refuses_contradicting_options_and_records_the_changed_ones(tmp_path):
+    run = tmp_path / "run"
+    short = ["--eval-every", "0", "--sample-every", "0"]
+    assert invoke("train", "classifier", *FAST, *short, "--steps", "2", "--out", str(run)).exit_code == 0
+    assert rundir.read_config(run)["options"]["widths"] == "8,16"
+    out = fail("train", "classifier", "--out", str(run), "--resume", "--widths", "4,8", "--steps", "4")
+    assert "error: --widths 4,8 contradicts the run" in out and "started with --widths 8,16" in out
+    out = fail("train", "classifier", "--out", str(run), "--resume", "--no-augment")
+    assert "--no-augment contradicts" in out and "no --no-augment" in out
+    out = fail("train", "classifier", "--out", str(run), "--resume", "--batch-size", "16")
+    assert "--batch-size 16 contradicts" in out and "--batch-size 32" in out
+    result = invoke("train", "classifier", *FAST, *short, "--out", str(run), "--resume", "--steps", "4",
+                    "--lr", "0.5")  # fmt: skip
+    assert result.exit_code == 0, result.output  # the same options again are fine
+    assert rundir.read_config(run)["train"]["lr"] == 0.5
+    assert [r["changed"] for r in rundir.read_metrics(run) if r["event"] == "resume"] == [
+        {"lr": [0.002, 0.5], "steps": [2, 4]}
+    ]
+
+    image = save_grid(tmp_path / "d.png", torch.rand(1, 1, 8, 8), nrow=1, scale=1)
+    assert "Invalid value for '--top'" in fail("predict", str(run), str(image), "--top", "-3")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": {**config["model"], "hidden": "32"}}))
+    out = fail("predict", str(run), str(image))
+    assert out.startswith("error: ") and out.count("\n") == 1 and "hidden must be a whole number" in out
+
+
+def test_sampling_options_must_be_finite_and_positive(tmp_path):
+    assert "not a finite number" in fail("sample", str(tmp_path), "--guidance", "nan")
+    assert "not a finite number" in fail("sample", str(tmp_path), "--guidance", "inf")
+    assert "Invalid value for '--steps'" in fail("sample", str(tmp_path), "--steps", "0")
+
+
+def test_a_run_being_written_or_unwritable_is_one_error_line(tmp_path):
+    run = tmp_path / "run"
+    with rundir.RunLock(run):
+        out = fail("train", "classifier", *FAST, "--steps", "2", "--out", str(run))
+    assert f"error: {run} is being written by another process (pid {os.getpid()})" in out
+    assert not (run / "config.json").exists()
+    (tmp_path / "file").write_text("")
+    out = fail("train", "classifier", *FAST, "--steps", "2", "--out", str(tmp_path / "file" / "run"))
+    assert "error: cannot write the run directory" in out
+
+
+def test_fresh_run_names_are_claimed_atomically(tmp_path):
+    """Two commands started together never get the same runs/KIND-DATA folder: each name is a mkdir."""
+    from genlab.cli.common import fresh_run_dir
+
+    names = [fresh_run_dir(tmp_path / "runs" / "classifier-digits") for _ in range(3)]
+    assert [p.name for p in names] == ["classifier-digits", "classifier-digits-2", "classifier-digits-3"]
+    assert all(p.is_dir() for p in names)

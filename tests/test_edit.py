@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from genlab.cli import cli
-from genlab.data import load_image, save_grid
+from genlab.data import load_image
 from genlab.diffusion import NoiseSchedule
 from genlab.diffusion.generate import generate
 from genlab.errors import GenlabError
@@ -72,12 +72,12 @@ def test_edit_commands(tmp_path):
         "--out",
         str(diffusion),
     )
-    image, mask = tmp_path / "digit.png", tmp_path / "mask.png"
-    save_grid(image, torch.rand(1, 1, 8, 8), scale=1)
-    m = torch.zeros(1, 1, 8, 8)
-    m[..., 4:, :] = 1
     from PIL import Image
 
+    image, mask = tmp_path / "digit.png", tmp_path / "mask.png"
+    Image.fromarray((torch.rand(8, 8).numpy() * 255).astype("uint8")).save(image)
+    m = torch.zeros(1, 1, 8, 8)
+    m[..., 4:, :] = 1
     Image.fromarray((m[0, 0].numpy() * 255).astype("uint8")).save(mask)
     out = tmp_path / "same.png"
     run("edit", "img2img", str(diffusion), str(image), "--strength", "0", "--n", "2", "--out", str(out))
@@ -117,3 +117,9 @@ def test_edit_commands(tmp_path):
     )
     bad = CliRunner().invoke(cli, ["edit", "img2img", str(diffusion), str(image), "a prompt"])
     assert bad.exit_code == 2 and "takes no prompt" in bad.output
+    small = tmp_path / "small_mask.png"
+    Image.new("L", (6, 8), 255).save(small)
+    bad = CliRunner().invoke(
+        cli, ["edit", "inpaint", str(diffusion), str(image), "--mask", str(small), "--out", str(out)]
+    )
+    assert bad.exit_code == 2 and "the mask" in bad.output and "6x8 pixels" in bad.output, bad.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -326,3 +327,66 @@ def test_no_compiler_means_eager_with_one_line(tmp_path, monkeypatch):
                      "training eager"]  # fmt: skip
     assert compile_module.want_compile(None, torch.device("cpu")) is False
     assert compile_module.want_compile(None, torch.device("cuda")) is True
+
+
+# ------------------------------------------------------------------------ resume, locks, damaged runs
+
+
+def test_resume_after_the_final_evaluation_does_not_log_it_twice(tmp_path):
+    """A run killed after its final evaluation (here: one that finished) has nothing left to train; a
+    resume keeps the evaluation it already logged instead of logging another."""
+    run = tmp_path / "run"
+    first = Trainer(ToyTask(), cfg(steps=8, eval_every=0), run).train()
+    again = Trainer(ToyTask(), cfg(steps=8, eval_every=0), run, resume=True).train()
+    evals = [r for r in rundir.read_metrics(run) if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [8]
+    assert again.metrics == first.metrics == {"acc": evals[0]["acc"]}
+
+
+def test_resume_records_changed_settings_and_refuses_contradicting_ones(tmp_path):
+    run = tmp_path / "run"
+    Trainer(ToyTask(), cfg(steps=8), run).train()
+    with pytest.raises(GenlabError, match=r"--batch-size 32 contradicts .* --batch-size 16"):
+        Trainer(ToyTask(), cfg(steps=12, batch_size=32), run, resume=True).train()
+    with pytest.raises(GenlabError, match=r"--seed 3 contradicts .* --seed 0"):
+        Trainer(ToyTask(), cfg(steps=12, seed=3), run, resume=True).train()
+    Trainer(ToyTask(), cfg(steps=12, lr=0.5), run, resume=True).train()
+    assert rundir.read_config(run)["train"]["lr"] == 0.5 and rundir.read_config(run)["train"]["steps"] == 12
+    resumed = [r for r in rundir.read_metrics(run) if r["event"] == "resume"]
+    assert resumed == [{"event": "resume", "step": 8, "changed": {"lr": [0.01, 0.5], "steps": [8, 12]}}]
+    assert all(r["lr"] > 0.01 for r in rundir.read_metrics(run) if r["event"] == "train" and r["step"] > 8)
+
+
+def test_a_second_writer_is_refused_before_it_writes(tmp_path):
+    """Two trainings into one --out: the one that finds the run locked stops and leaves it alone."""
+    run = tmp_path / "run"
+    with rundir.RunLock(run):
+        with pytest.raises(GenlabError, match="being written by another process"):
+            Trainer(ToyTask(), cfg(steps=2), run).train()
+        assert [p.name for p in run.iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("state", "state.json is damaged"),
+        ("step", "no whole-number 'step'"),
+        ("model", "has no model.safetensors"),
+        ("optimizer", "optimizer state"),
+    ],
+)
+def test_resuming_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage, fragment):
+    run = tmp_path / "run"
+    Trainer(ToyTask(), cfg(steps=2), run).train()
+    state_path = run / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    if damage == "state":
+        state_path.write_text('"not an object"')
+    elif damage == "step":
+        state_path.write_text(json.dumps({**state, "step": "2"}))
+    elif damage == "model":
+        (run / "checkpoint" / "model.safetensors").unlink()
+    else:
+        state_path.write_text(json.dumps({**state, "optimizer": {"param_groups": 5}}))
+    with pytest.raises(GenlabError, match=fragment):
+        Trainer(ToyTask(), cfg(steps=4), run, resume=True).train()

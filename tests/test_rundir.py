@@ -173,3 +173,123 @@ def test_optimizer_state_survives_safetensors(tmp_path):
     for pid in a["state"]:
         for key, value in a["state"][pid].items():
             assert torch.equal(value, b["state"][pid][key])
+
+
+# ------------------------------------------------------------------------- damaged or hostile run folders
+
+
+def _classifier_run(path) -> dict:
+    Classifier(ClassifierConfig(widths=(4,), hidden=8)).save_pretrained(path)
+    return json.loads((path / "config.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"model": None}, ["'model'", "JSON object", "null"]),
+        ({"model": [1, 2]}, ["'model'", "JSON object"]),
+        ({"data": "mnist"}, ["'data'", "JSON object"]),
+        ({"class_names": "0123456789"}, ["class_names", "list of strings"]),
+        ({"kind": 5}, ["'kind'", "string"]),
+        ({"genlab_format": "1"}, ["genlab_format", "whole number", '"1"']),
+        ({"genlab_format": True}, ["genlab_format", "whole number"]),
+        ({"model": {"widths": [-4]}}, ["'model'", "--widths", "-4"]),
+        ({"model": {"widths": ["4"]}}, ["'model'", "widths[0]", "whole number", '"4"']),
+        ({"model": {"widths": [4.5]}}, ["widths[0]", "whole number", "4.5"]),
+        ({"model": {"widths": 4}}, ["widths", "list of whole numbers"]),
+        ({"model": {"hidden": None}}, ["hidden", "whole number", "null"]),
+        ({"model": {"hidden": 1e9}}, ["hidden", "whole number", "1000000000.0"]),
+        ({"model": {"hidden": 10**9}}, ["--hidden", "between 1 and 65536"]),
+        ({"model": {"image_size": 0}}, ["image_size", "between 1 and"]),
+        ({"model": {"dropout": 5}}, ["--dropout", "[0, 1)"]),
+        ({"model": {"dropout": float("nan")}}, ["dropout", "finite number", "NaN"]),
+        ({"model": {"mean": [0.5, 0.5]}}, ["mean and std", "one value per input channel"]),
+        ({"model": {"class_names": ["0", "1"]}}, ["class_names", "2 classes", "has 10"]),
+        ({"model": {"depth": 3}}, ["does not know", "depth"]),
+        ({"model": {"widths": [65536, 65536]}}, ["Classifier", "billion parameters"]),
+    ],
+)
+def test_a_damaged_config_is_one_clear_error_before_anything_is_built(tmp_path, change, fragments):
+    """Every section and field of config.json is checked (type, then range, then the size of the whole
+    network, counted without allocating it) before a tensor is made."""
+    config = _classifier_run(tmp_path)
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key == "model" else value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GenlabError) as info:
+        Classifier.from_pretrained(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_networks_are_sized_before_they_are_built():
+    """A config of 1.7e11 parameters (700 GB) is refused in a moment, from the command line as from a file."""
+    from genlab.nn.pretrained import count_numbers
+    from genlab.nn.unet import UNet, UNetConfig
+
+    small = UNetConfig(image_size=8, base_channels=32, channel_mults=(1,), attention_levels=())
+    built = UNet(small)
+    assert count_numbers(UNet, small) == sum(t.numel() for t in [*built.parameters(), *built.buffers()])
+    start = time.perf_counter()
+    with pytest.raises(GenlabError, match="billion parameters"):
+        UNet(UNetConfig(base_channels=65536, channel_mults=(1, 2), groups=8))
+    assert time.perf_counter() - start < 5
+
+
+def test_a_damaged_checkpoint_is_one_clear_error(tmp_path):
+    rundir.save_checkpoint(tmp_path, weights(1.0), {"step": 1})
+    (tmp_path / "checkpoint" / "state.json").write_text("[1, 2]")
+    with pytest.raises(GenlabError, match="state.json is damaged"):
+        rundir.load_checkpoint(tmp_path)
+
+
+def test_read_metrics_skips_what_is_not_a_record(tmp_path):
+    """Only objects with a string event and a whole-number step are records: every reader relies on them."""
+    good = [{"event": "train", "step": 1, "loss": 0.5}, {"event": "eval", "step": 2, "acc": 0.9}]
+    bad = ["[1, 2]", '"text"', "null", '{"event": "train", "step": "3"}', '{"step": 4}', '{"event": "tr']
+    bad += ['{"event": "eval", "step": true}', '{"event": "eval", "step": -1}']
+    lines = [json.dumps(good[0]), *bad, json.dumps(good[1])]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert rundir.read_metrics(tmp_path) == good
+    rundir.truncate_metrics(tmp_path, 1)
+    assert rundir.read_metrics(tmp_path) == good[:1]
+
+
+def test_a_run_directory_has_one_writer_at_a_time(tmp_path):
+    run = tmp_path / "run"
+    with rundir.RunLock(run):
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(GenlabError, match=rf"being written by another process \(pid {os.getpid()}\)"):
+            with rundir.RunLock(run):
+                pass
+    with rundir.RunLock(run):  # released: the next writer may go
+        pass
+
+
+def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
+    run = tmp_path / "run"
+    script = "import sys, time; from genlab import rundir; lock = rundir.RunLock(sys.argv[1]).__enter__(); "
+    script += "print('locked', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(GenlabError, match=f"pid {proc.pid}"):
+            rundir.RunLock(run).__enter__()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with rundir.RunLock(run):
+        pass
+
+
+def test_an_unwritable_run_directory_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(GenlabError, match="cannot write the run directory"):
+        rundir.RunLock(tmp_path / "file" / "run").__enter__()
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "read-only"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(GenlabError, match="cannot write the run directory"):
+            rundir.RunLock(locked).__enter__()

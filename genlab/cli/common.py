@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,14 +28,29 @@ def echo(message: str) -> None:
 
 
 def fresh_run_dir(base: str | Path) -> Path:
-    """``base``, or ``base-2``, ``base-3``... the first that does not exist yet, so no run is overwritten."""
+    """``base``, or ``base-2``, ``base-3``... the first that does not exist yet, so no run is overwritten.
+
+    The main process creates it, with a ``mkdir`` that fails when the folder exists, and tries the next
+    name then: two commands started at once never pick the same folder. The other processes of a
+    torchrun job only learn a name (they write nothing).
+    """
     base = Path(base)
-    if not base.exists():
-        return base
-    i = 2
-    while Path(f"{base}-{i}").exists():
-        i += 1
-    return Path(f"{base}-{i}")
+    for i in itertools.count(1):
+        path = base if i == 1 else Path(f"{base}-{i}")
+        if not is_main_process():
+            if not path.exists():
+                return path
+            continue
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise GenlabError(
+                f"cannot create {path} ({e.strerror or e}); choose a folder with --out"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def data_options(f: Callable) -> Callable:
@@ -79,14 +97,31 @@ SAMPLER_NAMES = (
 )  # genlab.diffusion.SAMPLERS, without importing torch
 
 
+class FiniteFloat(click.ParamType):
+    """A number that is not NaN or infinite: ``float("nan")`` parses, and would reach the sampler."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()
+
+
 def sampling_options(f: Callable) -> Callable:
     """--steps, --sampler, --guidance and --seed, for every command that samples a diffusion model."""
     f = click.option("--seed", default=0, show_default=True, type=int, help="Seed of the starting noise.")(f)
     f = click.option(
-        "--guidance", default=3.0, show_default=True, type=float, help="Classifier-free guidance scale."
+        "--guidance", default=3.0, show_default=True, type=FINITE, help="Classifier-free guidance scale."
     )(f)
     f = click.option("--sampler", default="dpmpp-2m", show_default=True, type=click.Choice(SAMPLER_NAMES))(f)
-    return click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")(f)
+    return click.option(
+        "--steps", default=20, show_default=True, type=click.IntRange(min=1), help="Sampling steps."
+    )(f)
 
 
 def monitor_options(samples: int) -> Callable:
@@ -210,3 +245,44 @@ def train_config_from(ctx: click.Context, params: dict[str, Any]) -> tuple[Train
     if "minutes" in explicit and "steps" not in explicit:
         fields["steps"] = None  # --minutes alone: the engine fits the schedule horizon to the budget
     return TrainConfig(**fields), explicit
+
+
+def run_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The options of a `genlab train KIND` command that are not training settings (those are
+    config.json's ``train``), as JSON: what config.json's ``options`` records of a new run."""
+    skip = {field for _, field, _ in _TRAIN_OPTIONS} | {"out", "resume", "no_progress"}
+    return json.loads(json.dumps({k: v for k, v in params.items() if k not in skip}))
+
+
+def check_resume_options(
+    ctx: click.Context, options: dict[str, Any], recorded: dict[str, Any] | None, run: str
+) -> None:
+    """Refuse an option typed with --resume that differs from the value the run was started with: the
+    run's model and data are fixed, so it could only be ignored. The same value again is fine (the
+    whole command repeated with --resume)."""
+    params = {p.name: p for p in ctx.command.params}
+    for name, value in options.items():
+        if name not in params or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        given = _spelled(params[name], value)
+        if recorded is None:
+            raise GenlabError(
+                f"{given}: {run} does not record the options it was started with (an older genlab, or a "
+                "run made from Python), so they cannot be checked; drop the option to resume it"
+            )
+        if name not in recorded or recorded[name] != value:
+            was = _spelled(params[name], recorded[name]) if name in recorded else "other options"
+            raise GenlabError(
+                f"{given} contradicts the run in {run}, started with {was}; drop the option to resume "
+                "it, or start a new run"
+            )
+
+
+def _spelled(param: click.Parameter, value: Any) -> str:
+    """``value`` of ``param`` as typed on the command line: "--widths 8,16", "--no-augment", "no --latent"."""
+    flag = param.opts[0]
+    if isinstance(param, click.Option) and param.is_flag:
+        if param.secondary_opts:
+            return flag if value else param.secondary_opts[0]
+        return flag if value else f"no {flag}"
+    return f"no {flag}" if value is None else f"{flag} {value}"

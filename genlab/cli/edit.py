@@ -97,7 +97,16 @@ def inpaint(run, image, prompt, mask, class_, n, steps, sampler, guidance, seed,
       genlab edit inpaint runs/diffusion-mnist digit.png --mask lower_half.png --class 3
     """
     from genlab.data import load_image
+    from genlab.data.images import image_size
 
+    # Image and mask are cropped and resized to the model's size alike, so they must start alike too:
+    # a mask of another size (or shape) would mark other pixels than the ones it was drawn on.
+    if image_size(mask) != image_size(image):
+        (mw, mh), (iw, ih) = image_size(mask), image_size(image)
+        raise GenlabError(
+            f"the mask {mask} is {mw}x{mh} pixels but the image {image} is {iw}x{ih}; "
+            "draw the mask at the size of the image"
+        )
     loaded = _pipe_and_image(run, image, device)
     keep = (load_image(mask, loaded[2].shape[-1], 1) < 0.5).float()[None]
     if keep.all():

@@ -10,7 +10,13 @@ from genlab.cli import cli
 @cli.command("predict")
 @click.argument("run", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top", default=3, show_default=True, type=int, help="How many classes to list per image.")
+@click.option(
+    "--top",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many classes to list per image.",
+)
 def predict_cmd(run: str, images: tuple[str, ...], top: int) -> None:
     """Classify IMAGES with the classifier in RUN (resized to its input size).
 

@@ -11,6 +11,7 @@ import click
 from genlab.cli import cli
 from genlab.cli.common import (
     SAMPLER_NAMES,
+    check_resume_options,
     data_fields,
     data_options,
     echo,
@@ -18,6 +19,7 @@ from genlab.cli.common import (
     is_main_process,
     monitor_options,
     number_list,
+    run_options,
     train_config_from,
     train_options,
 )
@@ -50,6 +52,7 @@ def _report(result, metrics_names: dict[str, str]) -> None:
 
 
 def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
+    """The run directory: --out, or for a new run without it a fresh runs/KIND-DATA[-N], created here."""
     if resume:
         if out is None:
             raise GenlabError("--resume needs --out RUN_DIR, the run to continue")
@@ -61,23 +64,31 @@ def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
 
 
 def _train(ctx: click.Context, params: dict[str, Any], kind: str, build: Callable, rebuild: Callable):
-    """Start a new run with ``build(cfg)`` or resume one with ``rebuild(config)``, then train it."""
+    """Start a new run with ``build(cfg)`` or resume one with ``rebuild(config)``, then train it.
+
+    A new run records the command's options (besides the training settings, which config.json keeps in
+    ``train``) as config.json's ``options``; a resume refuses an option typed again with another value,
+    which it could only ignore: the run's model and data are fixed when it starts."""
     from genlab import rundir
     from genlab.train import Trainer, resolve_train_config, seed_step
 
     cfg, explicit = train_config_from(ctx, params)
-    out = _run_dir(params["out"], params["resume"], kind, params.get("data") or "data")
+    options = run_options(params)
     if params["resume"]:
-        task = rebuild(rundir.read_config(out, kind=kind))
+        out = _run_dir(params["out"], True, kind, "")
+        config = rundir.read_config(out, kind=kind)
+        check_resume_options(ctx, options, config.get("options"), out)
+        task = rebuild(config)
         cfg = resolve_train_config(out, explicit)
     else:
         seed_step(cfg.seed, -1)  # the initial weights depend on the seed alone
         task = build(cfg)
+        out = _run_dir(params["out"], False, kind, params.get("data") or "data")
     echo(
         f"training {kind} on {task.data.name} ({len(task.train_data)} train / {len(task.val_data)} val "
         f"images, {sum(p.numel() for p in task.model.parameters()) / 1e6:.2f}M parameters) into {out}"
     )
-    return Trainer(task, cfg, out, resume=params["resume"]).train()
+    return Trainer(task, cfg, out, resume=params["resume"], sections={"options": options}).train()
 
 
 # Measured on 2 CPU cores: ~99% validation accuracy on mnist in about 2 minutes (README).

@@ -36,6 +36,19 @@ def is_grayscale_file(path: str | os.PathLike) -> bool:
         raise _unreadable(path, exc) from exc
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the image in the file as load_image sees it (upright, after its EXIF rotation),
+    read from its header without decoding pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations a quarter turn away
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    return (height, width) if turned else (width, height)
+
+
 def _palette_is_gray(img: Image.Image) -> bool:
     palette = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)
     return bool((palette == palette[:, :1]).all())

@@ -37,6 +37,11 @@ from genlab.train.order import BatchOrder, seed_step
 from genlab.train.schedule import warmup_cosine_lr
 
 _HORIZON_PROBE_STEPS = 20  # steps timed before a minutes-only run fixes its schedule horizon
+_FIXED_ON_RESUME = ("batch_size", "seed")  # TrainConfig fields a resume may not change
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass
@@ -177,11 +182,14 @@ class Trainer:
         resume: bool = False,
         log: Callable[[str], None] | None = None,
         local: bool = False,
+        sections: dict[str, Any] | None = None,
     ):
-        """``local``: train in this process alone, also inside a torchrun job (``distributed.setup``)."""
+        """``local``: train in this process alone, also inside a torchrun job (``distributed.setup``).
+        ``sections``: more sections for a new run's config.json (the command's options)."""
         if cfg.steps is None and cfg.minutes is None:
             raise GenlabError("say how long to train: --steps N, --minutes M, or both")
         self.task, self.cfg, self.run_dir, self.resume = task, cfg, Path(run_dir), resume
+        self.sections = sections or {}
         self.dist = distributed.setup(cfg.device, local=local)
         if cfg.batch_size % self.dist.world_size:
             raise GenlabError(
@@ -232,18 +240,47 @@ class Trainer:
 
     def _restore(self) -> tuple[int, int | None, float]:
         weights, state = rundir.load_checkpoint(self.run_dir)
-        load_state(self.model, weights["model"], self.run_dir / rundir.CHECKPOINT_DIR / "model.safetensors")
+        where = self.run_dir / rundir.CHECKPOINT_DIR
+        step, horizon, elapsed = state.get("step"), state.get("horizon"), state.get("elapsed_seconds", 0.0)
+        if not _whole(step) or not (horizon is None or _whole(horizon)):
+            raise GenlabError(f"{where / rundir.STATE_FILE} is damaged: no whole-number 'step' and 'horizon'")
+        if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not elapsed >= 0:
+            elapsed = 0.0  # only reported, never used to train
+        if "model" not in weights:
+            raise GenlabError(f"{where} has no model.safetensors; the checkpoint is incomplete")
+        load_state(self.model, weights["model"], where / "model.safetensors")
         if self.ema is not None:
-            load_state(self.ema.model, weights.get("ema", weights["model"]), self.run_dir / "checkpoint")
+            load_state(self.ema.model, weights.get("ema", weights["model"]), where)
         try:
             for name, optimizer in self.optimizers.items():
                 key = _optimizer_key(name)
                 optimizer.load_state_dict(optimizer_state_from_safe(weights[key], state[key]))
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise GenlabError(
-                f"optimizer state in {self.run_dir}/checkpoint does not fit this model ({e})"
+                f"optimizer state in {where} is missing, damaged or does not fit this model ({e!r})"
             ) from None
-        return int(state["step"]), state.get("horizon"), float(state.get("elapsed_seconds", 0.0))
+        return step, horizon, float(elapsed)
+
+    def _record_changes(self, step: int) -> None:
+        """Compare the settings of this resume with the run's: the batch size and the seed fix the data
+        order and all randomness, so changing them would not continue the run but make another, and is
+        refused; the others (steps, learning rate, cadences...) may change, and the change is written to
+        config.json's ``train`` and as a ``resume`` record in metrics.jsonl, so the run says what it
+        trained with."""
+        config = rundir.read_config(self.run_dir, kind=self.task.kind)
+        saved, now = config.get("train", {}), asdict(self.cfg)
+        for name in _FIXED_ON_RESUME:
+            if name in saved and saved[name] != now[name]:
+                option = "--" + name.replace("_", "-")
+                raise GenlabError(
+                    f"{option} {now[name]} contradicts the run in {self.run_dir}, which trains with "
+                    f"{option} {saved[name]}; drop {option} to resume it, or start a new run"
+                )
+        changed = {k: [saved.get(k), v] for k, v in now.items() if k != "progress" and saved.get(k) != v}
+        if changed:
+            config["train"] = {**saved, **{k: now[k] for k in changed}}
+            rundir.atomic_write_json(self.run_dir / rundir.CONFIG_FILE, config)
+            rundir.append_metrics(self.run_dir, {"event": "resume", "step": step, "changed": changed})
 
     def _batch(self, order: BatchOrder, step: int) -> Batch:
         idx = order.indices(step, self.dist.rank, self.dist.world_size)
@@ -289,6 +326,13 @@ class Trainer:
             rundir.append_metrics(self.run_dir, {"event": "eval", "step": step, **metrics})
         return metrics
 
+    def _logged_evaluation(self, step: int) -> dict[str, float]:
+        """The metrics of the evaluation logged at ``step``, or {} when there is none."""
+        for record in reversed(rundir.read_metrics(self.run_dir)):
+            if record["event"] == "eval" and record["step"] == step:
+                return {k: v for k, v in record.items() if k not in ("event", "step")}
+        return {}
+
     def _sample(self, step: int) -> None:
         model = self._eval_model()
         was_training = model.training
@@ -300,6 +344,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
+        """Train to the end (or to a stop), saving checkpoints, metrics, evaluations and samples. The main
+        process holds the run directory's lock throughout (rundir.RunLock); the others write nothing."""
+        if not self.dist.is_main:
+            return self._train()
+        if self.resume and not self.run_dir.is_dir():
+            self._check_run_dir()  # says that there is nothing to resume, before a folder is made
+        with rundir.RunLock(self.run_dir):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         cfg, d = self.cfg, self.dist
         if d.is_main:
             self._check_run_dir()
@@ -314,15 +368,16 @@ class Trainer:
             step, saved_horizon, elapsed_before = self._restore()
             horizon = cfg.steps if cfg.steps is not None else saved_horizon
             if d.is_main:
+                self._record_changes(step)  # or refuses, before anything is written
                 rundir.truncate_metrics(self.run_dir, step)
         elif d.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             rundir.write_config(
                 self.run_dir,
                 self.task.kind,
                 model=config_to_dict(self.model.config),
                 train=asdict(cfg),
                 **self.task.config_sections(),
+                **self.sections,
             )
         net: nn.Module = self.model
         if d.enabled:
@@ -426,7 +481,9 @@ class Trainer:
         elapsed = elapsed_before + time.perf_counter() - t_start
         self._save(step, horizon or step, elapsed)
         if d.is_main:
-            last_metrics = self._evaluate(step) or last_metrics
+            # A run killed after its final evaluation and resumed has nothing left to train: its evaluation
+            # at this step is in metrics.jsonl already and is not logged twice.
+            last_metrics = self._logged_evaluation(step) or self._evaluate(step) or last_metrics
             self._sample(step)
         if d.enabled:
             torch.distributed.barrier()
