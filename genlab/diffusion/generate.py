@@ -18,15 +18,8 @@ from genlab.diffusion.guidance import CFGDenoiser
 from genlab.diffusion.samplers import SAMPLERS, sample
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.errors import GenlabError
+from genlab.nn.pixels import to_images, to_model_space
 from genlab.nn.precision import autocast, resolve_precision
-
-
-def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    return images * 2.0 - 1.0
-
-
-def to_images(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 def trajectory_frame(info: dict[str, Any], net: nn.Module | None = None) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from genlab.diffusion.generate import to_images, to_model_space
 from genlab.diffusion.schedules import NoiseSchedule
+from genlab.nn.pixels import to_images, to_model_space
 
 
 def noising_strip(

@@ -15,7 +15,7 @@ from torch import nn
 from genlab.checks import MAX_TIMESTEPS, check_range
 from genlab.data import DataConfig, load_splits, save_grid
 from genlab.data.images import resize_batch
-from genlab.diffusion.generate import generate, to_model_space
+from genlab.diffusion.generate import generate
 from genlab.diffusion.networks import (
     BACKBONES,
     LatentConfig,
@@ -30,6 +30,7 @@ from genlab.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
 from genlab.errors import GenlabError
 from genlab.metrics.monitor import MonitorConfig, monitor_extractor, sample_quality
 from genlab.nn.dit import DiT, DiTConfig
+from genlab.nn.pixels import to_model_space
 from genlab.nn.pretrained import config_from_dict
 from genlab.nn.text import TextEncoderConfig, Tokenizer
 from genlab.nn.text_unet import TextUNet, TextUNetConfig

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.checks import MAX_BATCH, MAX_CLASSES, MAX_SIDE, MAX_WIDTH, check_fraction, check_range
-from genlab.diffusion.generate import to_images, to_model_space
 from genlab.errors import GenlabError
+from genlab.nn.pixels import to_images, to_model_space
 from genlab.nn.pretrained import PretrainedMixin
 
 ARCHS = ("mlp", "dcgan", "cgan")

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.data import DataConfig, load_splits, save_grid
-from genlab.diffusion.generate import to_model_space
 from genlab.errors import GenlabError
 from genlab.metrics.reconstruction import psnr
+from genlab.nn.pixels import to_model_space
 from genlab.nn.pretrained import config_from_dict
 from genlab.nn.vae import VAE, VAEConfig, kl_divergence, latent_statistics, scale_factor
 from genlab.train.engine import Batch, Task
