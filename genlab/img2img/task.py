@@ -32,6 +32,10 @@ class RestorationUNet(SegUNet):
     kind = "img2img"
 
 
+# The restoration U-Net measured on 2 CPU cores (README): the task's default and `genlab train img2img`'s.
+IMG2IMG_MODEL: dict[str, Any] = dict(base_channels=16, depth=2)
+
+
 @dataclass
 class RestorationConfig:
     """What is undone; stored as config.json's ``restoration``."""
@@ -81,7 +85,10 @@ class Img2ImgTask(Task):
                 f"--factor {restoration.factor} needs an image side divisible by it (got {side})"
             )
         self.model = RestorationUNet(
-            model_config or SegUNetConfig(in_channels=channels, out_channels=channels, **model_options)
+            model_config
+            or SegUNetConfig(
+                in_channels=channels, out_channels=channels, **{**IMG2IMG_MODEL, **model_options}
+            )
         )
 
     @classmethod

@@ -25,7 +25,7 @@ from genlab.nn.pretrained import PretrainedMixin
 class DiTConfig:
     in_channels: int = 1
     image_size: int = 28
-    patch_size: int = 4
+    patch_size: int = 2  # as `genlab train diffusion --backbone dit` has always trained (README's runs)
     width: int = 128
     depth: int = 4
     heads: int = 4

@@ -25,6 +25,11 @@ from genlab.segmentation.tiling import with_context
 from genlab.segmentation.weights import class_balance, unet_weight_map
 from genlab.train.engine import Batch, Task
 
+# The segmenter measured on 2 CPU cores (README, Segmentation): narrower and one pooling shallower than
+# the paper's 64 channels and 4 poolings (SegUNetConfig's defaults are the paper's depth). The task's
+# default, and `genlab train segmenter`'s (tests/test_defaults.py holds the two together).
+SEGMENTER_MODEL: dict[str, Any] = dict(base_channels=16, depth=3)
+
 
 @dataclass
 class SegmentationConfig:
@@ -77,7 +82,8 @@ class SegmenterTask(Task):
         val_x, self.val_instances = make_cells(seg.val_images, seg.seed + 1, cfg)
         self.train_data = _segmentation_dataset("cells", train_x)
         self.val_data = _segmentation_dataset("cells-val", val_x)
-        self.model = SegUNet(model_config or SegUNetConfig(in_channels=1, num_classes=2, **model_options))
+        options = {**SEGMENTER_MODEL, **model_options}
+        self.model = SegUNet(model_config or SegUNetConfig(in_channels=1, num_classes=2, **options))
 
     @property
     def data(self) -> SegmentationConfig:
