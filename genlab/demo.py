@@ -257,8 +257,8 @@ def _data_pictures(result: DemoResult) -> None:
 def _classifier(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.classification import evaluate_classifier
     from genlab.classification.task import ClassifierDataConfig, ClassifierTask
-    from genlab.cli.train import CLASSIFIER_DEFAULTS
     from genlab.nn import Classifier
+    from genlab.recipes import CLASSIFIER_DEFAULTS
     from genlab.train import seed_step
 
     seed_step(0, -1)
@@ -318,9 +318,9 @@ def _mnist_diffusion(result: DemoResult, cfg: DemoConfig) -> None:
 
 
 def _clip(result: DemoResult, cfg: DemoConfig) -> None:
-    from genlab.cli.clip import CLIP_DEFAULTS
     from genlab.clip.task import CLIPTask
     from genlab.data import DataConfig
+    from genlab.recipes import CLIP_DEFAULTS
     from genlab.train import seed_step
 
     seed_step(0, -1)

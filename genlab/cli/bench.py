@@ -99,7 +99,7 @@ def bench_diffusion(**params: Any) -> None:
     """
     from genlab import rundir
     from genlab.bench.diffusion import DiffusionBenchSettings, format_table, run_diffusion_bench
-    from genlab.cli.train import DIFFUSION_DEFAULTS
+    from genlab.recipes import DIFFUSION_DEFAULTS
 
     for name in ("repeats", "sample_batch_size", "image_size"):
         if params[name] < 1:

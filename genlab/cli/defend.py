@@ -64,8 +64,8 @@ def backdoor_demo(
     )
     from genlab.classification.evaluate import predict
     from genlab.classification.task import ClassifierDataConfig, ClassifierTask
-    from genlab.cli.train import CLASSIFIER_DEFAULTS
     from genlab.data import save_grid
+    from genlab.recipes import CLASSIFIER_DEFAULTS
     from genlab.train import TrainConfig, Trainer, seed_step
 
     folder = (

@@ -21,23 +21,9 @@ from genlab.cli.common import (
 )
 from genlab.cli.train import _report, _run_dir, _train, train
 from genlab.errors import GenlabError
+from genlab.recipes import GAN_DEFAULTS
 
 GAN_LOSSES = ("ns", "minimax", "wgan-gp", "hinge")  # genlab.gan.losses.LOSSES, without importing torch
-
-# DCGAN's recipe (Radford et al. 2016, section 4): Adam at 2e-4, batch 64 (betas come with the loss);
-# no weight decay and no gradient clipping, which would change the game.
-GAN_DEFAULTS: dict[str, Any] = dict(
-    steps=3000,
-    batch_size=64,
-    lr=2e-4,
-    warmup_steps=0,
-    weight_decay=0.0,
-    grad_clip=0.0,
-    ema_decay=0.999,
-    eval_every=500,
-    sample_every=500,
-    checkpoint_every=500,
-)
 
 
 @train.command("gan")

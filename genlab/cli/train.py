@@ -24,6 +24,13 @@ from genlab.cli.common import (
     train_options,
 )
 from genlab.errors import GenlabError
+from genlab.recipes import (
+    CLASSIFIER_DEFAULTS,
+    DIFFUSION_DEFAULTS,
+    IMG2IMG_DEFAULTS,
+    SEGMENTER_DEFAULTS,
+    VAE_DEFAULTS,
+)
 
 
 @cli.group()
@@ -89,19 +96,6 @@ def _train(ctx: click.Context, params: dict[str, Any], kind: str, build: Callabl
         f"images, {sum(p.numel() for p in task.model.parameters()) / 1e6:.2f}M parameters) into {out}"
     )
     return Trainer(task, cfg, out, resume=params["resume"], sections={"options": options}).train()
-
-
-# Measured on 2 CPU cores: ~99% validation accuracy on mnist in about 2 minutes (README).
-CLASSIFIER_DEFAULTS: dict[str, Any] = dict(
-    steps=800,
-    batch_size=128,
-    lr=2e-3,
-    warmup_steps=100,
-    ema_decay=0.995,
-    eval_every=200,
-    sample_every=400,
-    checkpoint_every=200,
-)
 
 
 @train.command("classifier")
@@ -203,17 +197,6 @@ DIFFUSION_REPORT = {
     "recognised": "share of samples recognised as the class asked for",
     "adherence": "prompt adherence (all attributes right)",
 }
-DIFFUSION_DEFAULTS: dict[str, Any] = dict(
-    steps=4000,
-    batch_size=32,
-    lr=1e-3,
-    warmup_steps=200,
-    ema_decay=0.999,
-    grad_clip=1.0,
-    eval_every=500,
-    sample_every=1000,
-    checkpoint_every=500,
-)
 
 
 @train.command("diffusion")
@@ -413,20 +396,6 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     echo(f"sample it: genlab sample {result.run_dir} --steps 20 --sampler dpmpp-2m --out grid.png")
 
 
-# Measured on 2 CPU cores (README): mnist reconstructed at ~27 dB PSNR with 4x4-downsampled latents.
-VAE_DEFAULTS: dict[str, Any] = dict(
-    steps=2000,
-    batch_size=64,
-    lr=1e-3,
-    warmup_steps=100,
-    ema_decay=0.999,
-    grad_clip=1.0,
-    eval_every=500,
-    sample_every=500,
-    checkpoint_every=500,
-)
-
-
 @train.command("vae")
 @data_options
 @click.option("--latent-channels", default=4, show_default=True, type=int, help="Channels of the latent map.")
@@ -504,20 +473,6 @@ def train_vae(ctx: click.Context, **params: Any) -> None:
         echo(f"train on its latents: genlab train diffusion --latent {result.run_dir} --data {data.name}")
 
 
-# Measured on 2 CPU cores (README): the cells segmenter of the U-Net paper's recipe.
-SEGMENTER_DEFAULTS: dict[str, Any] = dict(
-    steps=1500,
-    batch_size=8,
-    lr=1e-3,
-    warmup_steps=100,
-    ema_decay=0.99,
-    grad_clip=1.0,
-    eval_every=250,
-    sample_every=500,
-    checkpoint_every=250,
-)
-
-
 @train.command("segmenter")
 @click.option(
     "--train-images", default=240, show_default=True, type=int, help="Procedural cells to train on."
@@ -572,19 +527,6 @@ def train_segmenter(ctx: click.Context, **params: Any) -> None:
     params.setdefault("data", "cells")
     result = _train(ctx, params, "segmenter", build, SegmenterTask.from_run_config)
     _report(result, {"val_iou": "cell IoU", "val_separated": "touching pairs separated"})
-
-
-IMG2IMG_DEFAULTS: dict[str, Any] = dict(
-    steps=1000,
-    batch_size=32,
-    lr=1e-3,
-    warmup_steps=100,
-    ema_decay=0.99,
-    grad_clip=1.0,
-    eval_every=250,
-    sample_every=500,
-    checkpoint_every=250,
-)
 
 
 @train.command("img2img")
