@@ -39,6 +39,7 @@ test: $(STAMP)
 		|| ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "could not install chromium and chromium-driver: the browser test will be skipped"
 	$(BIN)/ruff check genlab tests
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # Installs the bench extra (diffusers, the peer) once, then times our models against it (bench/README.md).
@@ -49,6 +50,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check genlab tests
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check genlab tests
 
 clean:

@@ -1,6 +1,8 @@
 """genlab: a workbench for generative image models, written from first principles on PyTorch."""
 
-__version__ = "0.1.0"
+from genlab.version import __version__
+
+__all__ = ["__version__", "load_pipeline"]
 
 
 def __getattr__(name: str):

@@ -33,8 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from genlab import __version__
 from genlab.errors import GenlabError
+from genlab.version import __version__
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"

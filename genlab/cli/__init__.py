@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from genlab import __version__
 from genlab.errors import GenlabError
+from genlab.version import __version__
 
 
 class GenlabGroup(click.Group):

@@ -1,0 +1,1 @@
+"""Adversarial examples: attacks (FGSM, PGD, C&W, black-box), defenses, patches and backdoors."""
