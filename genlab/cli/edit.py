@@ -15,13 +15,21 @@ def edit() -> None:
     """Edit images with a diffusion run: img2img (SDEdit), inpainting, and upscaling (a cascade)."""
 
 
-def _pipe_and_image(run: str, image: str, device: str):
+def _diffusion_pipeline(run: str, device: str):
+    """(the run's pipeline, whether it takes prompts); a GAN is refused: editing denoises a noised image."""
     from genlab import rundir
-    from genlab.data import load_image
-    from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
+    from genlab.pipelines import load_pipeline, pipeline_kind
 
-    text = rundir.read_config(run, kind="diffusion").get("diffusion", {}).get("cond") == "text"
-    pipe = (TextToImagePipeline if text else DiffusionPipeline).from_pretrained(run, device=device)
+    kind = pipeline_kind(rundir.read_config(run), run)
+    if kind == "gan":
+        raise GenlabError(f"{run} is a GAN; editing needs a diffusion run (it denoises a noised image)")
+    return load_pipeline(run, device=device), kind == "text-to-image"
+
+
+def _pipe_and_image(run: str, image: str, device: str):
+    from genlab.data import load_image
+
+    pipe, text = _diffusion_pipeline(run, device)
     channels, size = pipe.image_shape
     return pipe, text, load_image(image, size, channels)
 
@@ -35,17 +43,24 @@ def _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, *
     pipe, text, x = loaded
     if n < 1:
         raise GenlabError(f"--n must be at least 1 (got {n})")
-    g = torch.Generator().manual_seed(seed)
     init = x[None].expand(n, -1, -1, -1)
+    settings = dict(
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),
+        init_images=init,
+        **extra,
+    )
     if text:
         if prompt is None:
             raise GenlabError(f"{run} is a text-to-image run: give a prompt")
-        result = pipe(prompt, None, steps, guidance, sampler, g, num_images=n, init_images=init, **extra)
+        result = pipe(prompt=prompt, num_images=n, **settings)
     else:
         if prompt is not None:
             raise GenlabError(f"{run} takes no prompt (it was trained without --cond text); use --class")
         labels = torch.tensor([pipe.class_index(class_)]) if class_ is not None else None
-        result = pipe(n, labels, steps, guidance, sampler, generator=g, init_images=init, **extra)
+        result = pipe(num_images=n, class_labels=labels, **settings)
     grid = torch.cat([x[None], result.tensors])
     path = save_grid(out, grid, ["input"] + [f"edit {i + 1}" for i in range(n)])
     echo(f"wrote {path}")
@@ -143,10 +158,9 @@ def upscale(run, images, base, prompt, class_, n, steps, sampler, guidance, seed
     import torch.nn.functional as F
 
     from genlab.data import load_image, save_grid
-    from genlab.pipelines import DiffusionPipeline
 
-    upscaler = DiffusionPipeline.from_pretrained(run, device=device)
-    if not upscaler.upscale:
+    upscaler, _ = _diffusion_pipeline(run, device)
+    if not getattr(upscaler, "upscale", 0):
         raise GenlabError(f"{run} is not an upscaler; train one with genlab train diffusion --upscale 2")
     if bool(images) == bool(base):
         raise GenlabError("give either IMAGES to upscale or --base RUN to sample them from, not both")
@@ -166,7 +180,15 @@ def upscale(run, images, base, prompt, class_, n, steps, sampler, guidance, seed
     labels = None
     if class_ is not None and upscaler.num_classes:
         labels = torch.tensor([upscaler.class_index(class_)])
-    result = upscaler(len(low), labels, steps, guidance, sampler, generator=g, lowres=low)
+    result = upscaler(
+        num_images=len(low),
+        class_labels=labels,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        sampler=sampler,
+        generator=g,
+        lowres=low,
+    )
     blocky = F.interpolate(low, size=(side, side), mode="nearest")
     path = save_grid(out, torch.cat([blocky, result.tensors]), nrow=len(low))
     echo(f"{len(low)} images {small}x{small} -> {side}x{side}: {path}")
@@ -176,15 +198,11 @@ def _sample_base(base, prompt, class_, n, steps, sampler, guidance, generator, d
     """n images from the diffusion run ``base`` (a prompt for a text run, or a class)."""
     import torch
 
-    from genlab import rundir
-    from genlab.pipelines import DiffusionPipeline, TextToImagePipeline
-
-    text = rundir.read_config(base, kind="diffusion").get("diffusion", {}).get("cond") == "text"
+    pipe, text = _diffusion_pipeline(base, device)
+    settings = dict(num_inference_steps=steps, guidance_scale=guidance, sampler=sampler, generator=generator)
     if text:
         if prompt is None:
             raise GenlabError(f"{base} is a text-to-image run: give --prompt")
-        pipe = TextToImagePipeline.from_pretrained(base, device=device)
-        return pipe(prompt, None, steps, guidance, sampler, generator, num_images=n).tensors
-    pipe = DiffusionPipeline.from_pretrained(base, device=device)
+        return pipe(prompt=prompt, num_images=n, **settings).tensors
     labels = torch.tensor([pipe.class_index(class_)]) if class_ is not None and pipe.num_classes else None
-    return pipe(n, labels, steps, guidance, sampler, generator=generator).tensors
+    return pipe(num_images=n, class_labels=labels, **settings).tensors
