@@ -8,7 +8,8 @@ import click
 
 from genlab.cli import cli
 from genlab.cli.common import data_fields, data_options, echo, number_list, train_options
-from genlab.cli.train import _report, _train, train
+from genlab.cli.train import train
+from genlab.cli.training import report_training, run_training
 from genlab.errors import GenlabError
 from genlab.recipes import CLIP_DEFAULTS
 
@@ -67,8 +68,8 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
             embed_dim=params["embed_dim"],
         )
 
-    result = _train(ctx, params, "clip", build, CLIPTask.from_run_config)
-    _report(
+    result = run_training(ctx, params, "clip", build, CLIPTask.from_run_config)
+    report_training(
         result,
         {
             "zero_shot_acc": "zero-shot accuracy (with the data's prompt templates)",

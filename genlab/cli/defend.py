@@ -173,11 +173,11 @@ def purify_cmd(
     from genlab.adversarial.attacks import pgd
     from genlab.adversarial.evaluation import accuracy, spread
     from genlab.adversarial.purification import purify
-    from genlab.cli.attack import _load
+    from genlab.classification.evaluate import load_classifier_run
     from genlab.data import save_grid
     from genlab.pipelines import DiffusionPipeline
 
-    model, val, _ = _load(classifier)
+    model, val, _ = load_classifier_run(classifier)
     pipe = DiffusionPipeline.from_pretrained(diffusion, device="cpu")
     if pipe.image_shape != (model.config.in_channels, model.config.image_size):
         raise GenlabError("the diffusion model and the classifier must work on images of the same shape")
@@ -236,11 +236,11 @@ def detect_cmd(run: str, fpr: float, eps: str, ood: str, n: int, seed: int) -> N
     from genlab.adversarial.attacks import fgsm, pgd
     from genlab.adversarial.detection import auroc, fit_detector
     from genlab.adversarial.evaluation import spread
-    from genlab.cli.attack import _load
+    from genlab.classification.evaluate import load_classifier_run
     from genlab.data import load_splits
     from genlab.data.images import resize_batch
 
-    model, val, _ = _load(run)
+    model, val, _ = load_classifier_run(run)
     x, y = spread(val.images, val.labels, n, seed)
     half = len(x) // 2
     calib, test, y_test = x[:half], x[half:], y[half:]

@@ -19,7 +19,8 @@ from genlab.cli.common import (
     monitor_options,
     train_options,
 )
-from genlab.cli.train import _report, _run_dir, _train, train
+from genlab.cli.train import train
+from genlab.cli.training import choose_run_dir, report_training, run_training
 from genlab.errors import GenlabError
 from genlab.recipes import GAN_DEFAULTS
 
@@ -172,8 +173,8 @@ def train_gan(ctx: click.Context, **params: Any) -> None:
 
     labels = {"fid": "FID (evaluation features)", "modes_covered": "classes covered"}
     if restarts == 1:
-        result = _train(ctx, params, "gan", build, rebuild)
-        _report(result, labels)
+        result = run_training(ctx, params, "gan", build, rebuild)
+        report_training(result, labels)
     else:
         result = _restarts(ctx, params, build, rebuild, restarts)
     if is_main_process():
@@ -195,14 +196,14 @@ def _restarts(ctx: click.Context, params: dict[str, Any], build, rebuild, n: int
     others stay under OUT/restarts, and OUT/restarts.json lists them all."""
     from genlab import rundir
 
-    out = Path(_run_dir(params["out"], False, "gan", params["data"]))
+    out = Path(choose_run_dir(params["out"], False, "gan", params["data"]))
     if out.exists() and any(out.iterdir()):
         raise GenlabError(f"{out} already exists and is not empty; choose another --out")
     seed, results = params["seed"], []
     for i in range(n):
         echo(f"restart {i + 1}/{n}: seed {seed + i}")
         sub = dict(params, seed=seed + i, out=str(out / "restarts" / f"seed-{seed + i}"))
-        result = _train(ctx, sub, "gan", build, rebuild)
+        result = run_training(ctx, sub, "gan", build, rebuild)
         if result.interrupted:
             raise GenlabError(f"stopped during restart {i + 1}; its run is in {result.run_dir}")
         fid = result.metrics.get("fid")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,15 @@ import click
 from genlab.cli import cli
 from genlab.cli.common import (
     SAMPLER_NAMES,
-    check_resume_options,
     data_fields,
     data_options,
     echo,
-    fresh_run_dir,
     is_main_process,
     monitor_options,
     number_list,
-    run_options,
-    train_config_from,
     train_options,
 )
-from genlab.errors import GenlabError
+from genlab.cli.training import report_training, run_training
 from genlab.recipes import (
     CLASSIFIER_DEFAULTS,
     DIFFUSION_DEFAULTS,
@@ -41,61 +36,6 @@ def train() -> None:
     seeded data order, Ctrl-C saves a checkpoint and --resume continues exactly; runs unchanged under
     `torchrun --nproc_per_node=N -m genlab train ...` (DDP, gloo on CPU, NCCL on GPU).
     """
-
-
-def _report(result, metrics_names: dict[str, str]) -> None:
-    from genlab import rundir
-
-    state = "stopped early (resume with --resume)" if result.interrupted else "finished"
-    echo(f"{state} at step {result.step} after {result.seconds / 60:.1f} min")
-    for key, label in metrics_names.items():
-        if key in result.metrics:
-            echo(f"{label}: {result.metrics[key]:.4f}")
-    echo(f"run directory: {result.run_dir}")
-    echo(
-        f"  weights {result.run_dir / rundir.MODEL_FILE}, metrics {result.run_dir / rundir.METRICS_FILE}, "
-        f"grids {result.run_dir / 'samples'}"
-    )
-
-
-def _run_dir(out: str | None, resume: bool, kind: str, data: str) -> str:
-    """The run directory: --out, or for a new run without it a fresh runs/KIND-DATA[-N], created here."""
-    if resume:
-        if out is None:
-            raise GenlabError("--resume needs --out RUN_DIR, the run to continue")
-        return out
-    if out is not None:
-        return out
-    name = data.split(":", 1)[-1].rstrip("/").split("/")[-1] or "data"
-    return str(fresh_run_dir(f"runs/{kind}-{name}"))
-
-
-def _train(ctx: click.Context, params: dict[str, Any], kind: str, build: Callable, rebuild: Callable):
-    """Start a new run with ``build(cfg)`` or resume one with ``rebuild(config)``, then train it.
-
-    A new run records the command's options (besides the training settings, which config.json keeps in
-    ``train``) as config.json's ``options``; a resume refuses an option typed again with another value,
-    which it could only ignore: the run's model and data are fixed when it starts."""
-    from genlab import rundir
-    from genlab.train import Trainer, resolve_train_config, seed_step
-
-    cfg, explicit = train_config_from(ctx, params)
-    options = run_options(params)
-    if params["resume"]:
-        out = _run_dir(params["out"], True, kind, "")
-        config = rundir.read_config(out, kind=kind)
-        check_resume_options(ctx, options, config.get("options"), out)
-        task = rebuild(config)
-        cfg = resolve_train_config(out, explicit)
-    else:
-        seed_step(cfg.seed, -1)  # the initial weights depend on the seed alone
-        task = build(cfg)
-        out = _run_dir(params["out"], False, kind, params.get("data") or "data")
-    echo(
-        f"training {kind} on {task.data.name} ({len(task.train_data)} train / {len(task.val_data)} val "
-        f"images, {sum(p.numel() for p in task.model.parameters()) / 1e6:.2f}M parameters) into {out}"
-    )
-    return Trainer(task, cfg, out, resume=params["resume"], sections={"options": options}).train()
 
 
 @train.command("classifier")
@@ -180,8 +120,8 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
             return AdversarialClassifierTask.from_run_config(config)
         return ClassifierTask.from_run_config(config)
 
-    result = _train(ctx, params, "classifier", build, rebuild)
-    _report(
+    result = run_training(ctx, params, "classifier", build, rebuild)
+    report_training(
         result,
         {
             "val_acc": "validation accuracy",
@@ -379,8 +319,8 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     def rebuild(config: dict[str, Any]) -> DiffusionTask:
         return DiffusionTask.from_run_config(config, log=echo)
 
-    result = _train(ctx, params, "diffusion", build, rebuild)
-    _report(result, DIFFUSION_REPORT)
+    result = run_training(ctx, params, "diffusion", build, rebuild)
+    report_training(result, DIFFUSION_REPORT)
     if is_main_process():
         from genlab import rundir
         from genlab.metrics.plots import plot_diffusion_training
@@ -462,8 +402,8 @@ def train_vae(ctx: click.Context, **params: Any) -> None:
     def rebuild(config: dict[str, Any]) -> VAETask:
         return VAETask.from_run_config(config)
 
-    result = _train(ctx, params, "vae", build, rebuild)
-    _report(result, {"val_psnr": "validation PSNR (dB)", "val_kl": "KL per pixel"})
+    result = run_training(ctx, params, "vae", build, rebuild)
+    report_training(result, {"val_psnr": "validation PSNR (dB)", "val_kl": "KL per pixel"})
     if is_main_process():  # the scale factor of the final (EMA) weights, over the training images
         data = config_from_dict(DataConfig, rundir.read_config(result.run_dir)["data"], "config.json 'data'")
         train_data, _ = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
@@ -525,8 +465,8 @@ def train_segmenter(ctx: click.Context, **params: Any) -> None:
         )
 
     params.setdefault("data", "cells")
-    result = _train(ctx, params, "segmenter", build, SegmenterTask.from_run_config)
-    _report(result, {"val_iou": "cell IoU", "val_separated": "touching pairs separated"})
+    result = run_training(ctx, params, "segmenter", build, SegmenterTask.from_run_config)
+    report_training(result, {"val_iou": "cell IoU", "val_separated": "touching pairs separated"})
 
 
 @train.command("img2img")
@@ -565,5 +505,7 @@ def train_img2img(ctx: click.Context, **params: Any) -> None:
             batch_norm=True,
         )
 
-    result = _train(ctx, params, "img2img", build, Img2ImgTask.from_run_config)
-    _report(result, {"val_psnr": "PSNR of the output (dB)", "val_psnr_input": "PSNR of the input (dB)"})
+    result = run_training(ctx, params, "img2img", build, Img2ImgTask.from_run_config)
+    report_training(
+        result, {"val_psnr": "PSNR of the output (dB)", "val_psnr_input": "PSNR of the input (dB)"}
+    )
