@@ -275,7 +275,7 @@ def _mnist_diffusion(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.diffusion.pictures import trajectory_strip
     from genlab.diffusion.recipes import MNIST_RECIPE
     from genlab.diffusion.task import DiffusionConfig, DiffusionTask
-    from genlab.metrics.monitor import MonitorConfig
+    from genlab.evaluation.monitor import MonitorConfig
     from genlab.metrics.plots import plot_diffusion_training
     from genlab.pipelines import DiffusionPipeline
     from genlab.train import seed_step
@@ -334,8 +334,8 @@ def _text_to_image(result: DemoResult, cfg: DemoConfig) -> None:
     from genlab.diffusion.attention_maps import save_attention_maps
     from genlab.diffusion.recipes import T2I_RECIPE
     from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.evaluation.monitor import MonitorConfig
     from genlab.metrics.html import write_report
-    from genlab.metrics.monitor import MonitorConfig
     from genlab.pipelines import TextToImagePipeline
     from genlab.train import seed_step
 

@@ -329,7 +329,7 @@ def test_every_evaluation_scores_fixed_seed_samples(tmp_path, digits_judge):
     """A class run's evaluations draw the same seeds and report FID and the share the judge recognises as
     asked; the share is that of the judge's own predictions on those samples."""
     from genlab.classification.evaluate import predict
-    from genlab.metrics.monitor import MonitorConfig
+    from genlab.evaluation.monitor import MonitorConfig
     from genlab.nn import Classifier
 
     seed_step(0, -1)
@@ -355,8 +355,8 @@ def test_every_evaluation_scores_fixed_seed_samples(tmp_path, digits_judge):
 
 
 def test_text_runs_on_shapes_score_prompt_adherence(tmp_path):
+    from genlab.evaluation.monitor import MonitorConfig
     from genlab.metrics.adherence import prompt_adherence, single_object_prompts
-    from genlab.metrics.monitor import MonitorConfig
 
     seed_step(0, -1)
     task = DiffusionTask(

@@ -15,14 +15,14 @@ from genlab.cli import cli
 from genlab.data import DataConfig, load_splits
 from genlab.diffusion.task import DiffusionConfig, DiffusionTask
 from genlab.errors import GenlabError
-from genlab.metrics.distances import fid_from_features, kernel_inception_distance
-from genlab.metrics.evaluation import EvalConfig, real_data_floor
-from genlab.metrics.features import (
+from genlab.evaluation.evaluation import EvalConfig, real_data_floor
+from genlab.evaluation.features import (
     classifier_extractor,
     dataset_extractor,
     reference_features,
     resolve_extractor,
 )
+from genlab.metrics.distances import fid_from_features, kernel_inception_distance
 from genlab.metrics.html import write_report
 from genlab.metrics.precision_recall import precision_recall
 from genlab.train import TrainConfig, Trainer, seed_step

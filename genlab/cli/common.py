@@ -126,7 +126,7 @@ def sampling_options(f: Callable) -> Callable:
 
 def monitor_options(samples: int) -> Callable:
     """--features and --eval-samples: how every evaluation of a generator's run scores its samples
-    (genlab.metrics.monitor); ``samples`` is the command's default."""
+    (genlab.evaluation.monitor); ``samples`` is the command's default."""
 
     def decorate(f: Callable) -> Callable:
         f = click.option(

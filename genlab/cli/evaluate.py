@@ -99,8 +99,8 @@ def eval_cmd(
     from genlab import rundir
     from genlab.data import DataConfig, load_splits
     from genlab.errors import GenlabError
-    from genlab.metrics.evaluation import FEATURE_METRICS, EvalConfig, evaluate_generator
-    from genlab.metrics.features import classifier_extractor, resolve_extractor
+    from genlab.evaluation.evaluation import FEATURE_METRICS, EvalConfig, evaluate_generator
+    from genlab.evaluation.features import classifier_extractor, resolve_extractor
     from genlab.metrics.html import write_report
     from genlab.nn.pretrained import config_from_dict
     from genlab.pipelines import load_pipeline
@@ -289,8 +289,8 @@ def data_floor(name: str, n: int, features: str, seed: int, image_size: int | No
       genlab data floor mnist --n 500
     """
     from genlab.data import DataConfig, load_splits
-    from genlab.metrics.evaluation import real_data_floor
-    from genlab.metrics.features import resolve_extractor
+    from genlab.evaluation.evaluation import real_data_floor
+    from genlab.evaluation.features import resolve_extractor
 
     cfg = DataConfig(name=name, split_seed=seed, image_size=image_size)
     train, val = load_splits(cfg.name, cfg.split_seed, cfg.val_fraction, cfg.image_size)

@@ -465,7 +465,7 @@ def arithmetic_cmd(
         if k:
             raise GenlabError("a conditional GAN's class is an input, not a region of z: use --by index")
         from genlab.classification.evaluate import predict
-        from genlab.metrics.features import classifier_extractor, resolve_extractor
+        from genlab.evaluation.features import classifier_extractor, resolve_extractor
 
         if classifier:
             judge = classifier_extractor(classifier).classifier

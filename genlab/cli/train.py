@@ -270,7 +270,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     """
     from genlab.data import DataConfig
     from genlab.diffusion.task import DiffusionConfig, DiffusionTask
-    from genlab.metrics.monitor import MonitorConfig
+    from genlab.evaluation.monitor import MonitorConfig
 
     def build(cfg: Any) -> DiffusionTask:
         data = DataConfig(**data_fields(params))

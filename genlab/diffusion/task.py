@@ -28,7 +28,7 @@ from genlab.diffusion.parameterization import PARAMETERIZATIONS, diffusion_loss,
 from genlab.diffusion.samplers import SAMPLERS
 from genlab.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
 from genlab.errors import GenlabError
-from genlab.metrics.monitor import MonitorConfig, monitor_extractor, sample_quality
+from genlab.evaluation.monitor import MonitorConfig, monitor_extractor, sample_quality
 from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.pixels import to_model_space
 from genlab.nn.pretrained import config_from_dict
@@ -401,7 +401,7 @@ class DiffusionTask(Task):
         return monitor_extractor(self.monitor, self.data, self.log)
 
     def sample_quality(self, model: nn.Module) -> dict[str, Any]:
-        """Scores of ``monitor.samples`` samples from fixed seeds (genlab.metrics.monitor): FID, precision
+        """Scores of ``monitor.samples`` samples from fixed seeds (genlab.evaluation.monitor): FID, precision
         and recall on the monitor's features and, with a classifier's features, the classes it sees in
         them and (class runs) the share it recognises as asked; for text runs on shapes, the prompt
         adherence of single-object validation prompts read back from the pixels."""

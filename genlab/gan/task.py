@@ -14,11 +14,11 @@ from torch import nn
 
 from genlab.data import DataConfig, load_splits, save_grid
 from genlab.errors import GenlabError
+from genlab.evaluation.monitor import MonitorConfig, monitor_extractor, sample_quality
 from genlab.gan.diffaugment import diff_augment, parse_policy
 from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
 from genlab.gan.losses import LOSSES, mode_seeking_term
 from genlab.gan.models import GAN, GANConfig, clusters_of
-from genlab.metrics.monitor import MonitorConfig, monitor_extractor, sample_quality
 from genlab.nn.pixels import to_model_space
 from genlab.nn.pretrained import config_from_dict
 from genlab.train.config import TrainConfig

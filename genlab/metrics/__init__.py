@@ -1,22 +1,4 @@
-"""Metrics of generated images: accuracy, FID/KID, precision/recall, coverage, memorization, reports."""
-
-from genlab.metrics.accuracy import conditional_accuracy, generate_samples
-from genlab.metrics.evaluation import EvalConfig, evaluate_generator, real_data_floor
-from genlab.metrics.features import (
-    FeatureExtractor,
-    classifier_extractor,
-    dataset_extractor,
-    resolve_extractor,
-)
-
-__all__ = [
-    "EvalConfig",
-    "FeatureExtractor",
-    "classifier_extractor",
-    "conditional_accuracy",
-    "dataset_extractor",
-    "evaluate_generator",
-    "generate_samples",
-    "real_data_floor",
-    "resolve_extractor",
-]
+"""Metrics of generated images as pure functions of features and images: Fréchet and kernel distances,
+precision/recall, coverage and memorization, CLIP score, prompt adherence, reconstruction quality; and the
+plots and HTML pages that show them. What reads images into features, and the evaluations that generate
+and score, are genlab.evaluation."""

@@ -41,7 +41,7 @@ def monitor_extractor(monitor: MonitorConfig, data: DataConfig, log: Callable[[s
     without labels to train one on, which is said in one line)."""
     if monitor.features == "none" or monitor.samples == 0:
         return None
-    from genlab.metrics.features import resolve_extractor
+    from genlab.evaluation.features import resolve_extractor
 
     try:
         with torch.enable_grad():  # "auto" may train a classifier, also when called from an evaluation
@@ -60,10 +60,10 @@ def sample_quality(
     features; when the extractor is a classifier, the classes it sees (modes covered, normalised entropy,
     histogram) and, given the ``labels`` the images were asked for, the share it recognises as asked."""
     from genlab.classification.evaluate import predict
-    from genlab.metrics.accuracy import class_accuracy
+    from genlab.evaluation.accuracy import class_accuracy
+    from genlab.evaluation.features import reference_features
     from genlab.metrics.coverage import mode_coverage
     from genlab.metrics.distances import fid_from_features
-    from genlab.metrics.features import reference_features
     from genlab.metrics.precision_recall import precision_recall
 
     real = reference_features(extractor, val)

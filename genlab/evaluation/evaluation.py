@@ -17,10 +17,10 @@ import torch
 from genlab.classification.evaluate import predict
 from genlab.data import ImageDataset, save_grid
 from genlab.errors import GenlabError
-from genlab.metrics.accuracy import check_judge, class_accuracy, generate_samples
+from genlab.evaluation.accuracy import check_judge, class_accuracy, generate_samples
+from genlab.evaluation.features import FeatureExtractor, reference_features
 from genlab.metrics.coverage import mode_coverage, nearest_neighbours
 from genlab.metrics.distances import fid_from_features, kernel_inception_distance
-from genlab.metrics.features import FeatureExtractor, reference_features
 from genlab.metrics.plots import plot_histogram, plot_sweep
 from genlab.metrics.precision_recall import precision_recall
 
