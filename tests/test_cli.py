@@ -283,3 +283,19 @@ def test_fresh_run_names_are_claimed_atomically(tmp_path):
     names = [fresh_run_dir(tmp_path / "runs" / "classifier-digits") for _ in range(3)]
     assert [p.name for p in names] == ["classifier-digits", "classifier-digits-2", "classifier-digits-3"]
     assert all(p.is_dir() for p in names)
+
+
+def test_commands_load_lazily():
+    # a fresh interpreter: `genlab data list` imports the data command's module and no other command's
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom genlab.cli import cli\n"
+        "r = CliRunner().invoke(cli, ['data', 'list'])\nassert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in sys.modules if m.startswith('genlab.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['genlab.cli.data']"
+    help_text = CliRunner().invoke(cli, ["train", "--help"]).output
+    assert all(kind in help_text for kind in ("classifier", "clip", "gan", "diffusion"))  # loaded when listed

@@ -55,9 +55,9 @@ def _as_value(cli_default, library_default):
 
 
 def _compared(command: str) -> list[tuple[str, object, object]]:
-    options = {
-        p.name: p for p in cli.commands["train"].commands[command].params if isinstance(p, click.Option)
-    }
+    ctx = click.Context(cli)  # the commands load lazily: ask the groups for them
+    params = cli.get_command(ctx, "train").get_command(ctx, command).params
+    options = {p.name: p for p in params if isinstance(p, click.Option)}
     pairs = []
     for source in SOURCES[command]:
         for name, library in source.items():

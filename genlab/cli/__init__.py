@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -10,7 +11,25 @@ from genlab.errors import GenlabError
 from genlab.version import __version__
 
 
-class GenlabGroup(click.Group):
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported only when a command is asked for (click's lazy
+    group pattern): ``lazy`` maps a command name to the module that registers it, so `genlab sample`
+    imports the sample command's module and not the fifteen others."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            importlib.import_module(self.lazy[name])  # registers the command on this group
+        return self.commands.get(name)
+
+
+class GenlabGroup(LazyGroup):
     """Turns GenlabError into a one-line message and exit status 2, with no traceback."""
 
     def invoke(self, ctx: click.Context):
@@ -24,8 +43,31 @@ class GenlabGroup(click.Group):
             sys.exit(130)
 
 
+# command -> the module that defines it
+COMMANDS = {
+    "attack": "attack",
+    "bench": "bench",
+    "clip": "clip",
+    "data": "data",
+    "defend": "defend",
+    "demo": "demo",
+    "diffusion": "diffusion",
+    "edit": "edit",
+    "eval": "evaluate",
+    "gan": "gan",
+    "img2img": "img2img",
+    "predict": "predict",
+    "sample": "sample",
+    "segment": "segment",
+    "serve": "serve",
+    "train": "train",
+}
+
+
 @click.group(
-    cls=GenlabGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=GenlabGroup,
+    lazy={name: f"genlab.cli.{module}" for name, module in COMMANDS.items()},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="genlab")
 def cli() -> None:
@@ -43,24 +85,3 @@ def cli() -> None:
 
 def main() -> None:
     cli(prog_name="genlab")
-
-
-# Importing the command modules registers their commands on `cli`.
-from genlab.cli import (  # noqa: E402, F401
-    attack,
-    bench,
-    clip,
-    data,
-    defend,
-    demo,
-    diffusion,
-    edit,
-    evaluate,
-    gan,
-    img2img,
-    predict,
-    sample,
-    segment,
-    serve,
-    train,
-)

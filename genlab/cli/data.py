@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from genlab.cli import cli
+from genlab.cli import LazyGroup, cli
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy={"floor": "genlab.cli.evaluate"})
 def data() -> None:
     """List and look at the data sets (mnist, digits, shapes, folder:PATH)."""
 

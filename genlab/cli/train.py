@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from genlab.cli import cli
+from genlab.cli import LazyGroup, cli
 from genlab.cli.common import (
     SAMPLER_NAMES,
     data_fields,
@@ -28,7 +28,7 @@ from genlab.recipes import (
 )
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy={"clip": "genlab.cli.clip", "gan": "genlab.cli.gan"})
 def train() -> None:
     """Train a model into a run directory (config.json, safetensors weights, metrics.jsonl, samples/).
 
