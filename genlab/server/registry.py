@@ -12,8 +12,9 @@ import torch
 
 from genlab import rundir
 from genlab.errors import GenlabError
+from genlab.pipelines.auto import PIPELINE_KINDS, load_pipeline, pipeline_kind
 
-GENERATORS = ("diffusion", "text-to-image", "gan")
+GENERATORS = PIPELINE_KINDS  # the kinds that make images; classifiers are the other kind served
 FOLDER_PREFIX = "folder:"
 
 
@@ -87,8 +88,6 @@ def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: 
         )
         return Entry(run.name, run, "classifier", model, names, None)
     if kind in ("gan", "diffusion"):
-        from genlab.pipelines import load_pipeline, pipeline_kind
-
         pipe = load_pipeline(run, device=device)
         served = pipeline_kind(config, run)
         offers = served != "text-to-image" and pipe.num_classes  # unconditional models offer no classes
