@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, param
 
 MAX_SIDE = 8192  # pixels on a side of an image (or a latent), for data and networks
 MAX_WIDTH = 65536  # channels, hidden units, embedding widths, latent sizes
@@ -27,12 +27,19 @@ MAX_PIXELS = 2_000_000_000  # numbers in the images of one dataset held in memor
 
 
 def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    """Raise a GenlabError unless ``low <= value <= high`` (NaN is never in range)."""
+    """Raise a GenlabError unless ``low <= value <= high`` (NaN is never in range). ``name`` is the
+    parameter's name ("patch_size", written `patch_size` in the message) or a phrase naming one ("every
+    `widths` entry")."""
+    name = _named(name)
     if isinstance(value, float) and not math.isfinite(value):
         raise GenlabError(f"{name} must be a finite number (got {value})")
     if value < low or (high is not None and value > high):
         bounds = f"at least {_text(low)}" if high is None else f"between {_text(low)} and {_text(high)}"
         raise GenlabError(f"{name} must be {bounds} (got {_text(value)})")
+
+
+def _named(name: str) -> str:
+    return param(name) if name.isidentifier() else name
 
 
 def _text(number: float) -> str:
@@ -48,12 +55,13 @@ def check_pixels(images: int, channels: int, side: int) -> None:
     if numbers > MAX_PIXELS:
         raise GenlabError(
             f"{images} images of {channels}x{side}x{side} pixels are {numbers / 1e9:.1f} billion numbers, "
-            f"more than the {MAX_PIXELS / 1e9:g} billion genlab holds in memory; use a smaller --image-size"
+            f"more than the {MAX_PIXELS / 1e9:g} billion genlab holds in memory; use a smaller `image_size`"
         )
 
 
 def check_fraction(name: str, value: float, closed: bool = False) -> None:
     """Raise a GenlabError unless ``value`` lies in [0, 1) (or [0, 1] when ``closed``): a probability such
     as dropout, or a decay."""
+    name = _named(name)
     if not (0 <= value <= 1 if closed else 0 <= value < 1):
         raise GenlabError(f"{name} must be in [0, 1{']' if closed else ')'} (got {value})")

@@ -11,10 +11,32 @@ from genlab.errors import GenlabError
 from genlab.version import __version__
 
 
+class GenlabCommand(click.Command):
+    """A command whose library errors name its options: "`patch_size` must be ..." becomes "--patch-size
+    must be ..." (genlab.cli.flags). ``flags`` maps a parameter to the option that sets it where their
+    names differ."""
+
+    def __init__(self, *args, flags: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.flags = dict(flags or {})
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GenlabError as e:
+            from genlab.cli.flags import as_flags, flag_names
+
+            raise GenlabError(as_flags(str(e), flag_names(self, self.flags))) from None
+
+
 class LazyGroup(click.Group):
     """A group whose commands live in modules imported only when a command is asked for (click's lazy
     group pattern): ``lazy`` maps a command name to the module that registers it, so `genlab sample`
-    imports the sample command's module and not the fifteen others."""
+    imports the sample command's module and not the fifteen others. Its commands and groups are genlab's
+    own, whose errors name their options."""
+
+    command_class = GenlabCommand
+    group_class = type  # a group's groups are of its own class
 
     def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)

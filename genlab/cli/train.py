@@ -139,7 +139,7 @@ DIFFUSION_REPORT = {
 }
 
 
-@train.command("diffusion")
+@train.command("diffusion", flags={"width": "--dit-width", "depth": "--dit-depth", "heads": "--dit-heads"})
 @data_options
 @click.option(
     "--cond",
