@@ -469,7 +469,7 @@ def train_segmenter(ctx: click.Context, **params: Any) -> None:
     report_training(result, {"val_iou": "cell IoU", "val_separated": "touching pairs separated"})
 
 
-@train.command("img2img")
+@train.command("img2img", flags={"task": "--task"})
 @data_options
 @click.option(
     "--task", "task_", default="superres", show_default=True, type=click.Choice(["superres", "denoise"])
