@@ -47,7 +47,7 @@ def test_vae_encode_decode_shapes(f):
         vae.encode(torch.rand(2, 1, 32, 32))
     with pytest.raises(GenlabError, match="not divisible"):
         VAEConfig(image_size=28, downsample=8)
-    with pytest.raises(GenlabError, match="--downsample"):
+    with pytest.raises(GenlabError, match="`downsample`"):
         VAEConfig(downsample=3)
 
 

@@ -146,5 +146,5 @@ def test_img2img_restores_and_its_commands(tmp_path, task):
     picture = save_grid(tmp_path / "in.png", clean[:1], scale=1)
     cli_run("img2img", str(run), str(picture), "--out", str(tmp_path / "out.png"))
     assert (tmp_path / "out.png").is_file()
-    with pytest.raises(GenlabError, match="--task"):
+    with pytest.raises(GenlabError, match="`task`"):
         RestorationConfig("colorize")

@@ -47,8 +47,8 @@ class CLIPConfig:
         check_range("the number of widths", len(self.widths), 0, MAX_DEPTH)
         for w in self.widths:
             check_range("every width of the image tower", w, 1, MAX_WIDTH)
-        check_range("--image-hidden", self.image_hidden, 1, MAX_WIDTH)
-        check_range("--embed-dim", self.embed_dim, 1, MAX_WIDTH)
+        check_range("image_hidden", self.image_hidden, 1, MAX_WIDTH)
+        check_range("embed_dim", self.embed_dim, 1, MAX_WIDTH)
         if not all(s > 0 for s in self.std):
             raise GenlabError(f"std must be positive (got {self.std})")
         self.mean = tuple(self.mean) or (0.5,) * self.in_channels

@@ -87,9 +87,9 @@ class DataConfig:
     image_size: int | None = None
 
     def __post_init__(self) -> None:
-        check_fraction("--val-fraction", self.val_fraction)
+        check_fraction("val_fraction", self.val_fraction)
         if self.image_size is not None:
-            check_range("--image-size", self.image_size, 1, MAX_SIDE)
+            check_range("image_size", self.image_size, 1, MAX_SIDE)
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ class RestorationConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise GenlabError(f"--task must be one of {', '.join(TASKS)} (got {self.task})")
+            raise GenlabError(f"`task` must be one of {', '.join(TASKS)} (got {self.task})")
         if self.factor not in (2, 4) or self.noise <= 0:
-            raise GenlabError("--factor must be 2 or 4 and --noise positive")
+            raise GenlabError("`factor` must be 2 or 4 and `noise` positive")
 
 
 def degrade(
@@ -82,7 +82,7 @@ class Img2ImgTask(Task):
         channels, side = self.train_data.images.shape[1], self.train_data.images.shape[2]
         if restoration.task == "superres" and side % restoration.factor:
             raise GenlabError(
-                f"--factor {restoration.factor} needs an image side divisible by it (got {side})"
+                f"`factor` {restoration.factor} needs an image side divisible by it (got {side})"
             )
         self.model = RestorationUNet(
             model_config

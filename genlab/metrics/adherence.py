@@ -36,7 +36,7 @@ def prompt_adherence(images: torch.Tensor, prompts: list[str]) -> dict[str, Any]
     parsed = [(i, a) for i, a in enumerate(_parse(p) for p in prompts) if a is not None]
     if not parsed:
         raise GenlabError(
-            "adherence reads single-object shapes prompts, and none was given (--prompts single)"
+            "adherence reads single-object shapes prompts, and none was given (`prompts` single)"
         )
     if images.shape[1] != 3:
         raise GenlabError("adherence reads RGB shapes images; this model makes another kind")

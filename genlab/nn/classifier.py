@@ -32,11 +32,11 @@ class ClassifierConfig:
         check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
         check_range("image_size", self.image_size, 1, MAX_SIDE)
         check_range("num_classes", self.num_classes, 1, MAX_CLASSES)
-        check_range("the number of --widths", len(self.widths), 0, MAX_DEPTH)
+        check_range("the number of `widths`", len(self.widths), 0, MAX_DEPTH)
         for w in self.widths:
-            check_range("every --widths entry", w, 1, MAX_WIDTH)
-        check_range("--hidden", self.hidden, 1, MAX_WIDTH)
-        check_fraction("--dropout", self.dropout)
+            check_range("every `widths` entry", w, 1, MAX_WIDTH)
+        check_range("hidden", self.hidden, 1, MAX_WIDTH)
+        check_fraction("dropout", self.dropout)
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise GenlabError(f"mean and std need one value per input channel ({self.in_channels})")
         if not all(s > 0 for s in self.std):

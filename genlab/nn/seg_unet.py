@@ -33,8 +33,8 @@ class SegUNetConfig:
             raise GenlabError("the U-Net needs depth >= 1, base channels >= 1 and at least 2 classes")
         check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
         check_range("num_classes", self.num_classes, 2, MAX_CLASSES)
-        check_range("--depth", self.depth, 1, MAX_POOLINGS)  # the width doubles at every level
-        check_range("--base-channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("depth", self.depth, 1, MAX_POOLINGS)  # the width doubles at every level
+        check_range("base_channels", self.base_channels, 1, MAX_WIDTH)
         check_range("out_channels", self.out_channels, 0, MAX_WIDTH)
 
 

@@ -45,15 +45,15 @@ class UNetConfig:
         if self.out_channels is not None:
             check_range("out_channels", self.out_channels, 1, MAX_WIDTH)
         check_range("image_size", self.image_size, 1, MAX_SIDE)
-        check_range("--base-channels", self.base_channels, 1, MAX_WIDTH)
-        check_range("the number of --channel-mults", len(self.channel_mults), 1, MAX_DEPTH)
+        check_range("base_channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("the number of `channel_mults`", len(self.channel_mults), 1, MAX_DEPTH)
         for m in self.channel_mults:
-            check_range("every --channel-mults entry", m, 1, MAX_WIDTH)
-        check_range("--num-res-blocks", self.num_res_blocks, 1, MAX_DEPTH)
+            check_range("every `channel_mults` entry", m, 1, MAX_WIDTH)
+        check_range("num_res_blocks", self.num_res_blocks, 1, MAX_DEPTH)
         for level in self.attention_levels:
-            check_range("every --attention-levels entry", level, 0, MAX_DEPTH)
+            check_range("every `attention_levels` entry", level, 0, MAX_DEPTH)
         check_range("head_dim", self.head_dim, 1, MAX_WIDTH)
-        check_fraction("--dropout", self.dropout)
+        check_fraction("dropout", self.dropout)
         check_range("num_classes", self.num_classes, 0, MAX_CLASSES)
         check_range("groups", self.groups, 1, MAX_WIDTH)
         check_range("context_dim", self.context_dim, 0, MAX_WIDTH)
@@ -133,7 +133,7 @@ class UNet(PretrainedMixin, nn.Module):
         if cfg.image_size % cfg.downsampling:
             raise GenlabError(
                 f"image size {cfg.image_size} is not divisible by the U-Net's downsampling "
-                f"{cfg.downsampling} ({len(mults)} levels); resize the data or use fewer --channel-mults"
+                f"{cfg.downsampling} ({len(mults)} levels); resize the data or use fewer `channel_mults`"
             )
         emb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

@@ -33,19 +33,19 @@ class VAEConfig:
     def __post_init__(self) -> None:
         check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
         check_range("image_size", self.image_size, 1, MAX_SIDE)
-        check_range("--latent-channels", self.latent_channels, 1, MAX_WIDTH)
-        check_range("--base-channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("latent_channels", self.latent_channels, 1, MAX_WIDTH)
+        check_range("base_channels", self.base_channels, 1, MAX_WIDTH)
         check_range("groups", self.groups, 1, self.base_channels)
         if self.downsample not in DOWNSAMPLINGS:
-            raise GenlabError(f"--downsample must be one of {', '.join(map(str, DOWNSAMPLINGS))}")
+            raise GenlabError(f"`downsample` must be one of {', '.join(map(str, DOWNSAMPLINGS))}")
         if self.image_size % self.downsample:
             raise GenlabError(
-                f"the image side {self.image_size} is not divisible by --downsample {self.downsample}; "
-                "pick another factor or --image-size"
+                f"the image side {self.image_size} is not divisible by `downsample` {self.downsample}; "
+                "pick another factor or `image_size`"
             )
         if self.latent_channels < 1 or self.base_channels % self.groups:
             raise GenlabError(
-                f"--latent-channels must be positive and --base-channels a multiple of {self.groups}"
+                f"`latent_channels` must be positive and `base_channels` a multiple of {self.groups}"
             )
 
     @property

@@ -51,7 +51,7 @@ class SegmentationConfig:
     def __post_init__(self) -> None:
         if self.train_images < 1 or self.val_images < 1 or self.w0 < 0 or self.sigma <= 0:
             raise GenlabError("cells: at least one training and one validation image, w0 >= 0, sigma > 0")
-        check_range("--size", self.size, 16, MAX_SIDE)
+        check_range("size", self.size, 16, MAX_SIDE)
         check_pixels(self.train_images + self.val_images, 1, self.size)
 
 
