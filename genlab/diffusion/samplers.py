@@ -262,18 +262,28 @@ def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7
 
 
 def get_sigmas_discrete(schedule: NoiseSchedule, n: int, start: int | None = None) -> torch.Tensor:
-    """The sigmas of n training timesteps with "trailing" spacing (Lin et al. 2023, Table 2), then 0.
+    """The sigmas of n training timesteps placed by the schedule's spacing, then 0. float64, (n + 1,).
 
-    The timesteps are round(T - k T / n) - 1 for k = 0..n-1: T-1 first, so the first step starts at the
-    schedule's true sigma_max, and evenly T/n apart, down to T/n - 1, after which the last step goes to
-    sigma = 0 (clean data). For n = T these are all timesteps T-1 .. 0. float64, shape (n + 1,).
+    "trailing" (genlab's default; Lin et al. 2023, Table 2): round(T - k T / n) - 1 for k = 0..n-1, T-1
+    first, so the first step starts at the schedule's true sigma_max, and evenly T/n apart, down to T/n - 1,
+    after which the last step goes to sigma = 0 (clean data); for n = T these are all timesteps T-1 .. 0.
+    "leading": k (T // n) + steps_offset for k = n-1..0, as Stable Diffusion's schedulers place them.
+    "linspace": n evenly spaced timesteps from T - 1 to 0, fractional ones taking the interpolated sigma.
+    With ``start`` the trajectory begins at that timestep (SDEdit): T is then start + 1.
     """
     _check_steps(n)
     T = schedule.timesteps if start is None else start + 1  # from timestep ``start`` down (SDEdit)
     if n > T:
         raise GenlabError(f"at most {T} steps from timestep {T - 1} of the discrete schedule, got {n}")
-    t = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round().long() - 1
-    sigmas = schedule.sigmas[t]
+    spacing = schedule.config.spacing
+    if spacing == "trailing":
+        t = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round().long() - 1
+        sigmas = schedule.sigmas[t]
+    elif spacing == "leading":
+        t = (torch.arange(n - 1, -1, -1) * (T // n) + schedule.config.steps_offset).clamp(max=T - 1)
+        sigmas = schedule.sigmas[t]
+    else:
+        sigmas = schedule.t_to_sigma(torch.linspace(T - 1, 0, n, dtype=torch.float64))
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 

@@ -14,28 +14,47 @@ from dataclasses import dataclass
 
 import torch
 
+from genlab.checks import MAX_TIMESTEPS
 from genlab.errors import GenlabError
 
-SCHEDULES = ("linear", "cosine", "sigmoid")
+SCHEDULES = ("linear", "cosine", "sigmoid", "scaled_linear")
+SPACINGS = ("trailing", "leading", "linspace")
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Which beta schedule, over how many training timesteps. ``beta_start``/``beta_end`` are used by
-    "linear" and "sigmoid"; "cosine" is defined by its offset s = 0.008 alone."""
+    "linear", "scaled_linear" and "sigmoid"; "cosine" is defined by its offset s = 0.008 alone.
+
+    ``spacing`` and ``steps_offset`` place n sampling steps on the training timesteps (the "discrete"
+    sigmas, genlab.diffusion.samplers): "trailing" (genlab's own, Lin et al. 2023, Table 2), "leading"
+    (every T // n-th timestep from 0, shifted by ``steps_offset``: Stable Diffusion 1.x and 2.x) or
+    "linspace" (n evenly spaced, fractional, timesteps from T - 1 down to 0), as diffusers'
+    ``timestep_spacing``."""
 
     kind: str = "linear"
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    spacing: str = "trailing"
+    steps_offset: int = 0
 
 
 def _validate(config: ScheduleConfig) -> None:
     if config.kind not in SCHEDULES:
         raise GenlabError(f"unknown noise schedule {config.kind!r}; choose one of: {', '.join(SCHEDULES)}")
     T = config.timesteps
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 2:
-        raise GenlabError(f"schedule timesteps must be an integer >= 2, got {config.timesteps!r}")
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or not 2 <= T <= MAX_TIMESTEPS:
+        raise GenlabError(
+            f"schedule timesteps must be an integer between 2 and {MAX_TIMESTEPS}, got {config.timesteps!r}"
+        )
+    if config.spacing not in SPACINGS:
+        raise GenlabError(
+            f"unknown timestep spacing {config.spacing!r}; choose one of: {', '.join(SPACINGS)}"
+        )
+    offset = config.steps_offset
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or not 0 <= offset < T:
+        raise GenlabError(f"steps_offset must be a whole number in [0, {T}), got {offset!r}")
     for name in ("beta_start", "beta_end"):
         value = getattr(config, name)
         if not 0.0 < value < 1.0:
@@ -57,6 +76,9 @@ def make_betas(config: ScheduleConfig) -> torch.Tensor:
     - "linear": evenly spaced from beta_start to beta_end (Ho et al. 2020, sec. 4: 1e-4 to 0.02 for T=1000).
     - "cosine": beta_t = 1 - abar_t / abar_{t-1} with abar from Nichol & Dhariwal (2021) eq. 17 (s = 0.008),
       clipped at 0.999 as in their sec. 3.2, because abar_T = 0 would make the last beta exactly 1.
+    - "scaled_linear": evenly spaced square roots, betas = linspace(sqrt(beta_start), sqrt(beta_end), T)^2:
+      the schedule latent diffusion was trained with (Rombach et al. 2022; Stable Diffusion: 0.00085 to
+      0.012), diffusers' ``beta_schedule="scaled_linear"``.
     - "sigmoid": betas = sigmoid(linspace(-6, 6, T)) (beta_end - beta_start) + beta_start, the schedule of
       GeoDiff (Xu et al. 2022, ``get_beta_schedule``) that diffusers ships as ``beta_schedule="sigmoid"``.
       Its endpoints lie slightly inside [beta_start, beta_end] (sigmoid(+-6) is not 0 or 1). It is not the
@@ -66,6 +88,8 @@ def make_betas(config: ScheduleConfig) -> torch.Tensor:
     T = int(config.timesteps)
     if config.kind == "linear":
         return torch.linspace(config.beta_start, config.beta_end, T, dtype=torch.float64)
+    if config.kind == "scaled_linear":
+        return torch.linspace(config.beta_start**0.5, config.beta_end**0.5, T, dtype=torch.float64) ** 2
     if config.kind == "cosine":
         steps = torch.arange(T + 1, dtype=torch.float64)
         abar = _cosine_abar(steps, T)
