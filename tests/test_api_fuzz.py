@@ -18,9 +18,11 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from genlab.diffusion.samplers import SAMPLERS  # noqa: E402
-from genlab.server.app import ATTACKS, MAX_GUIDANCE, MAX_SEED, create_app  # noqa: E402
+from genlab.server.app import create_app  # noqa: E402
 from genlab.server.limits import ServerLimits  # noqa: E402
 from genlab.server.registry import Registry  # noqa: E402
+from genlab.server.routes.attack import ATTACKS  # noqa: E402
+from genlab.server.routes.generate import MAX_GUIDANCE, MAX_SEED  # noqa: E402
 
 # Every operation of the API; the first test fails when one is added without being fuzzed here.
 OPERATIONS = [

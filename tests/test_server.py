@@ -235,8 +235,23 @@ def test_token_bucket_and_queue_units():
         return type(refused.value).__name__, queue.admitted
 
     assert asyncio.run(burst()) == ("Busy", 0)
-    with pytest.raises(GenlabError):
-        ServerLimits(max_images=0)
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("max_images", 0, "must be at least 1"),
+        ("burst", 0, "must be at least 1"),
+        ("max_waiting", -1, "must be >= 0"),
+    ],
+)
+def test_limits_name_their_field_and_serve_its_option(field, value, said):
+    """ServerLimits speaks of its fields; `genlab serve` of the options that set them."""
+    with pytest.raises(GenlabError, match=f"^`{field}` {said}"):
+        ServerLimits(**{field: value})
+    option = "--" + field.replace("_", "-")
+    r = CliRunner().invoke(cli, ["serve", "x", option, str(value)])
+    assert r.exit_code == 2 and f"error: {option} {said}" in r.output and "`" not in r.output
 
 
 def test_registry_refuses_other_kinds(tmp_path):
@@ -292,7 +307,7 @@ def _live(app) -> Iterator[str]:
     import uvicorn
 
     from genlab.bench.load import free_port
-    from genlab.cli.serve import uvicorn_config
+    from genlab.server.app import uvicorn_config
 
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
@@ -321,12 +336,12 @@ def _jobs_drop_to_zero(url: str, seconds: float) -> float:
 def test_every_failure_is_json_and_ends_the_stream(registry, monkeypatch):
     """An unexpected exception (out of memory, a bug) answers a one-line JSON 500 without its message or
     traceback, and the stream ends with an error event."""
-    import genlab.server.app as server_app
+    import genlab.server.routes.generate as generation
 
     def fail(*args, **kwargs):
         raise RuntimeError("CUDA out of memory while reading /home/secret/run/model.safetensors")
 
-    monkeypatch.setattr(server_app, "_generate", fail)
+    monkeypatch.setattr(generation, "_generate", fail)
     client = TestClient(create_app(registry, allowed_hosts=HOSTS), raise_server_exceptions=False)
     body = {"model": "gan", "num_images": 1}
     r = client.post("/api/generate", json=body)
@@ -412,7 +427,7 @@ def test_text_must_be_proper_unicode(client):
 def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(registry):
     """Rotating X-Forwarded-For does not escape the per-client bucket: uvicorn reads proxy headers only
     from --forwarded-allow-ips."""
-    from genlab.cli.serve import uvicorn_config
+    from genlab.server.app import uvicorn_config
 
     app = create_app(registry, ServerLimits(burst=2, rate_per_minute=1), allowed_hosts=("127.0.0.1",))
     body = {"model": "gan", "num_images": 1}
@@ -442,12 +457,13 @@ def test_rate_buckets_are_pruned_and_limits_are_finite():
         capped.take(f"client-{i}")
     assert capped.clients <= 1000
     for bad in (float("nan"), float("inf"), 0.0):
-        with pytest.raises(GenlabError, match="rate-per-minute"):
+        with pytest.raises(GenlabError, match="^`rate_per_minute` must be a finite number"):
             ServerLimits(rate_per_minute=bad)
-    with pytest.raises(GenlabError, match="max-eps"):
+    with pytest.raises(GenlabError, match="^`max_eps` must be in"):
         ServerLimits(max_eps=float("nan"))
     r = CliRunner().invoke(cli, ["serve", "x", "--rate-per-minute", "nan"])
-    assert r.exit_code == 2 and "finite" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "error: --rate-per-minute must be a finite number" in r.output and "`" not in r.output
 
 
 def test_foreign_hosts_and_cross_site_requests_are_refused(registry, client):
@@ -514,7 +530,7 @@ def test_request_bodies_are_capped_while_read(registry, client):
     assert read[0] * chunk <= limits.max_body_bytes + chunk
 
 
-def test_served_images_are_the_runs_own_held_out_split(served_runs, tmp_path):
+def test_served_images_are_the_runs_own_held_out_split(served_runs, tmp_path, monkeypatch):
     """A run whose config names folder:/anywhere does not publish that folder: only built-in data, folders
     inside the run, or folders the operator names (--data-root) are shown."""
     secret = tmp_path / "secret"
@@ -529,6 +545,13 @@ def test_served_images_are_the_runs_own_held_out_split(served_runs, tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     registry = Registry([run])
     assert registry.entries["stolen"].describe()["dataset_images"] == 0 and "not served" in registry.notes[0]
+    assert "`data_roots` FOLDER serves data inside FOLDER" in registry.notes[0]
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # start, say what is served, stop
+    said = CliRunner().invoke(cli, ["serve", str(run)], catch_exceptions=False).output
+    assert "not served" in said and "--data-root FOLDER serves data inside FOLDER" in said and "`" not in said
+    assert "serving 1 run(s) at http://localhost:8000/" in said
     client = TestClient(create_app(registry, allowed_hosts=HOSTS))
     r = client.get("/api/models/stolen/images/0")
     assert r.status_code == 404 and "upload" in r.json()["error"]

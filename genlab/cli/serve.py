@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from genlab.cli import cli
@@ -12,9 +10,12 @@ from genlab.errors import GenlabError
 from genlab.server.limits import ServerLimits
 
 _LIMITS = ServerLimits()  # the defaults, written once (in the dataclass)
+# The library's parameters that options of another name set (genlab.cli.flags): errors and the notes of
+# genlab.server.registry.Registry name them.
+FLAGS = {"data_roots": "--data-root"}
 
 
-@cli.command("serve")
+@cli.command("serve", flags=FLAGS)
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--host",
@@ -106,22 +107,6 @@ def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max
     )  # fmt: skip
 
 
-def uvicorn_config(app: Any, host: str, port: int, forwarded_allow_ips: str | None = None) -> Any:
-    """uvicorn's settings for ``app``. uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, so any
-    local client could choose the address the rate limit counts; proxy headers are read only from the
-    addresses given."""
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        proxy_headers=bool(forwarded_allow_ips),
-        forwarded_allow_ips=forwarded_allow_ips or "",
-    )
-
-
 def run_server(
     runs: list,
     host: str = "127.0.0.1",
@@ -136,7 +121,8 @@ def run_server(
     """Load ``runs``, print the URL and serve until Ctrl-C (also the end of `genlab demo --serve`)."""
     import uvicorn
 
-    from genlab.server.app import create_app
+    from genlab.cli.flags import as_flags
+    from genlab.server.app import create_app, uvicorn_config
     from genlab.server.guard import allowed_hosts as hosts_of
     from genlab.server.guard import is_loopback
     from genlab.server.registry import Registry
@@ -150,7 +136,7 @@ def run_server(
         )
     registry = Registry(runs, device, data_roots)
     for note in registry.notes:
-        echo(note)
+        echo(as_flags(note, FLAGS))
     hosts = hosts_of(host, allowed_hosts)
     app = create_app(registry, limits, allowed_hosts=hosts)
     shown = "localhost" if is_loopback(host) else host

@@ -42,7 +42,7 @@ def is_loopback(host: str) -> bool:
 def allowed_hosts(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
     """The Host names a server bound to ``bind`` answers: ``bind`` itself, the loopback names when it is
     a loopback address, this machine's name and addresses when it binds every interface, and ``extra``
-    (e.g. a DNS name that points at this machine: --allowed-host)."""
+    (e.g. a DNS name that points at this machine: ``genlab serve --allowed-host``)."""
     names = {bind, *extra}
     if is_loopback(bind) or bind in WILDCARDS:
         names.update(LOOPBACK_NAMES)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, param
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,15 +41,17 @@ class ServerLimits:
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
-                raise GenlabError(f"--{name.replace('_', '-')} must be at least 1")
-        # NaN compares false with everything, so "rate <= 0" alone would let --rate-per-minute nan through
+                raise GenlabError(f"{param(name)} must be at least 1")
+        # NaN compares false with everything, so "rate <= 0" alone would let rate_per_minute=nan through
         # and switch the limit off; infinity would do the same.
         if not math.isfinite(self.rate_per_minute) or self.rate_per_minute <= 0:
-            raise GenlabError(f"--rate-per-minute must be a finite number > 0 (got {self.rate_per_minute})")
+            raise GenlabError(
+                f"{param('rate_per_minute')} must be a finite number > 0 (got {self.rate_per_minute})"
+            )
         if not math.isfinite(self.max_eps) or not 0 < self.max_eps <= 1:
-            raise GenlabError(f"--max-eps must be in (0, 1] (got {self.max_eps})")
+            raise GenlabError(f"{param('max_eps')} must be in (0, 1] (got {self.max_eps})")
         if self.max_waiting < 0:
-            raise GenlabError(f"--max-waiting must be >= 0 (got {self.max_waiting})")
+            raise GenlabError(f"{param('max_waiting')} must be >= 0 (got {self.max_waiting})")
 
     @property
     def max_body_bytes(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from genlab import rundir
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, param
 from genlab.pipelines.auto import PIPELINE_KINDS, load_pipeline, pipeline_kind
 
 GENERATORS = PIPELINE_KINDS  # the kinds that make images; classifiers are the other kind served
@@ -84,7 +84,7 @@ def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: 
         names = list(model.config.class_names) or [str(i) for i in range(model.config.num_classes)]
         notes.append(
             f"{run.name}: its held-out images are not served (its data, {spec}, lies outside the run "
-            "directory; --data-root FOLDER serves data inside FOLDER); uploads still work"
+            f"directory; {param('data_roots')} FOLDER serves data inside FOLDER); uploads still work"
         )
         return Entry(run.name, run, "classifier", model, names, None)
     if kind in ("gan", "diffusion"):

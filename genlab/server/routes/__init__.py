@@ -1,0 +1,1 @@
+"""The API's routers, one per concern; genlab.server.app.create_app assembles them."""
