@@ -18,11 +18,13 @@ from genlab.diffusion import (
     ScheduleConfig,
     VPDenoiser,
     diffusion_loss,
+    get_parameterization,
     get_sigmas,
     get_sigmas_discrete,
     get_sigmas_karras,
     invert_ddim,
     make_betas,
+    min_snr_weight,
     predict_eps,
     predict_x0,
     sample,
@@ -30,6 +32,8 @@ from genlab.diffusion import (
     sample_ddpm,
     training_target,
 )
+from genlab.diffusion.denoiser import ClampedDenoiser, ConditionedDenoiser, InpaintingDenoiser
+from genlab.diffusion.generate import guided
 from genlab.errors import GenlabError
 
 LINEAR = NoiseSchedule()
@@ -230,6 +234,42 @@ def test_min_snr_weighting_is_the_x0_loss_times_clipped_snr(param):
     # gamma 0 is the plain mean squared error to the target.
     plain = (out - training_target(param, x0, noise, abar)).square().mean()
     assert float(diffusion_loss(param, out, x0, noise, abar, 0.0)) == pytest.approx(float(plain), rel=1e-12)
+
+
+@pytest.mark.parametrize("param", PARAMETERIZATIONS)
+def test_each_parameterization_is_table_1_of_karras_et_al(param):
+    """Every parameterization is D(x) = c_skip x + c_out F(c_in x) for the VE variable x = x_t / sqrt(abar)
+    (Karras et al. 2022, Table 1), its network input is c_in x, and its Min-SNR weight is
+    min(SNR, gamma) c_out^2 (Hang et al. 2023): the class's coefficients agree with its formulas."""
+    p = get_parameterization(param)
+    assert get_parameterization(p) is p and p.name == param
+    g = torch.Generator().manual_seed(3)
+    x_t = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    out = torch.randn(x_t.shape, generator=g, dtype=torch.float64)
+    abar = torch.tensor([0.999, 0.9, 0.5, 0.01], dtype=torch.float64)
+    a, b = abar.sqrt().reshape(-1, 1, 1, 1), (1 - abar).sqrt().reshape(-1, 1, 1, 1)
+    x, sigma = x_t / a, b / a
+    c_skip, c_out, c_in = p.coefficients(abar, x_t)
+    expected = {
+        "eps": (1.0, -sigma, a),
+        "v": (1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt(), a),
+        "x0": (0.0, 1.0, a),
+        "edm": edm_c(sigma),
+    }[param]
+    for got, want in zip((c_skip, c_out, c_in), expected, strict=True):
+        assert torch.allclose(got, torch.as_tensor(want, dtype=torch.float64).expand_as(got), atol=1e-12)
+    assert torch.allclose(p.predict_x0(x_t, out, abar), c_skip * x + c_out * out, atol=1e-12)
+    assert torch.allclose(p.network_input(x_t, abar), c_in * x, atol=1e-12)
+    snr = abar / (1 - abar)
+    weight = p.min_snr_weight(abar, 5.0)
+    assert torch.allclose(weight, snr.clamp_max(5.0) * c_out.reshape(-1).square(), rtol=1e-12)
+    assert torch.equal(min_snr_weight(param, abar, 5.0), weight)  # the function is the class's method
+
+
+def test_parameterizations_are_found_by_name():
+    assert [type(get_parameterization(n)).__name__ for n in PARAMETERIZATIONS] == ["Eps", "V", "X0", "EDM"]
+    with pytest.raises(GenlabError, match="unknown parameterization 'score'; choose one of: eps, v, x0"):
+        get_parameterization("score")
 
 
 # ---------------------------------------------------------------- the VP denoiser
@@ -492,6 +532,29 @@ def test_cfg_scale_one_equals_conditional_sampling():
             CountingDenoiser(), x, sigmas, extra_args=cond, generator=torch.Generator().manual_seed(1)
         )
         assert torch.equal(guided, plain), name
+
+
+def test_denoiser_wrappers_each_do_one_thing():
+    """The wrappers generate() composes: a bound condition, guidance chosen by scale, the known pixels of an
+    inpainting, the clamp to the data range."""
+    x = 3 * torch.randn(2, 1, 2, 2, generator=torch.Generator().manual_seed(18))
+    sigma = torch.tensor([0.5, 2.0])
+    cond, uncond = {"class_labels": torch.tensor([1, 2])}, {"class_labels": torch.tensor([5, 5])}
+    plain = CountingDenoiser()
+    d_c, d_u = plain(x, sigma, **cond), plain(x, sigma, **uncond)
+    assert torch.equal(ConditionedDenoiser(plain, cond)(x, sigma), d_c)
+    # guided(): none without a condition, the bound condition at scale 1, else classifier-free guidance
+    assert guided(plain, None, None, 3.0) is plain
+    assert isinstance(guided(plain, cond, None, 1.0), ConditionedDenoiser)
+    assert torch.allclose(guided(plain, cond, uncond, 3.0)(x, sigma), d_u + 3.0 * (d_c - d_u), atol=1e-6)
+    with pytest.raises(GenlabError, match="unconditional"):
+        guided(plain, cond, None, 3.0)
+    # inpainting: the known values where the mask is 1, the denoiser's elsewhere
+    known, mask = torch.full_like(x, 7.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 2, 2)
+    inpainted = InpaintingDenoiser(ConditionedDenoiser(plain, cond), known, mask)(x, sigma)
+    assert torch.equal(inpainted, torch.where(mask.bool(), known, d_c))
+    clamped = ClampedDenoiser(ConditionedDenoiser(plain, cond))(x, sigma)
+    assert torch.equal(clamped, d_c.clamp(-1, 1)) and not torch.equal(clamped, d_c)
 
 
 # ---------------------------------------------------------------- shapes, dtypes, errors

@@ -1,9 +1,14 @@
-"""The one adapter between a network trained on the discrete VP process and the samplers.
+"""The one adapter between a network trained on the discrete VP process and the samplers, and the small
+wrappers that change what a denoiser returns (a condition bound, known pixels kept, the estimate clamped).
 
 Samplers follow Karras et al. (2022) and k-diffusion: they integrate in the variance-exploding form
 x = x0 + sigma eps and ask a denoiser D(x; sigma) for the x0 estimate. ``VPDenoiser`` is that denoiser for
 any network trained with ``genlab.diffusion.parameterization``, the role of EDM's ``VPPrecond`` and
 k-diffusion's ``DiscreteEpsDDPMDenoiser`` / ``DiscreteVDDPMDenoiser``.
+
+Each wrapper is itself a denoiser D(x; sigma) holding the one it wraps, as k-diffusion's ``CFGDenoiser``
+does (classifier-free guidance: ``genlab.diffusion.guidance``), so ``genlab.diffusion.generate`` builds
+the denoiser a sampler sees by composing them, and samplers know none of them.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from genlab.diffusion.parameterization import check_parameterization, network_input, predict_x0
+from genlab.diffusion.parameterization import get_parameterization
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.nn.precision import autocast
 
@@ -44,7 +49,8 @@ class VPDenoiser:
         self.net = net
         self.precision = precision  # "bf16": the network runs under autocast (genlab.nn.precision)
         self.schedule = schedule
-        self.parameterization = check_parameterization(parameterization)
+        self.param = get_parameterization(parameterization)
+        self.parameterization = self.param.name
         self.sigma_min = schedule.sigma_min
         self.sigma_max = schedule.sigma_max
 
@@ -56,5 +62,44 @@ class VPDenoiser:
         x_t = x * abar.sqrt().reshape(view).to(x.dtype)
         t = self.schedule.sigma_to_t(sigma)
         with autocast(x.device, self.precision):
-            out = self.net(network_input(self.parameterization, x_t, abar), t, **cond)
-        return predict_x0(self.parameterization, x_t, out.to(x.dtype), abar)
+            out = self.net(self.param.network_input(x_t, abar), t, **cond)
+        return self.param.predict_x0(x_t, out.to(x.dtype), abar)
+
+
+class ConditionedDenoiser:
+    """A denoiser with its condition keywords bound: D(x; sigma) = D(x; sigma, **cond), so a sampler, which
+    passes none, gets the conditional prediction (classifier-free guidance at scale 1 is exactly this)."""
+
+    def __init__(self, denoiser: Callable, cond: dict[str, torch.Tensor]) -> None:
+        self.denoiser = denoiser
+        self.cond = dict(cond)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        return self.denoiser(x, sigma, **self.cond)
+
+
+class InpaintingDenoiser:
+    """Inpainting by replacement (Song et al. 2021, appendix I): the x0 estimate takes the known values
+    ``known`` where ``mask`` is 1, D = m known + (1 - m) D_free, so at every step the sampler's trajectory
+    is pulled toward them. ``mask`` is (N or 1, 1, H, W) on the grid the denoiser works on."""
+
+    def __init__(self, denoiser: Callable, known: torch.Tensor, mask: torch.Tensor) -> None:
+        self.denoiser = denoiser
+        self.known = known
+        self.mask = mask
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        return self.mask * self.known + (1 - self.mask) * self.denoiser(x, sigma)
+
+
+class ClampedDenoiser:
+    """The x0 estimate clamped to the data range [low, high], as the sampler of Ho et al. (2020) does
+    (``clip_denoised`` in their code): guided estimates at high noise can overshoot far outside it, and an
+    ODE solver started from such a point lands off the data manifold (noise-filled samples)."""
+
+    def __init__(self, denoiser: Callable, low: float = -1.0, high: float = 1.0) -> None:
+        self.denoiser = denoiser
+        self.low, self.high = low, high
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        return self.denoiser(x, sigma).clamp(self.low, self.high)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.diffusion.denoiser import VPDenoiser
+from genlab.diffusion.denoiser import ClampedDenoiser, ConditionedDenoiser, InpaintingDenoiser, VPDenoiser
 from genlab.diffusion.guidance import CFGDenoiser
 from genlab.diffusion.samplers import SAMPLERS, sample
 from genlab.diffusion.schedules import NoiseSchedule
@@ -53,12 +53,92 @@ def check_class_labels(labels: torch.Tensor | None, num_classes: int) -> None:
     if labels is None:
         return
     if num_classes == 0:
-        raise GenlabError("this model was trained without classes (--cond none); sample it without --class")
+        raise GenlabError(
+            "this model was trained without classes (`cond` none); sample it without `class_labels`"
+        )
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.numel():
         raise GenlabError(
             f"class {int(bad[0])} is out of range: this model knows classes 0..{num_classes - 1}"
         )
+
+
+Condition = dict[str, torch.Tensor]  # the network's condition keywords (class_labels, context, lowres, ...)
+
+
+def sdedit_start(
+    net: nn.Module,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    init_images: torch.Tensor,
+    strength: float,
+) -> int:
+    """The timestep round(strength T) - 1 that SDEdit (Meng et al. 2022) noises ``init_images`` to (-1:
+    none, they are returned as they are), after checking them against the ``shape`` to be sampled."""
+    if not 0.0 <= strength <= 1.0:
+        raise GenlabError(f"strength must lie in [0, 1] (got {strength})")
+    latent = hasattr(net, "decode_latents")
+    c, side = net.image_shape if latent else shape[1:3]
+    expected = (shape[0], c, side, side) if latent else tuple(shape)
+    if tuple(init_images.shape) != tuple(expected):
+        raise GenlabError(f"init images have shape {tuple(init_images.shape)}, expected {tuple(expected)}")
+    return round(strength * schedule.timesteps) - 1
+
+
+def conditions(
+    num_classes: int,
+    n: int,
+    device: torch.device,
+    class_labels: torch.Tensor | None,
+    cond: Condition | None,
+    uncond: Condition | None,
+    lowres: torch.Tensor | None,
+    guidance_scale: float,
+) -> tuple[Condition | None, Condition | None, float]:
+    """(cond, uncond, guidance scale) as the network takes them: class labels become ``class_labels``
+    with the "no class" label ``num_classes`` as the unconditional side; a low-resolution image (in
+    [0, 1]) is part of both sides, and with nothing else to guide toward, guidance is off."""
+    if class_labels is not None:
+        if cond is not None:
+            raise GenlabError("give either class labels or another condition, not both")
+        labels = class_labels.to(device)
+        cond, uncond = {"class_labels": labels}, {"class_labels": torch.full_like(labels, num_classes)}
+    if lowres is not None:  # part of every prediction, guided or not
+        if lowres.shape[0] != n:
+            raise GenlabError(f"give one low-resolution image per output ({n}), not {lowres.shape[0]}")
+        small = {"lowres": to_model_space(lowres.to(device))}
+        if uncond is None:  # nothing to guide toward but the low-resolution image itself
+            guidance_scale = 1.0
+        else:
+            uncond = {**uncond, **small}
+        cond = {**(cond or {}), **small}
+    return cond, uncond, guidance_scale
+
+
+def guided(denoiser: Callable, cond: Condition | None, uncond: Condition | None, scale: float) -> Callable:
+    """``denoiser`` given its condition: unconditional without one, conditional at scale 1, else
+    classifier-free guided (Ho & Salimans 2022) between ``cond`` and ``uncond``."""
+    if cond is None:
+        return denoiser
+    if scale == 1.0:
+        return ConditionedDenoiser(denoiser, cond)
+    if uncond is None:
+        raise GenlabError("guidance needs an unconditional (or negative) condition beside the condition")
+    return CFGDenoiser(denoiser, scale, cond, uncond)
+
+
+def inpainting_masks(
+    keep: torch.Tensor, init_images: torch.Tensor | None, init: torch.Tensor | None, latent: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``keep`` (1 where the image stays) at full size and on the grid of ``init``, the start the
+    sampler works on: area-averaged down to the grid of ``latent`` codes, as it is for pixels."""
+    if init_images is None or init is None:
+        raise GenlabError("inpainting needs the image to keep parts of (init_images)")
+    full = keep.to(device=init.device, dtype=init.dtype)
+    if full.dim() != 4 or full.shape[1] != 1 or full.shape[2:] != init_images.shape[2:]:
+        raise GenlabError(f"the mask must be (N, 1, H, W) like the images, got {tuple(full.shape)}")
+    grid = F.interpolate(full, size=init.shape[2:], mode="area") if latent else full
+    return full, grid
 
 
 @torch.no_grad()
@@ -69,8 +149,8 @@ def generate(
     shape: tuple[int, ...],
     *,
     class_labels: torch.Tensor | None = None,
-    cond: dict[str, torch.Tensor] | None = None,
-    uncond: dict[str, torch.Tensor] | None = None,
+    cond: Condition | None = None,
+    uncond: Condition | None = None,
     steps: int = 20,
     sampler: str = "dpmpp-2m",
     guidance_scale: float = 1.0,
@@ -86,6 +166,10 @@ def generate(
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
+
+    The sampler sees one denoiser, built from small wrappers (``genlab.diffusion.denoiser``): the
+    network's adapter (``VPDenoiser``), its condition (``conditions``, ``guided``), the known pixels of
+    an inpainting (``InpaintingDenoiser``) and the clamp (``ClampedDenoiser``).
 
     With ``init_images`` (in [0, 1]) the trajectory starts from them noised to the timestep
     round(strength T) - 1 instead of from pure noise (SDEdit, Meng et al. 2022): strength 1 forgets them,
@@ -123,65 +207,30 @@ def generate(
     check_sampling_args(sampler, steps, guidance_scale)
     latent = hasattr(net, "decode_latents")
     device = next(net.parameters()).device
-    start = None
+    start = init = None
     if init_images is not None:
-        if not 0.0 <= strength <= 1.0:
-            raise GenlabError(f"strength must lie in [0, 1] (got {strength})")
-        c, side = net.image_shape if latent else shape[1:3]
-        expected = (shape[0], c, side, side) if latent else tuple(shape)
-        if tuple(init_images.shape) != tuple(expected):
-            raise GenlabError(
-                f"init images have shape {tuple(init_images.shape)}, expected {tuple(expected)}"
-            )
-        start = round(strength * schedule.timesteps) - 1
+        start = sdedit_start(net, schedule, shape, init_images, strength)
         if start < 0:
             return init_images.clone()
         steps = min(steps, start + 1)
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
     check_class_labels(class_labels, num_classes)
-    init = None
     if init_images is not None:
         init = net.encode_images(init_images.to(device)) if latent else to_model_space(init_images.to(device))
     precision = resolve_precision(precision, device)
-    denoiser: Callable = VPDenoiser(net, schedule, parameterization, precision)
-    if class_labels is not None:
-        if cond is not None:
-            raise GenlabError("give either class labels or another condition, not both")
-        labels = class_labels.to(device)
-        cond, uncond = {"class_labels": labels}, {"class_labels": torch.full_like(labels, num_classes)}
-    if lowres is not None:  # part of every prediction, guided or not
-        if lowres.shape[0] != shape[0]:
-            raise GenlabError(f"give one low-resolution image per output ({shape[0]}), not {lowres.shape[0]}")
-        small = {"lowres": to_model_space(lowres.to(device))}
-        if uncond is None:  # nothing to guide toward but the low-resolution image itself
-            guidance_scale = 1.0
-        else:
-            uncond = {**uncond, **small}
-        cond = {**(cond or {}), **small}
-    if cond is not None:
-        if guidance_scale == 1.0:
-            base, kwargs = denoiser, dict(cond)
-            denoiser = lambda x, sigma: base(x, sigma, **kwargs)  # noqa: E731
-        elif uncond is None:
-            raise GenlabError("guidance needs an unconditional (or negative) condition beside the condition")
-        else:
-            denoiser = CFGDenoiser(denoiser, guidance_scale, cond, uncond)
-    m = m_full = None
-    if keep is not None:
-        if init_images is None or init is None:
-            raise GenlabError("inpainting needs the image to keep parts of (init_images)")
-        m_full = keep.to(device=device, dtype=init.dtype)
-        if m_full.dim() != 4 or m_full.shape[1] != 1 or m_full.shape[2:] != init_images.shape[2:]:
-            raise GenlabError(f"the mask must be (N, 1, H, W) like the images, got {tuple(m_full.shape)}")
-        m = F.interpolate(m_full, size=init.shape[2:], mode="area") if latent else m_full
-        free = denoiser
-        denoiser = lambda x, sigma: m * init + (1 - m) * free(x, sigma)  # noqa: E731
-    if clip_denoised and not latent:  # latents have no fixed range
-        unclipped = denoiser
-        denoiser = lambda x, sigma: unclipped(x, sigma).clamp(-1.0, 1.0)  # noqa: E731
-    noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu").to(
-        device
+    denoiser = VPDenoiser(net, schedule, parameterization, precision)
+    cond, uncond, guidance_scale = conditions(
+        num_classes, shape[0], device, class_labels, cond, uncond, lowres, guidance_scale
     )
+    denoiser = guided(denoiser, cond, uncond, guidance_scale)
+    mask = None
+    if keep is not None:
+        mask, grid = inpainting_masks(keep, init_images, init, latent)
+        denoiser = InpaintingDenoiser(denoiser, init, grid)
+    if clip_denoised and not latent:  # latents have no fixed range
+        denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
+    noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+    noise = noise.to(device)
     if callback is not None:  # the starting point, as the samplers report the x after each step
         sigma_max = schedule.sigma_max
         callback({"i": -1, "x": noise * sigma_max, "sigma": None, "sigma_next": sigma_max, "denoised": None})
@@ -202,6 +251,6 @@ def generate(
             **sampler_kwargs,
         )
     images = net.decode_latents(x) if latent else to_images(x)
-    if m_full is not None:
-        images = m_full * init_images.to(device) + (1 - m_full) * images
+    if mask is not None:  # the kept region returned exactly, at full size
+        images = mask * init_images.to(device) + (1 - mask) * images
     return images
