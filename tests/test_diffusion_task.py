@@ -105,10 +105,34 @@ def test_bad_diffusion_settings_are_clear():
         DiffusionConfig(schedule="quadratic")
     with pytest.raises(GenlabError, match="parameterization"):
         DiffusionConfig(parameterization="score")
-    with pytest.raises(GenlabError, match="cond-dropout"):
+    with pytest.raises(GenlabError, match=r"^`cond_dropout` must be in \[0, 1\) \(got 1.5\)$"):
         DiffusionConfig(cond_dropout=1.5)
-    with pytest.raises(GenlabError, match="min-snr-gamma"):
+    with pytest.raises(GenlabError, match="`min_snr_gamma`"):
         DiffusionConfig(min_snr_gamma=-1.0)
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--cond-dropout", "1.5"], "--cond-dropout must be in [0, 1) (got 1.5)"),
+        (["--min-snr-gamma", "-1"], "--min-snr-gamma must be 0 (off) or positive (got -1.0)"),
+        (["--p-std", "0"], "--p-std must be positive (got 0.0)"),
+        (["--timesteps", "0"], "--timesteps must be between 1 and 100000 (got 0)"),
+        (["--sample-steps", "0"], "--sample-steps must be between 1 and 100000 (got 0)"),
+        (["--upscale", "2", "--backbone", "dit"],
+         "an --upscale model is a pixel-space U-Net: drop --latent and --backbone dit"),
+        (["--upscale", "4", "--image-size", "6"], "--upscale 4 needs an image side divisible by it (got 6)"),
+        (["--cond", "text", "--data", "shapes", "--text-encoder", "bogus"], "--text-encoder 'bogus': use "
+         "'joint' or 'clip:RUN' (a genlab CLIP run), or 'minilm'"),
+    ],
+)  # fmt: skip
+def test_train_diffusion_names_its_options(tmp_path, args, said):
+    """The settings name their parameters (`cond_dropout`); `genlab train diffusion` its options."""
+    result = CliRunner().invoke(
+        cli,
+        ["train", "diffusion", "--data", "digits", "--features", "none", *args, "--out", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 2 and result.output == f"error: {said}\n", result.output
 
 
 def test_training_writes_a_loadable_run_with_grids(class_run):
@@ -281,7 +305,7 @@ def test_lognormal_noise_levels_follow_karras_et_al():
     assert torch.allclose(schedule.t_to_sigma(t.double()), sigma, rtol=2e-3)
     t, abar = draw_noise_levels(DiffusionConfig(), schedule, 1000, torch.Generator().manual_seed(0))
     assert torch.equal(t, t.round()) and torch.equal(abar, schedule.abar(t.long()))
-    with pytest.raises(GenlabError, match="--noise-levels"):
+    with pytest.raises(GenlabError, match="`noise_levels`"):
         DiffusionConfig(noise_levels="cosine")
 
 

@@ -123,3 +123,31 @@ def test_edit_commands(tmp_path):
         cli, ["edit", "inpaint", str(diffusion), str(image), "--mask", str(small), "--out", str(out)]
     )
     assert bad.exit_code == 2 and "the mask" in bad.output and "6x8 pixels" in bad.output, bad.output
+
+
+def test_a_class_asked_of_a_classless_run_names_the_options(tmp_path):
+    """generate() names the parameters (`cond`, `class_labels`); `genlab edit` its options, as before."""
+    from PIL import Image
+
+    from genlab.data import DataConfig
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.train import TrainConfig, Trainer, seed_step
+
+    with pytest.raises(
+        GenlabError, match=r"trained without classes \(`cond` none\); .* without `class_labels`"
+    ):
+        generate(_net(), NoiseSchedule(), "eps", (1, 1, 8, 8), class_labels=torch.tensor([3]), steps=2)
+    seed_step(0, -1)
+    task = DiffusionTask(
+        DataConfig("digits"), DiffusionConfig(), base_channels=32, channel_mults=(1,), attention_levels=()
+    )
+    run = tmp_path / "none"
+    cfg = TrainConfig(steps=1, batch_size=4, eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
+    Trainer(task, cfg, run).train()
+    image, mask = tmp_path / "digit.png", tmp_path / "mask.png"
+    Image.new("L", (8, 8), 0).save(image)
+    Image.new("L", (8, 8), 255).save(mask)
+    said = "error: this model was trained without classes (--cond none); sample it without --class\n"
+    for args in (["img2img", str(run), str(image)], ["inpaint", str(run), str(image), "--mask", str(mask)]):
+        result = CliRunner().invoke(cli, ["edit", *args, "--class", "3", "--steps", "2", "--n", "1"])
+        assert result.exit_code == 2 and result.output == said, result.output

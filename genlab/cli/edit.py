@@ -9,6 +9,10 @@ from genlab.cli import cli
 from genlab.cli.common import echo, sampling_options
 from genlab.errors import GenlabError
 
+# A class asked of a run trained without classes is refused by the library in terms of the training's
+# `cond` and the pipeline's `class_labels`: here, the options that set them.
+TRAINING_CLASSES = {"cond": "--cond", "class_labels": "--class"}
+
 
 @cli.group()
 def edit() -> None:
@@ -66,7 +70,7 @@ def _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, *
     echo(f"wrote {path}")
 
 
-@edit.command("img2img")
+@edit.command("img2img", flags=TRAINING_CLASSES)
 @click.argument("run", type=click.Path())
 @click.argument("image", type=click.Path())
 @click.argument("prompt", required=False)
@@ -91,7 +95,7 @@ def img2img(run, image, prompt, strength, class_, n, steps, sampler, guidance, s
     _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, strength=strength)
 
 
-@edit.command("inpaint")
+@edit.command("inpaint", flags=TRAINING_CLASSES)
 @click.argument("run", type=click.Path())
 @click.argument("image", type=click.Path())
 @click.argument("prompt", required=False)

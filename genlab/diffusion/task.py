@@ -76,27 +76,27 @@ class DiffusionConfig:
         if self.cond not in CONDITIONS:
             raise GenlabError(f"unknown conditioning '{self.cond}'; choose one of {', '.join(CONDITIONS)}")
         if not 0.0 <= self.cond_dropout < 1.0:
-            raise GenlabError(f"--cond-dropout must be in [0, 1) (got {self.cond_dropout})")
+            raise GenlabError(f"`cond_dropout` must be in [0, 1) (got {self.cond_dropout})")
         if self.noise_levels not in NOISE_LEVELS:
             raise GenlabError(
-                f"unknown --noise-levels '{self.noise_levels}'; choose one of {', '.join(NOISE_LEVELS)}"
+                f"unknown `noise_levels` '{self.noise_levels}'; choose one of {', '.join(NOISE_LEVELS)}"
             )
         if not self.p_std > 0:
-            raise GenlabError(f"--p-std must be positive (got {self.p_std})")
+            raise GenlabError(f"`p_std` must be positive (got {self.p_std})")
         if self.min_snr_gamma < 0:
-            raise GenlabError(f"--min-snr-gamma must be 0 (off) or positive (got {self.min_snr_gamma})")
+            raise GenlabError(f"`min_snr_gamma` must be 0 (off) or positive (got {self.min_snr_gamma})")
         if self.sample_sampler not in SAMPLERS:
             raise GenlabError(f"unknown sampler '{self.sample_sampler}'; choose one of {', '.join(SAMPLERS)}")
         if self.backbone not in BACKBONES:
-            raise GenlabError(f"unknown --backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
-        check_range("--timesteps", self.timesteps, 1, MAX_TIMESTEPS)
-        check_range("--sample-steps", self.sample_steps, 1, MAX_TIMESTEPS)
+            raise GenlabError(f"unknown `backbone` '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        check_range("timesteps", self.timesteps, 1, MAX_TIMESTEPS)
+        check_range("sample_steps", self.sample_steps, 1, MAX_TIMESTEPS)
         for name in ("p_mean", "p_std", "min_snr_gamma", "sample_guidance"):
             check_range(name, getattr(self, name), -math.inf)  # any finite number
         if self.upscale not in (0, 2, 4):
-            raise GenlabError(f"--upscale must be 2 or 4 (got {self.upscale})")
+            raise GenlabError(f"`upscale` must be 2 or 4 (got {self.upscale})")
         if self.upscale and (self.latent or self.backbone != "unet"):
-            raise GenlabError("an --upscale model is a pixel-space U-Net: drop --latent and --backbone dit")
+            raise GenlabError("an `upscale` model is a pixel-space U-Net: drop `latent` and `backbone` dit")
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(ScheduleConfig(kind=self.schedule, timesteps=self.timesteps))
@@ -170,8 +170,8 @@ class DiffusionTask(Task):
         )
         if diffusion.cond == "class" and self.train_data.labels is None:
             raise GenlabError(
-                f"--cond class needs class labels, and {data.name} has none; "
-                "use --cond none or class sub-folders"
+                f"`cond` class needs class labels, and {data.name} has none; "
+                "use `cond` none or class sub-folders"
             )
         if model_config is None:
             self.model = self._new_network(text_encoder, text_options or {}, dit_options or {}, unet_options)
@@ -204,7 +204,7 @@ class DiffusionTask(Task):
         else:
             if diffusion.upscale and side % diffusion.upscale:
                 raise GenlabError(
-                    f"--upscale {diffusion.upscale} needs an image side divisible by it (got {side})"
+                    f"`upscale` {diffusion.upscale} needs an image side divisible by it (got {side})"
                 )
             net = UNet(
                 UNetConfig(
@@ -235,7 +235,7 @@ class DiffusionTask(Task):
         vae = VAE.from_pretrained(self.diffusion.latent)
         if (vae.config.in_channels, vae.config.image_size) != (channels, side):
             raise GenlabError(
-                f"--latent {self.diffusion.latent} encodes {vae.config.in_channels}x{vae.config.image_size} "
+                f"`latent` {self.diffusion.latent} encodes {vae.config.in_channels}x{vae.config.image_size} "
                 f"images, the data is {channels}x{side}; train the autoencoder on this data"
             )
         return vae
@@ -281,7 +281,7 @@ class DiffusionTask(Task):
             return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens, True, source), None
         if source != "joint":
             raise GenlabError(
-                f"--text-encoder {source!r}: use 'joint' or 'clip:RUN' (a genlab CLIP run), or 'minilm'"
+                f"`text_encoder` {source!r}: use 'joint' or 'clip:RUN' (a genlab CLIP run), or 'minilm'"
             )
         options = {**TEXT_DEFAULTS, **options}
         kind = options.pop("tokenizer", "word")

@@ -117,7 +117,7 @@ class DiffusionPipeline:
         channels, side = self.image_shape
         if not self.upscale:
             if lowres is not None:
-                raise GenlabError("this model is not an upscaler (trained without --upscale): drop lowres")
+                raise GenlabError("this model is not an upscaler (trained without `upscale`): drop `lowres`")
             return None
         small = side // self.upscale
         if lowres is None:

@@ -84,8 +84,8 @@ class TextToImagePipeline:
         model, diffusion, _ = load_network(run_dir, use_ema=use_ema, device=dev)
         if diffusion.cond != "text":
             raise GenlabError(
-                f"{run_dir} is not a text-to-image run (it was trained with --cond {diffusion.cond}); "
-                "use DiffusionPipeline, or train with --cond text"
+                f"{run_dir} is not a text-to-image run (it was trained with `cond` {diffusion.cond}); "
+                "use DiffusionPipeline, or train with `cond` text"
             )
         return cls(model, diffusion, precision)
 
