@@ -7,7 +7,10 @@ and its safetensors loaded into genlab's network with ``strict=True``.
 
 from __future__ import annotations
 
+import inspect
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +20,7 @@ from genlab.errors import GenlabError
 from genlab.nn import sd_blocks
 from genlab.nn.embeddings import sinusoidal_embedding
 from genlab.nn.sd_blocks import SDAttention, scaled_attention
-from genlab.nn.sd_unet import SDUNet, SDUNetConfig, timestep_embedding
+from genlab.nn.sd_unet import DIFFUSERS_DEFAULTS, SDUNet, SDUNetConfig, timestep_embedding
 
 diffusers = pytest.importorskip("diffusers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -65,6 +68,46 @@ SD21 = SD15 | {
     "upcast_attention": True,
     "cross_attention_dim": 16,
     "layers_per_block": 1,
+}
+
+
+# The unet/config.json files of SD 1.5 and SD 2.1 as published (diffusers 0.6 and 0.10 wrote them).
+REAL_SD15 = {
+    "_class_name": "UNet2DConditionModel",
+    "_diffusers_version": "0.6.0",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+REAL_SD21 = REAL_SD15 | {
+    "_diffusers_version": "0.10.0.dev0",
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "dual_cross_attention": False,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "sample_size": 96,
+    "use_linear_projection": True,
+    "upcast_attention": True,
 }
 
 
@@ -133,6 +176,29 @@ def test_unet_matches_diffusers(saved, name):
     if name == "sd15":
         with torch.no_grad():
             assert torch.allclose(net(sample, 17.5, context), ref(sample, 17.5, context).sample, atol=1e-4)
+
+
+@pytest.mark.parametrize("config,parameters", [(REAL_SD15, 859_520_964), (REAL_SD21, 865_910_724)])
+def test_real_configs_give_diffusers_names_and_shapes(config, parameters):
+    """The full-size networks, built on the meta device (shapes, no storage): every state-dict key and
+    shape of diffusers' U-Net, so the published safetensors load strictly."""
+    with torch.device("meta"):
+        ref = diffusers.UNet2DConditionModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+        net = SDUNet(SDUNetConfig.from_diffusers(config))
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(net) == shapes(ref)
+    assert sum(p.numel() for p in net.parameters()) == parameters
+
+
+def test_settings_left_out_mean_diffusers_defaults():
+    """A config.json may omit keys; they then mean what UNet2DConditionModel's arguments default to."""
+    signature = inspect.signature(diffusers.UNet2DConditionModel.__init__).parameters
+    for key, value in DIFFUSERS_DEFAULTS.items():
+        default = signature[key].default
+        assert (list(default) if isinstance(default, tuple) else default) == value, key
+    cfg = SDUNetConfig.from_diffusers({"_class_name": "UNet2DConditionModel"})
+    assert cfg.cross_attention_dim == (1280,) * 4 and cfg.num_attention_heads == (8,) * 4
+    assert cfg.sample_size is None and cfg.layers_per_block == (2,) * 4
 
 
 def test_unet_sides_not_divisible_by_its_downsampling(saved):
@@ -212,6 +278,24 @@ def test_attention_upcast_and_chunks_agree_with_the_formula(monkeypatch):
     fused, none = scaled_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), upcast=True)
     assert none is None and fused.dtype == torch.bfloat16
     assert torch.allclose(fused.float(), weights @ v, atol=3e-2)
+
+
+MEMORY_PROBE = """
+import resource, torch
+from genlab.nn.sd_blocks import scaled_attention
+q, k, v = (torch.randn(2, 8, 4096, 40) for _ in range(3))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+scaled_attention(q, k, v, upcast=True)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in kilobytes is Linux's")
+def test_self_attention_over_a_64x64_latent_never_holds_the_score_matrix():
+    """Batch 2, 8 heads, 4096 positions: the (2, 8, 4096, 4096) scores would be 1 GiB in float32; the
+    fused kernel's peak grows by a few megabytes (measured in a fresh process)."""
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) < 300, out.stdout
 
 
 def test_unet_runs_in_bf16_autocast_and_channels_last(saved):

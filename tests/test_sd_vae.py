@@ -43,6 +43,23 @@ VARIANT = SD_VAE | {
 }
 
 
+# vae/config.json of SD 1.5 as published (2.x's differs only in sample_size, 768).
+REAL_SD = {
+    "_class_name": "AutoencoderKL",
+    "_diffusers_version": "0.6.0",
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 512,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+
+
 def save_reference(config: dict, folder, dtype: torch.dtype = torch.float32):
     torch.manual_seed(0)
     ref = diffusers.AutoencoderKL(**config).eval()
@@ -98,6 +115,28 @@ def test_encode_and_decode_match_diffusers(saved, name):
         assert decoded.shape == (2, 3, 32, 32)
         assert torch.allclose(decoded, ref.decode(z).sample, atol=1e-4)
         assert torch.allclose(net(x), ref(x).sample, atol=1e-4)
+
+
+def test_real_config_gives_diffusers_names_and_shapes():
+    """The full-size autoencoder on the meta device: diffusers' keys and shapes, 83.7M parameters, and
+    SD's scale factor when the config (written before diffusers had the field) does not say it."""
+    with torch.device("meta"):
+        ref = diffusers.AutoencoderKL(**{k: v for k, v in REAL_SD.items() if not k.startswith("_")})
+        net = SDAutoencoder(SDVAEConfig.from_diffusers(REAL_SD))
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
+    assert sum(p.numel() for p in net.parameters()) == 83_653_863
+    assert net.scaling_factor == 0.18215 and net.config.downsampling == 8
+
+
+def test_settings_left_out_mean_diffusers_defaults():
+    cfg = SDVAEConfig.from_diffusers({})
+    ref = diffusers.AutoencoderKL.from_config({})
+    assert {k: v.shape for k, v in SDAutoencoder(cfg).state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
+    assert cfg.sample_size == ref.config.sample_size and cfg.scaling_factor == ref.config.scaling_factor
 
 
 def test_fp16_checkpoint_upcast_to_fp32_loads(saved):

@@ -77,6 +77,35 @@ REQUIRED: dict[str, tuple[Any, ...]] = {
     "reverse_transformer_layers_per_block": (None,),
 }
 
+# UNet2DConditionModel's defaults for the settings genlab reads: what a config.json that leaves one
+# out means (SD 1.5's, but for a text width of 1280 and no sample size).
+DIFFUSERS_DEFAULTS: dict[str, Any] = {
+    "sample_size": None,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "dropout": 0.0,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 1280,
+    "transformer_layers_per_block": 1,
+    "attention_head_dim": 8,
+    "num_attention_heads": None,
+    "use_linear_projection": False,
+    "upcast_attention": False,
+    "time_embedding_dim": None,
+}
+
 
 @dataclass
 class SDUNetConfig:
@@ -189,9 +218,8 @@ class SDUNetConfig:
         """
         if not isinstance(data, dict):
             raise GenlabError(f"{source} must be a JSON object of settings")
-        data = {
-            k: v for k, v in data.items() if not str(k).startswith("_")
-        }  # _class_name, _diffusers_version
+        # A key the file leaves out has diffusers' default; _class_name, _diffusers_version... say nothing.
+        data = DIFFUSERS_DEFAULTS | {k: v for k, v in data.items() if not str(k).startswith("_")}
         fields: dict[str, Any] = {}
         for key, value in data.items():
             if key in IGNORED:
@@ -204,24 +232,20 @@ class SDUNetConfig:
                     )
             elif key not in ("attention_head_dim", "num_attention_heads"):
                 fields[key] = value
-        unknown = sorted(set(fields) - {f for f in cls.__dataclass_fields__})
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
         if unknown:
             raise GenlabError(
                 f"{source} has settings genlab does not know ({', '.join(unknown)}); it may be a newer "
                 "diffusers' U-Net than SD 1.x and 2.x"
             )
-        types = fields.get("down_block_types", cls.down_block_types)
-        if not isinstance(types, (list, tuple)):
+        types = fields["down_block_types"]
+        if not isinstance(types, list):
             raise GenlabError(f"{source}: `down_block_types` must be a list of block names")
         blocks = len(types)
-        heads = data.get("num_attention_heads") or data.get("attention_head_dim", 8)
+        heads = data.get("num_attention_heads") or data["attention_head_dim"]
         fields["num_attention_heads"] = _per_block(heads, blocks, "attention_head_dim", source)
-        for key, default in (
-            ("layers_per_block", 2),
-            ("cross_attention_dim", 1280),
-            ("transformer_layers_per_block", 1),
-        ):
-            fields[key] = _per_block(fields.get(key, default), blocks, key, source)
+        for key in ("layers_per_block", "cross_attention_dim", "transformer_layers_per_block"):
+            fields[key] = _per_block(fields[key], blocks, key, source)
         return config_from_dict(cls, fields, source)
 
 

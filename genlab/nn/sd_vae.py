@@ -44,6 +44,24 @@ EPS = 1e-6  # every GroupNorm of the autoencoder
 IGNORED = {"force_upcast"}
 # Latent normalisations of later models (SD3, SDXL's refiners...); SD 1.x and 2.x scale only.
 REQUIRED_NONE = ("shift_factor", "latents_mean", "latents_std")
+# AutoencoderKL's defaults: what a config.json that leaves a setting out means (a one-level toy; SD's
+# files give every size, and those written before diffusers had `scaling_factor` get SD's).
+DIFFUSERS_DEFAULTS: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"],
+    "up_block_types": ["UpDecoderBlock2D"],
+    "block_out_channels": [64],
+    "layers_per_block": 1,
+    "act_fn": "silu",
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+    "use_quant_conv": True,
+    "use_post_quant_conv": True,
+    "mid_block_add_attention": True,
+}
 
 
 @dataclass
@@ -103,7 +121,7 @@ class SDVAEConfig:
         if not isinstance(data, dict):
             raise GenlabError(f"{source} must be a JSON object of settings")
         fields = {}
-        for key, value in data.items():
+        for key, value in (DIFFUSERS_DEFAULTS | data).items():
             if str(key).startswith("_") or key in IGNORED:  # _class_name, _diffusers_version...
                 continue
             if key in REQUIRED_NONE:
