@@ -132,6 +132,12 @@ class SDVAEConfig:
                     )
                 continue
             fields[key] = value
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise GenlabError(
+                f"{source} has settings genlab does not know ({', '.join(map(str, unknown))}); it may be "
+                "a newer diffusers' autoencoder than SD 1.x and 2.x's"
+            )
         return config_from_dict(cls, fields, source)
 
 
