@@ -56,3 +56,15 @@ def served_runs(tmp_path_factory):
     cfg = TrainConfig(steps=2, batch_size=8, eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
     Trainer(task, cfg, root / "t2i").train()
     return root
+
+
+@pytest.fixture(scope="session")
+def sd_checkpoints(tmp_path_factory):
+    """Tiny Stable Diffusion checkpoints ("sd15": epsilon, "sd21": v-prediction) written by diffusers'
+    save_pretrained (tests/sd_fixtures.py); skipped where diffusers or transformers are missing."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from sd_fixtures import write_checkpoint
+
+    root = tmp_path_factory.mktemp("sd")
+    return {variant: write_checkpoint(root / variant, variant) for variant in ("sd15", "sd21")}

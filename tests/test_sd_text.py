@@ -12,29 +12,17 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from sd_fixtures import CORPUS, learn_bpe, token, write_tokenizer
 
 from genlab.errors import GenlabError
 from genlab.nn.bpe import CLIPTokenizer, merge
 
 transformers = pytest.importorskip("transformers")
 
-CORPUS = """
-a photograph of an astronaut riding a horse on the moon, highly detailed, 8k, trending on artstation.
-a painting of a fox sitting in a field at sunrise, in the style of claude monet; oil on canvas.
-portrait of a beautiful woman with long red hair, studio lighting, sharp focus, by greg rutkowski.
-a cute cat wearing a tiny hat, digital art. it's a sunny day and the dog can't stop running!
-the quick brown fox jumps over the lazy dog. they're sure we've seen what you'll do, i'd say i'm done.
-an old castle on a hill above the sea, dramatic clouds, cinematic, matte painting, unreal engine 5.
-a bowl of fruit on a wooden table: apples, oranges, bananas and grapes. still life photography.
-a futuristic city at night with neon lights and flying cars, cyberpunk, blade runner, rain, reflections.
-un café au lait à paris, très élégant; la naïveté du garçon. 日本の東京の夜景。 🐱🚀✨ mountains and rivers.
-watercolor illustration of a small village in the mountains in winter, snow, warm lights in the windows.
-"""
 PROMPTS_FIXED = [
     "",
     " ",
@@ -119,104 +107,6 @@ FRAGMENTS = [
     ">",
     "</w>",
 ]
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte symbols, written again here so that the vocabulary does not depend on genlab."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    symbols = {b: chr(b) for b in keep}
-    symbols.update({b: chr(256 + n) for n, b in enumerate(b for b in range(256) if b not in symbols)})
-    return dict(sorted(symbols.items()))
-
-
-def learn_bpe(corpus: str, merges: int) -> list[tuple[str, str]]:
-    """The classic BPE trainer (Sennrich et al. 2016, Algorithm 1): count adjacent symbol pairs over the
-    words, merge the most frequent, repeat. Words are lower-cased letter runs, digits and punctuation runs,
-    spelled in byte symbols with "</w>" on the last one."""
-    table = bytes_to_unicode()
-    words: Counter[tuple[str, ...]] = Counter()
-    token = ""
-    for ch in corpus.lower() + " ":  # letters together, every other non-space character alone
-        if ch.isalpha():
-            token += ch
-            continue
-        for word in (token, "" if ch.isspace() else ch):
-            if word:
-                symbols = [table[b] for b in word.encode()]
-                symbols[-1] += "</w>"
-                words[tuple(symbols)] += 1
-        token = ""
-    learned = []
-    for _ in range(merges):
-        pairs: Counter[tuple[str, str]] = Counter()
-        for word, count in words.items():
-            for pair in zip(word, word[1:], strict=False):
-                pairs[pair] += count
-        if not pairs:
-            break
-        best = min(pairs, key=lambda p: (-pairs[p], p))
-        learned.append(best)
-        merged: Counter[tuple[str, ...]] = Counter()
-        for word, count in words.items():
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] += count
-        words = merged
-    return learned
-
-
-def token(content: str, normalized: bool = True, typed: bool = False) -> dict:
-    entry = {
-        "content": content,
-        "lstrip": False,
-        "normalized": normalized,
-        "rstrip": False,
-        "single_word": False,
-    }
-    return {"__type": "AddedToken", **entry} if typed else entry
-
-
-def write_tokenizer(folder: Path, merges: list[tuple[str, str]], pad: str, **overrides) -> Path:
-    """A tokenizer folder as Stable Diffusion ships it: vocab.json (bytes, bytes</w>, merges, specials),
-    merges.txt, and the two JSON files of the special tokens. ``overrides`` replace whole files' contents."""
-    folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(bytes_to_unicode().values())
-    vocab = [*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges)]
-    vocab = list(dict.fromkeys(vocab)) + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(vocab)}), encoding="utf-8")
-    text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
-    (folder / "merges.txt").write_text(text, encoding="utf-8")
-    config = {
-        "add_prefix_space": False,
-        "bos_token": token("<|startoftext|>", typed=True),
-        "do_lower_case": True,
-        "eos_token": token("<|endoftext|>", typed=True),
-        "errors": "replace",
-        "model_max_length": 77,
-        "pad_token": pad,
-        "tokenizer_class": "CLIPTokenizer",
-        "unk_token": token("<|endoftext|>", typed=True),
-    }
-    special_map = {
-        "bos_token": token("<|startoftext|>"),
-        "eos_token": token("<|endoftext|>"),
-        "pad_token": pad,
-        "unk_token": token("<|endoftext|>"),
-    }
-    files = {"tokenizer_config.json": config, "special_tokens_map.json": special_map}
-    files.update(overrides)
-    for name, content in files.items():
-        if content is None:
-            (folder / name).unlink(missing_ok=True)
-        else:
-            (folder / name).write_text(json.dumps(content), encoding="utf-8")
-    return folder
 
 
 def prompts(count: int = 200) -> list[str]:

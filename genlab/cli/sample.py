@@ -10,7 +10,7 @@ from genlab.cli import cli
 from genlab.cli.common import precision_option, sampling_options
 
 
-@cli.command("sample")
+@cli.command("sample", flags={"height": "--size", "width": "--size", "size": "--size"})
 @click.argument("run", type=click.Path())
 @click.argument("prompts", nargs=-1)
 @click.option("--negative-prompt", default=None, help="Text-to-image: what the images should not show.")
@@ -20,7 +20,12 @@ from genlab.cli.common import precision_option, sampling_options
 @click.option(
     "--class", "class_", default=None, help="Class to draw: a name or index, a list 1,2,3, or 'all'."
 )
-@click.option("--n", default=16, show_default=True, type=int, help="How many images (per prompt).")
+@click.option(
+    "--n", default=None, type=int, help="How many images per prompt (default 16; 1 for Stable Diffusion)."
+)
+@click.option(
+    "--size", default=None, help="Stable Diffusion: WIDTHxHEIGHT in pixels, divisible by 8 (e.g. 512x512)."
+)
 @sampling_options
 @click.option("--eta", default=None, type=float, help="DDIM noise: 0 deterministic (default), 1 like DDPM.")
 @click.option("--out", default="samples.png", show_default=True, help="PNG grid to write.")
@@ -36,7 +41,8 @@ def sample_cmd(
     negative_prompt: str | None,
     attention_maps: str | None,
     class_: str | None,
-    n: int,
+    n: int | None,
+    size: str | None,
     steps: int,
     sampler: str,
     guidance: float,
@@ -49,6 +55,8 @@ def sample_cmd(
     precision: str,
 ) -> None:
     """Sample images from the diffusion model or GAN in RUN; a text-to-image run takes one or more PROMPTS.
+    RUN may also be a Stable Diffusion checkpoint folder (diffusers' layout, or its Hugging Face cache
+    entry).
 
     \b
     Examples:
@@ -59,23 +67,32 @@ def sample_cmd(
       genlab sample runs/t2i-shapes "a small red circle at the top left" --negative-prompt "blue" --n 8
       genlab sample runs/t2i-shapes "a large green square on the right" --attention-maps maps.png
       genlab sample runs/gan-mnist --n 64 --seed 1 --out gan.png
+      genlab sample SD_FOLDER "a photograph of an astronaut riding a horse" --seed 0 --steps 20
+        --sampler dpmpp-2m --guidance 7.5 --negative-prompt "blue" --size 512x512
     """
     import time
 
     import torch
 
     from genlab.data import save_grid
+    from genlab.diffusion.stable_diffusion import is_checkpoint, parse_size
     from genlab.errors import GenlabError
-    from genlab.pipelines import load_pipeline, pipeline_kind
+    from genlab.pipelines import kind_of, load_pipeline
 
     if trajectory is not None and Path(trajectory).suffix.lower() not in (".gif", ".png"):
         raise GenlabError(f"--trajectory must end in .gif or .png (got {trajectory})")
     if eta is not None and sampler != "ddim":
         raise GenlabError("--eta applies to --sampler ddim only")
-    from genlab import rundir
-
     kwargs = {"eta": eta} if eta is not None else {}
-    kind = pipeline_kind(rundir.read_config(run), run)
+    kind = kind_of(run)
+    stable = is_checkpoint(run)
+    if size is not None:
+        if not stable:
+            raise GenlabError(
+                "--size applies to Stable Diffusion checkpoints; a genlab run makes its own size"
+            )
+        kwargs["height"], kwargs["width"] = parse_size(size)
+    n = n if n is not None else 1 if stable else 16
     gan = kind == "gan"
     if gan and (prompts or negative_prompt or attention_maps or trajectory or eta is not None):
         raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")
@@ -100,6 +117,7 @@ def sample_cmd(
             nrow,
             trajectory,
             kwargs,
+            progress=stable,
         )
         return
     if prompts or negative_prompt is not None or attention_maps is not None:
@@ -160,18 +178,24 @@ def _sample_text(
     nrow,
     trajectory,
     kwargs,
+    progress: bool = False,
 ) -> None:
-    """`genlab sample` for a text-to-image run: a grid with a row of N images per prompt."""
+    """`genlab sample` for a text-to-image run: a grid with a row of N images per prompt; ``progress``
+    shows a bar of the sampler's steps (Stable Diffusion's take seconds each on a CPU)."""
     import time
     import warnings
 
     import torch
+    from tqdm import tqdm
 
     from genlab.data import save_grid
     from genlab.diffusion.attention_maps import save_attention_maps
 
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    bar = tqdm(total=steps, desc="sampling", unit="step", disable=not progress)
+    if progress:
+        kwargs = {**kwargs, "on_step": lambda i, total, image: bar.update(1) if i > 0 else None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = pipe(
@@ -186,6 +210,7 @@ def _sample_text(
             return_attention_maps=maps_path is not None,
             **kwargs,
         )
+    bar.close()
     for warning in caught:
         click.echo(f"warning: {warning.message}")
     seconds = time.perf_counter() - t0

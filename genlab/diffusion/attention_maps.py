@@ -17,36 +17,51 @@ from torch import nn
 from genlab.nn.attention import CrossAttention2d
 
 
+def cross_attention_layers(net: nn.Module) -> list[nn.Module]:
+    """The attention modules of ``net`` whose keys are the prompt's tokens, each with ``keep_weights`` and
+    ``weights``: genlab's own (inside ``CrossAttention2d``) and Stable Diffusion's (``is_cross``)."""
+    layers = []
+    for m in net.modules():
+        if isinstance(m, CrossAttention2d):
+            layers.append(m.attn)
+        elif getattr(m, "is_cross", False) and hasattr(m, "keep_weights"):
+            layers.append(m)
+    return layers
+
+
 class CrossAttentionRecorder:
     """Context manager: while active, sums the cross-attention maps of the last ``batch`` images of every
-    call (under guidance, the conditional half of the joint batch) into ``maps`` (batch, tokens, H, W)."""
+    call (under guidance, the conditional half of the joint batch) into ``maps`` (batch, tokens, H, W),
+    for images of ``image_size`` = side or (height, width)."""
 
-    def __init__(self, net: nn.Module, batch: int, image_size: int):
-        self.layers = [m for m in net.modules() if isinstance(m, CrossAttention2d)]
-        self.batch, self.size = batch, image_size
+    def __init__(self, net: nn.Module, batch: int, image_size: int | tuple[int, int]):
+        self.layers = cross_attention_layers(net)
+        self.batch = batch
+        self.size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.total: torch.Tensor | None = None
         self.count = 0
         self._handles: list = []
 
-    def _hook(self, module: CrossAttention2d, inputs, output) -> None:
-        weights = module.attn.weights  # (N, heads, H*W, S)
+    def _hook(self, module: nn.Module, inputs, output) -> None:
+        weights = module.weights  # (N, heads, h*w, S) on the layer's grid, of the image's aspect
         n, _, hw, s = weights.shape
-        side = int(round(hw**0.5))
-        maps = weights[n - self.batch :].mean(1).transpose(1, 2).reshape(self.batch, s, side, side)
-        maps = F.interpolate(maps.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        height, width = self.size
+        h = max(1, round((hw * height / width) ** 0.5))
+        maps = weights[n - self.batch :].mean(1).transpose(1, 2).reshape(self.batch, s, h, hw // h)
+        maps = F.interpolate(maps.float(), size=self.size, mode="bilinear", align_corners=False)
         self.total = maps.cpu() if self.total is None else self.total + maps.cpu()
         self.count += 1
 
     def __enter__(self) -> CrossAttentionRecorder:
         for layer in self.layers:
-            layer.attn.keep_weights = True
+            layer.keep_weights = True
             self._handles.append(layer.register_forward_hook(self._hook))
         return self
 
     def __exit__(self, *exc) -> None:
         for layer in self.layers:
-            layer.attn.keep_weights = False
-            layer.attn.weights = None
+            layer.keep_weights = False
+            layer.weights = None
         for handle in self._handles:
             handle.remove()
 

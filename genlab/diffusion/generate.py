@@ -32,10 +32,15 @@ def trajectory_frame(info: dict[str, Any], net: nn.Module | None = None) -> torc
 
 def estimate_frame(info: dict[str, Any], net: nn.Module | None = None) -> torch.Tensor:
     """What the image will be, as a sampler callback's state predicts it: the denoised estimate of x0
-    (decoded, for a latent network) on the CPU; the start, which has none, shows the noise."""
+    on the CPU; the start, which has none, shows the noise. A latent network's estimate is decoded, or
+    previewed where it has a cheap preview of its latents (Stable Diffusion, whose decoder costs more
+    than a step: ``preview_latents``)."""
+    preview = getattr(net, "preview_latents", None)
     if info.get("denoised") is None:
-        return trajectory_frame(info, net)
-    decode = getattr(net, "decode_latents", None)
+        if preview is None:
+            return trajectory_frame(info, net)
+        return preview(info["x"] / (1 + info["sigma_next"] ** 2) ** 0.5).cpu()
+    decode = preview or getattr(net, "decode_latents", None)
     x0 = info["denoised"]
     return (decode(x0) if decode is not None else to_images(x0)).cpu()
 
@@ -77,9 +82,11 @@ def sdedit_start(
     none, they are returned as they are), after checking them against the ``shape`` to be sampled."""
     if not 0.0 <= strength <= 1.0:
         raise GenlabError(f"strength must lie in [0, 1] (got {strength})")
-    latent = hasattr(net, "decode_latents")
-    c, side = net.image_shape if latent else shape[1:3]
-    expected = (shape[0], c, side, side) if latent else tuple(shape)
+    expected = tuple(shape)
+    if hasattr(net, "decode_latents"):  # images of the latents' grid times the autoencoder's factor
+        (c, side), grid = net.image_shape, net.sample_shape[1]
+        factor = side // grid
+        expected = (shape[0], c, shape[2] * factor, shape[3] * factor)
     if tuple(init_images.shape) != tuple(expected):
         raise GenlabError(f"init images have shape {tuple(init_images.shape)}, expected {tuple(expected)}")
     return round(strength * schedule.timesteps) - 1

@@ -130,17 +130,18 @@ class LatentDiffusion(PretrainedMixin, nn.Module):
 
 
 def sample_shape(network: nn.Module) -> tuple[int, int, int]:
-    """(C, H, W) of what the sampler integrates: the image for a pixel network, the latent otherwise."""
-    if isinstance(network, LatentDiffusion):
-        return network.sample_shape
+    """(C, H, W) of what the sampler integrates: the image for a pixel network, the latent otherwise
+    (a latent model, genlab's or Stable Diffusion, says it itself)."""
+    if hasattr(network, "decode_latents"):
+        return network.sample_shape  # type: ignore[return-value]
     cfg = network.config.denoiser if isinstance(network, TextUNet) else network.config
     return cfg.in_channels, cfg.image_size, cfg.image_size
 
 
 def image_shape(network: nn.Module) -> tuple[int, int]:
     """(channels, side) of the images a network makes."""
-    if isinstance(network, LatentDiffusion):
-        return network.image_shape
+    if hasattr(network, "decode_latents"):
+        return network.image_shape  # type: ignore[return-value]
     c, h, _ = sample_shape(network)
     return c, h
 

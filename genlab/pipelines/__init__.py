@@ -1,6 +1,6 @@
 """Ready-to-use generators built from run directories, in the manner of diffusers pipelines."""
 
-from genlab.pipelines.auto import PIPELINE_KINDS, load_pipeline, pipeline_kind
+from genlab.pipelines.auto import PIPELINE_KINDS, kind_of, load_pipeline, pipeline_kind
 from genlab.pipelines.diffusion import DiffusionPipeline, PipelineOutput
 from genlab.pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
 
@@ -10,6 +10,7 @@ __all__ = [
     "PipelineOutput",
     "TextToImageOutput",
     "TextToImagePipeline",
+    "kind_of",
     "load_pipeline",
     "pipeline_kind",
 ]

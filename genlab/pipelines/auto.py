@@ -32,6 +32,13 @@ def pipeline_kind(config: dict, run: str | Path = "this run") -> str:
     )
 
 
+def kind_of(run: str | Path) -> str:
+    """``pipeline_kind`` of the run directory (or Stable Diffusion checkpoint) at ``run``."""
+    from genlab.diffusion.stable_diffusion import is_checkpoint
+
+    return "text-to-image" if is_checkpoint(run) else pipeline_kind(rundir.read_config(run), run)
+
+
 def load_pipeline(
     run: str | Path,
     device: str | torch.device = "auto",
@@ -39,10 +46,11 @@ def load_pipeline(
     precision: str = "auto",
 ):
     """The pipeline for ``run``: a `DiffusionPipeline` (class-conditional, unconditional, latent or
-    upscaler), a `TextToImagePipeline` or a `GANPipeline`. ``precision`` applies to the diffusion
-    pipelines (a GAN draws in one forward pass, in float32)."""
+    upscaler), a `TextToImagePipeline` (a text-to-image run, or a Stable Diffusion checkpoint folder:
+    ``model_index.json`` rather than a genlab ``config.json``) or a `GANPipeline`. ``precision`` applies
+    to the diffusion pipelines (a GAN draws in one forward pass, in float32)."""
     run = Path(run)
-    kind = pipeline_kind(rundir.read_config(run), run)
+    kind = kind_of(run)
     if kind == "gan":
         from genlab.pipelines.gan import GANPipeline
 

@@ -16,6 +16,8 @@ from PIL import Image
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
 from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
 from genlab.diffusion.networks import LatentDiffusion, image_shape, load_network, sample_shape
+from genlab.diffusion.schedules import NoiseSchedule
+from genlab.diffusion.stable_diffusion import StableDiffusion, is_checkpoint
 from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
@@ -44,16 +46,24 @@ def _as_prompts(prompt: str | list[str], name: str) -> list[str]:
 
 
 class TextToImagePipeline:
-    """``TextToImagePipeline.from_pretrained(run)("a small red circle at the top left").images``."""
+    """``TextToImagePipeline.from_pretrained(run)("a small red circle at the top left").images``, for a
+    genlab text-to-image run or a Stable Diffusion checkpoint folder (genlab.diffusion.stable_diffusion).
+    """
 
     def __init__(
-        self, model: TextUNet | LatentDiffusion, diffusion: DiffusionConfig, precision: str = "auto"
+        self,
+        model: TextUNet | LatentDiffusion | StableDiffusion,
+        diffusion: DiffusionConfig | None = None,
+        precision: str = "auto",
     ):
         self.model, self.diffusion = model.eval(), diffusion
         self.precision = check_precision(precision)  # of the network's forward passes (genlab.nn.precision)
-        self.schedule = diffusion.noise_schedule()
-        # the text encoder and U-Net, in pixel space or inside a latent model
-        self.text_unet: TextUNet = model.net if isinstance(model, LatentDiffusion) else model  # type: ignore[assignment]
+        if isinstance(model, StableDiffusion):  # its schedule is the checkpoint's own
+            self.schedule, self.parameterization = NoiseSchedule(model.schedule), model.parameterization
+        elif diffusion is None:
+            raise GenlabError("a genlab text-to-image network needs its run's DiffusionConfig (`diffusion`)")
+        else:
+            self.schedule, self.parameterization = diffusion.noise_schedule(), diffusion.parameterization
 
     num_classes = 0  # what evaluation asks of every pipeline: no classes here, prompts instead
     class_names = None
@@ -67,8 +77,28 @@ class TextToImagePipeline:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        """(channels, side) of the images made."""
+        """(channels, side) of the images made (the height, for a Stable Diffusion model)."""
         return image_shape(self.model)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the images made."""
+        if isinstance(self.model, StableDiffusion):
+            return self.model.size
+        side = self.image_shape[1]
+        return side, side
+
+    def _size(self, height: int | None, width: int | None) -> None:
+        if height is None and width is None:
+            return
+        h, w = height or self.image_size[0], width or self.image_size[1]
+        if isinstance(self.model, StableDiffusion):
+            self.model.set_size(h, w)
+        elif (h, w) != self.image_size:
+            side = self.image_size[0]
+            raise GenlabError(
+                f"this run makes {side}x{side} images; it cannot make {w}x{h} (`height`, `width`)"
+            )
 
     @classmethod
     def from_pretrained(
@@ -79,8 +109,11 @@ class TextToImagePipeline:
         precision: str = "auto",
     ) -> TextToImagePipeline:
         """The run's EMA (or raw) weights on ``device``; ``precision`` "auto" samples with bfloat16 matrix
-        products where the device is faster at them, "fp32" never."""
+        products where the device is faster at them, "fp32" never. ``run_dir`` may also be a Stable
+        Diffusion checkpoint (a diffusers folder or a Hugging Face cache entry, which has no EMA choice)."""
         dev = pick_device(device) if isinstance(device, str) else device
+        if is_checkpoint(run_dir):
+            return cls(StableDiffusion.from_folder(run_dir, device=dev, progress=True), None, precision)
         model, diffusion, _ = load_network(run_dir, use_ema=use_ema, device=dev)
         if diffusion.cond != "text":
             raise GenlabError(
@@ -89,8 +122,22 @@ class TextToImagePipeline:
             )
         return cls(model, diffusion, precision)
 
+    @property
+    def text_unet(self) -> TextUNet:
+        """A genlab run's text encoder and U-Net, in pixel space or inside a latent model."""
+        return self.model.net if isinstance(self.model, LatentDiffusion) else self.model  # type: ignore[return-value]
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens the text encoder reads, start and end included."""
+        if isinstance(self.model, StableDiffusion):
+            return self.model.tokenizer.model_max_length
+        return self.text_unet.config.tokenizer.max_length
+
     def tokens(self, prompt: str) -> list[str]:
         """The tokens the text encoder sees for ``prompt``: [BOS], words (or bytes), [EOS]."""
+        if isinstance(self.model, StableDiffusion):
+            return self.model.token_strings(prompt)
         tok = self.text_unet.tokenizer
         ids = tok.encode(prompt)
         return [
@@ -111,14 +158,19 @@ class TextToImagePipeline:
         return_trajectory: bool = False,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         return_attention_maps: bool = False,
+        height: int | None = None,
+        width: int | None = None,
         **sampler_kwargs: Any,
     ) -> TextToImageOutput:
         """``num_images`` images of each prompt. Classifier-free guidance mixes the prompt's prediction
         with the empty prompt's, or with ``negative_prompt``'s when one is given (it then takes the
         unconditional prediction's place, steering away from it); scale 1 is plain conditional sampling.
+        ``height`` and ``width`` (pixels, divisible by 8) size a Stable Diffusion model's images; a
+        genlab run makes the size it was trained at.
         """
         if num_images < 1:
-            raise GenlabError(f"num_images must be at least 1 (got {num_images})")
+            raise GenlabError(f"`num_images` must be at least 1 (got {num_images})")
+        self._size(height, width)
         base = _as_prompts(prompt, "prompt")
         negative = _as_prompts("" if negative_prompt is None else negative_prompt, "negative_prompt")
         if len(negative) == 1:
@@ -131,7 +183,7 @@ class TextToImagePipeline:
         negatives = [p for p in negative for _ in range(num_images)]
         cond, truncated = self.model.encode_prompts(prompts)
         uncond, truncated_negative = self.model.encode_prompts(negatives)
-        length = self.text_unet.config.tokenizer.max_length
+        length = self.max_tokens
         if any(truncated) or any(truncated_negative):
             warnings.warn(
                 f"a prompt was cut to its first {length - 2} tokens (the encoder's limit)", stacklevel=2
@@ -144,14 +196,14 @@ class TextToImagePipeline:
             if on_step is not None:
                 on_step(info["i"] + 1, num_inference_steps, estimate_frame(info, self.model))
 
-        recorder = CrossAttentionRecorder(self.model, len(prompts), self.image_shape[1])
+        recorder = CrossAttentionRecorder(self.model, len(prompts), self.image_size)
         if return_attention_maps and not recorder.layers:
             raise GenlabError("this model has no cross-attention layers to draw maps of")
         with recorder if return_attention_maps else nullcontext():
             images = generate(
                 self.model,
                 self.schedule,
-                self.diffusion.parameterization,
+                self.parameterization,
                 (len(prompts), *sample_shape(self.model)),
                 cond=cond,
                 uncond=uncond,

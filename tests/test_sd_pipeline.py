@@ -1,0 +1,151 @@
+"""Stable Diffusion through genlab's own pipeline, samplers and commands, against diffusers (issue 21).
+
+The checkpoints are tiny random ones that diffusers and transformers write as they write the real ones
+(tests/sd_fixtures.py): an SD 1.5-like (epsilon) and an SD 2.1-like (v-prediction) model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from genlab.cli import cli
+from genlab.diffusion.schedules import NoiseSchedule
+from genlab.errors import GenlabError
+from genlab.pipelines import TextToImagePipeline, load_pipeline
+
+diffusers = pytest.importorskip("diffusers")
+
+PROMPT = "a photograph of an astronaut riding a horse"
+
+
+def reference(folder, steps: int, guidance: float, negative: str, seed: int) -> torch.Tensor:
+    """diffusers' StableDiffusionPipeline with the Euler scheduler on trailing timesteps, in fp32."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(
+        pipe.scheduler.config, timestep_spacing="trailing"
+    )
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(
+        PROMPT,
+        negative_prompt=negative,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+    )
+    return out.images
+
+
+def ours(folder, steps: int, guidance: float, negative: str, seed: int) -> torch.Tensor:
+    pipe = TextToImagePipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    pipe.schedule = NoiseSchedule(dataclasses.replace(pipe.model.schedule, spacing="trailing"))
+    out = pipe(
+        PROMPT,
+        negative_prompt=negative,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        sampler="euler",
+        sigmas_kind="discrete",
+        generator=torch.Generator().manual_seed(seed),
+        num_images=1,
+    )
+    return out.tensors
+
+
+@pytest.mark.parametrize("variant", ["sd15", "sd21"])
+def test_four_guided_steps_with_a_negative_prompt_equal_diffusers(sd_checkpoints, variant):
+    folder = sd_checkpoints[variant]
+    want = reference(folder, 4, 7.5, "blue", seed=0)
+    got = ours(folder, 4, 7.5, "blue", seed=0)
+    assert got.shape == want.shape == (1, 3, 64, 64)
+    assert (got - want).abs().max().item() < 1e-3
+    # and the comparison can tell: another seed, or no negative prompt, is far away
+    assert (ours(folder, 4, 7.5, "blue", seed=1) - want).abs().max().item() > 0.05
+    assert (ours(folder, 4, 7.5, "", seed=0) - want).abs().max().item() > 1e-3
+
+
+def test_the_checkpoint_serves_every_sampler_and_size(sd_checkpoints):
+    pipe = load_pipeline(sd_checkpoints["sd15"], device="cpu", precision="fp32")
+    assert isinstance(pipe, TextToImagePipeline)
+    for sampler in ("ddpm", "ddim", "dpmpp-2m", "euler", "heun"):
+        out = pipe(PROMPT, num_inference_steps=2, guidance_scale=7.5, sampler=sampler, num_images=1)
+        assert out.tensors.shape == (1, 3, 64, 64) and torch.isfinite(out.tensors).all()
+    out = pipe(PROMPT, num_inference_steps=1, num_images=1, height=48, width=80, guidance_scale=1.0)
+    assert out.tensors.shape == (1, 3, 48, 80)
+    with pytest.raises(GenlabError, match="`height` 50 is not divisible by 8"):
+        pipe(PROMPT, num_inference_steps=1, height=50)
+
+
+def test_attention_maps_cover_the_prompts_tokens(sd_checkpoints):
+    pipe = load_pipeline(sd_checkpoints["sd15"], device="cpu", precision="fp32")
+    out = pipe("a red horse", num_inference_steps=2, num_images=1, return_attention_maps=True, width=96)
+    assert out.attention_maps.shape == (1, 77, 64, 96)
+    assert (
+        out.tokens[0][0] == "<start>" and out.tokens[0][-1] == "<end>" and "horse" in "".join(out.tokens[0])
+    )
+    # every pixel's weights over the 77 tokens sum to one (averaged over heads, layers and steps)
+    torch.testing.assert_close(out.attention_maps.sum(1), torch.ones(1, 64, 96), atol=1e-4, rtol=0)
+
+
+def test_the_preview_is_cheap_and_the_end_decoded(sd_checkpoints):
+    pipe = load_pipeline(sd_checkpoints["sd15"], device="cpu", precision="fp32")
+    frames = []
+    out = pipe(PROMPT, num_inference_steps=3, num_images=1, on_step=lambda i, n, image: frames.append(image))
+    assert [f.shape for f in frames] == [(1, 3, 8, 8)] * 4  # the latent grid, no decoder call
+    assert out.tensors.shape == (1, 3, 64, 64)
+
+
+def test_sample_command_runs_the_lectures_example(sd_checkpoints, tmp_path):
+    out = tmp_path / "astronaut.png"
+    args = ["sample", str(sd_checkpoints["sd15"]), PROMPT, "--seed", "0", "--steps", "2"]
+    args += ["--sampler", "dpmpp-2m", "--guidance", "7.5", "--negative-prompt", "blue", "--size", "64x48"]
+    result = CliRunner().invoke(
+        cli, [*args, "--out", str(out), "--attention-maps", str(tmp_path / "maps.png")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "1 images of 1 prompt(s), dpmpp-2m with 2 steps, guidance 7.5, negative prompt 'blue'"
+        in result.output
+    )
+    assert Image.open(out).size[0] >= 64 and (tmp_path / "maps.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--size", "60x64"], "error: --size 60 is not divisible by 8"),
+        (["--size", "big"], "--size must be WIDTHxHEIGHT"),
+    ],
+)
+def test_bad_sizes_are_one_line(sd_checkpoints, tmp_path, args, said):
+    result = CliRunner().invoke(
+        cli, ["sample", str(sd_checkpoints["sd15"]), PROMPT, *args, "--out", str(tmp_path / "x.png")]
+    )
+    assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "unet").mkdir()
+    result = CliRunner().invoke(cli, ["sample", str(tmp_path), PROMPT, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "not a genlab run directory" in result.output
+
+
+def test_a_pickle_checkpoint_says_how_to_convert(sd_checkpoints, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(sd_checkpoints["sd15"], tmp_path / "sd")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    result = CliRunner().invoke(cli, ["sample", str(folder), PROMPT, "--out", str(tmp_path / "x.png")])
+    assert (
+        result.exit_code == 2 and "pickle weights" in result.output and "safe_serialization" in result.output
+    )
