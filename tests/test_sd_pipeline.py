@@ -149,3 +149,40 @@ def test_a_pickle_checkpoint_says_how_to_convert(sd_checkpoints, tmp_path):
     assert (
         result.exit_code == 2 and "pickle weights" in result.output and "safe_serialization" in result.output
     )
+
+
+def test_edit_img2img_and_inpaint_a_photo(sd_checkpoints, tmp_path):
+    import numpy as np
+
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[:, :32] = (200, 40, 40)
+    Image.fromarray(pixels).save(photo)
+    white = np.zeros((64, 64), np.uint8)
+    white[32:] = 255  # repaint the lower half
+    Image.fromarray(white).save(mask)
+    folder = str(sd_checkpoints["sd15"])
+    common = ["--steps", "2", "--guidance", "7.5", "--device", "cpu"]
+    result = CliRunner().invoke(
+        cli, ["edit", "img2img", folder, str(photo), "a labrador in the style of Vermeer", *common,
+              "--out", str(tmp_path / "a.png")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        cli, ["edit", "inpaint", folder, str(photo), "a red scarf", "--mask", str(mask), *common,
+              "--out", str(tmp_path / "b.png")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # the kept half is returned exactly: the grid holds the input, then one edit of 64 x 64
+    grid = np.asarray(Image.open(tmp_path / "b.png").convert("RGB")).astype(int)
+    assert grid.shape[0] >= 64 and (tmp_path / "a.png").is_file()
+
+
+def test_inpainting_keeps_the_unmasked_pixels_exactly(sd_checkpoints):
+    pipe = load_pipeline(sd_checkpoints["sd15"], device="cpu", precision="fp32")
+    image = torch.rand(1, 3, 64, 64)
+    keep = torch.zeros(1, 1, 64, 64)
+    keep[..., :32, :] = 1
+    out = pipe(PROMPT, num_inference_steps=2, num_images=1, init_images=image, keep=keep)
+    assert torch.equal(out.tensors[..., :32, :], image[..., :32, :])
+    assert not torch.allclose(out.tensors[..., 32:, :], image[..., 32:, :])

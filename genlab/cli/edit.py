@@ -21,10 +21,9 @@ def edit() -> None:
 
 def _diffusion_pipeline(run: str, device: str):
     """(the run's pipeline, whether it takes prompts); a GAN is refused: editing denoises a noised image."""
-    from genlab import rundir
-    from genlab.pipelines import load_pipeline, pipeline_kind
+    from genlab.pipelines import kind_of, load_pipeline
 
-    kind = pipeline_kind(rundir.read_config(run), run)
+    kind = kind_of(run)
     if kind == "gan":
         raise GenlabError(f"{run} is a GAN; editing needs a diffusion run (it denoises a noised image)")
     return load_pipeline(run, device=device), kind == "text-to-image"
@@ -43,8 +42,10 @@ def _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, *
     import torch
 
     from genlab.data import save_grid
+    from genlab.diffusion.stable_diffusion import is_checkpoint
 
     pipe, text, x = loaded
+    n = n if n is not None else 1 if is_checkpoint(run) else 4
     if n < 1:
         raise GenlabError(f"--n must be at least 1 (got {n})")
     init = x[None].expand(n, -1, -1, -1)
@@ -78,7 +79,7 @@ def _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, *
     "--strength", default=0.6, show_default=True, type=float, help="0 keeps the image, 1 ignores it."
 )
 @click.option("--class", "class_", default=None, help="Class to steer toward (class-conditional runs).")
-@click.option("--n", default=4, show_default=True, type=int, help="Edits to draw.")
+@click.option("--n", default=None, type=int, help="Edits to draw (default 4; 1 for Stable Diffusion).")
 @sampling_options
 @click.option("--out", default="img2img.png", show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -90,6 +91,7 @@ def img2img(run, image, prompt, strength, class_, n, steps, sampler, guidance, s
     Examples:
       genlab edit img2img runs/diffusion-mnist digit.png --class 8 --strength 0.6
       genlab edit img2img runs/t2i-shapes scene.png "a small blue square at the top left" --strength 0.5
+      genlab edit img2img SD_FOLDER photo.png "a labrador in the style of Vermeer" --guidance 7.5
     """
     loaded = _pipe_and_image(run, image, device)
     _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, strength=strength)
@@ -103,7 +105,7 @@ def img2img(run, image, prompt, strength, class_, n, steps, sampler, guidance, s
     "--mask", required=True, type=click.Path(), help="Image: white where to repaint, black to keep."
 )
 @click.option("--class", "class_", default=None, help="Class to paint (class-conditional runs).")
-@click.option("--n", default=4, show_default=True, type=int, help="Fillings to draw.")
+@click.option("--n", default=None, type=int, help="Fillings to draw (default 4; 1 for Stable Diffusion).")
 @sampling_options
 @click.option("--out", default="inpaint.png", show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -114,6 +116,7 @@ def inpaint(run, image, prompt, mask, class_, n, steps, sampler, guidance, seed,
     \b
     Example:
       genlab edit inpaint runs/diffusion-mnist digit.png --mask lower_half.png --class 3
+      genlab edit inpaint SD_FOLDER photo.png "a red scarf" --mask scarf.png --guidance 7.5
     """
     from genlab.data import load_image
     from genlab.data.images import image_size
