@@ -7,7 +7,7 @@ A run directory holds
     ema.safetensors      the exponential moving average of the weights (when training kept one)
     metrics.jsonl        one JSON record per logged step
     samples/             grids written during training
-    checkpoint/          everything `--resume` needs, as one self-contained snapshot
+    checkpoint/          everything a resume needs, as one self-contained snapshot
     .lock                locked by the process writing the run (RunLock), holding its pid
 
 Every write goes to a temporary name first and is then renamed into place (``os.replace`` is atomic on
@@ -133,7 +133,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
 class RunLock:
     """An exclusive lock on a run directory, held while this process writes it (``with RunLock(run):``).
 
-    Two trainings given the same ``--out`` would otherwise both find the folder free, both write, and
+    Two trainings given the same ``run_dir`` would otherwise both find the folder free, both write, and
     leave a mixture of two runs; with the lock the second stops with a one-line error before writing.
     The lock is ``flock`` on ``RUN/.lock``: the kernel drops it when the holder exits, however it dies,
     so a killed run never leaves a stale lock. The folder (and its parents) is created if missing.
@@ -151,7 +151,7 @@ class RunLock:
             fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as e:
             raise GenlabError(
-                f"cannot write the run directory {self.run_dir} ({e.strerror or e}); choose another --out"
+                f"cannot write the run directory {self.run_dir} ({e.strerror or e}); choose another `run_dir`"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -160,7 +160,7 @@ class RunLock:
             os.close(fd)
             raise GenlabError(
                 f"{self.run_dir} is being written by another process (pid {holder}); wait for it to "
-                "finish, or choose another --out"
+                "finish, or choose another `run_dir`"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -305,7 +305,7 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, dict[str, torch.Tens
     """Load the last complete snapshot: (weights by name, state)."""
     d = checkpoint_dir(run_dir)
     if d is None:
-        raise GenlabError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
+        raise GenlabError(f"{run_dir} has no checkpoint to resume from; start a new run without `resume`")
     try:
         state = json.loads((d / STATE_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

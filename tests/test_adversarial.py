@@ -252,6 +252,28 @@ def test_adversarial_training_runs_resumes_and_reports_robust_accuracy(tmp_path)
         AdversarialTrainingConfig("cw")
 
 
+def test_a_classifier_task_is_adversarial_when_asked_and_resumes_as_it_was_made():
+    """`genlab train classifier` builds its task with classifier_task and resumes it with
+    classifier_task_from_run_config, which reads the kind back from the run's config."""
+    from genlab.adversarial.training import (
+        AdversarialClassifierTask,
+        AdversarialTrainingConfig,
+        classifier_task,
+        classifier_task_from_run_config,
+    )
+    from genlab.classification.task import ClassifierDataConfig, ClassifierTask
+    from genlab.nn.pretrained import config_to_dict
+
+    data = ClassifierDataConfig("digits", augment=False)
+    adv = AdversarialTrainingConfig("fgsm", eps=0.2)
+    for adversarial, kind in ((None, ClassifierTask), (adv, AdversarialClassifierTask)):
+        task = classifier_task(data, adversarial, widths=(4,), hidden=8)
+        assert type(task) is kind and task.data == data and task.model.config.widths == (4,)
+        config = {"model": config_to_dict(task.model.config), **task.config_sections()}
+        again = classifier_task_from_run_config(config)
+        assert type(again) is kind and again.config_sections() == task.config_sections()
+
+
 def test_attack_and_defend_commands(tmp_path):
     import json
 

@@ -208,13 +208,13 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
 
 
 def test_bad_train_settings_are_clear():
-    with pytest.raises(GenlabError, match="--steps"):
+    with pytest.raises(GenlabError, match="^`steps` must be at least 1 \\(got 0\\)$"):
         TrainConfig(steps=0)
-    with pytest.raises(GenlabError, match="--lr"):
+    with pytest.raises(GenlabError, match="`lr`"):
         TrainConfig(lr=-1)
-    with pytest.raises(GenlabError, match="--ema-decay"):
+    with pytest.raises(GenlabError, match="`ema_decay`"):
         TrainConfig(ema_decay=1.0)
-    with pytest.raises(GenlabError, match="--precision"):
+    with pytest.raises(GenlabError, match="`precision`"):
         TrainConfig(precision="fp16")
 
 
@@ -256,7 +256,7 @@ def test_the_loop_reads_the_device_only_when_it_logs(tmp_path, monkeypatch):
 
 
 def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path):
-    with pytest.raises(GenlabError, match=r"loss became nan between steps 1 and 4; lower --lr"):
+    with pytest.raises(GenlabError, match=r"loss became nan between steps 1 and 4; lower `lr`"):
         Trainer(NaNTask(bad=3), cfg(steps=24, log_every=4, checkpoint_every=4), tmp_path / "r").train()
     assert rundir.checkpoint_dir(tmp_path / "r") is None  # the first save would have been at step 4
 
@@ -269,7 +269,7 @@ def test_precision_resolves_per_task_and_device(tmp_path, monkeypatch):
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
     # the toy classifier does not take part: auto gives fp32, an explicit bf16 a one-line error
     assert Trainer(ToyTask(), cfg(), tmp_path / "a").precision == "fp32"
-    with pytest.raises(GenlabError, match="--precision bf16: classifier runs train in fp32 only"):
+    with pytest.raises(GenlabError, match="`precision` bf16: classifier runs train in fp32 only"):
         Trainer(ToyTask(), cfg(precision="bf16"), tmp_path / "b")
     mixed = ToyTask()
     mixed.mixed_precision = True
@@ -323,7 +323,7 @@ def test_no_compiler_means_eager_with_one_line(tmp_path, monkeypatch):
     assert "no C++ compiler" in compile_module.compile_problem(torch.device("cpu"))
     lines: list[str] = []
     Trainer(ToyTask(), cfg(steps=2, compile=True), tmp_path / "r", log=lines.append).train()
-    assert lines == ["--compile: no C++ compiler found (inductor builds CPU kernels with g++ or clang++); "
+    assert lines == ["`compile`: no C++ compiler found (inductor builds CPU kernels with g++ or clang++); "
                      "training eager"]  # fmt: skip
     assert compile_module.want_compile(None, torch.device("cpu")) is False
     assert compile_module.want_compile(None, torch.device("cuda")) is True
@@ -346,9 +346,9 @@ def test_resume_after_the_final_evaluation_does_not_log_it_twice(tmp_path):
 def test_resume_records_changed_settings_and_refuses_contradicting_ones(tmp_path):
     run = tmp_path / "run"
     Trainer(ToyTask(), cfg(steps=8), run).train()
-    with pytest.raises(GenlabError, match=r"--batch-size 32 contradicts .* --batch-size 16"):
+    with pytest.raises(GenlabError, match=r"`batch_size` 32 contradicts .* `batch_size` 16"):
         Trainer(ToyTask(), cfg(steps=12, batch_size=32), run, resume=True).train()
-    with pytest.raises(GenlabError, match=r"--seed 3 contradicts .* --seed 0"):
+    with pytest.raises(GenlabError, match=r"`seed` 3 contradicts .* `seed` 0"):
         Trainer(ToyTask(), cfg(steps=12, seed=3), run, resume=True).train()
     Trainer(ToyTask(), cfg(steps=12, lr=0.5), run, resume=True).train()
     assert rundir.read_config(run)["train"]["lr"] == 0.5 and rundir.read_config(run)["train"]["steps"] == 12
@@ -390,3 +390,34 @@ def test_resuming_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage, frag
         state_path.write_text(json.dumps({**state, "optimizer": {"param_groups": 5}}))
     with pytest.raises(GenlabError, match=fragment):
         Trainer(ToyTask(), cfg(steps=4), run, resume=True).train()
+
+
+# ------------------------------------------------------------------------ the engine's words on the CLI
+
+
+def test_the_engine_names_parameters_and_the_train_commands_name_their_options(tmp_path, monkeypatch):
+    """Python reads `run_dir`, `device`, `compile`; `genlab train KIND` reads --out, --device, --compile,
+    in its errors and in what the engine logs while it trains."""
+    from click.testing import CliRunner
+
+    from genlab.cli import cli
+    from genlab.train import engine
+    from genlab.train.distributed import pick_device
+
+    with pytest.raises(GenlabError, match="^unknown `device` 'nonsense'; use auto, cpu, cuda or cuda:N$"):
+        pick_device("nonsense")
+    held = tmp_path / "held"
+    Trainer(ToyTask(), cfg(steps=2), held).train()
+    with pytest.raises(GenlabError, match="pass `resume` to continue it or choose another `run_dir`$"):
+        Trainer(ToyTask(), cfg(steps=2), held).train()
+
+    def train(*args: str) -> str:
+        tiny = ["--data", "digits", "--widths", "4", "--hidden", "8", "--steps", "1", "--no-progress"]
+        return CliRunner().invoke(cli, ["train", "classifier", *tiny, *args]).output
+
+    out = train("--out", str(held))
+    assert "error: " in out and "pass --resume to continue it or choose another --out" in out
+    assert "error: unknown --device 'nonsense'" in train("--device", "nonsense", "--out", str(tmp_path / "d"))
+    monkeypatch.setattr(engine, "compile_problem", lambda device: "no compiler here")
+    out = train("--compile", "--eval-every", "0", "--sample-every", "0", "--out", str(tmp_path / "c"))
+    assert "--compile: no compiler here; training eager" in out and "`" not in out

@@ -135,6 +135,28 @@ def test_latent_statistics_batches_like_one_call():
     assert torch.allclose(mean, m, atol=1e-6) and torch.allclose(std, (0.5 * lv).exp(), atol=1e-6)
 
 
+def test_the_scale_factor_of_a_run_is_its_ema_weights_over_its_training_images(tmp_path):
+    """What `genlab train vae` writes to RUN/latent.json once it has trained (genlab.latent)."""
+    from dataclasses import asdict
+
+    from genlab.data import DataConfig, load_splits
+    from genlab.latent.task import LATENT_FILE, write_scale_factor
+
+    config = VAEConfig(image_size=8, downsample=2, base_channels=8)
+    torch.manual_seed(0)
+    weights, ema = VAE(config), VAE(config)
+    data = DataConfig("digits", split_seed=3, val_fraction=0.2)
+    weights.save_pretrained(tmp_path, ema=ema, data=asdict(data))
+    stats, measured_on = write_scale_factor(tmp_path)
+
+    train_images = load_splits("digits", 3, 0.2)[0].images
+    mean, std = latent_statistics(ema.eval(), train_images)
+    assert measured_on == data and stats["images"] == len(train_images)
+    assert stats["scale_factor"] == scale_factor(mean, std, torch.Generator().manual_seed(0))
+    assert stats["latent_shape"] == [4, 4, 4]
+    assert json.loads((tmp_path / LATENT_FILE).read_text()) == stats
+
+
 def test_vae_latent_dit_and_upscale_commands(tmp_path):
     vae, ldm, dit, up, base = (tmp_path / n for n in ("vae", "ldm", "dit", "up", "base"))
     short = ["--steps", "4", "--eval-every", "4", "--sample-every", "4", "--no-progress"]

@@ -109,3 +109,21 @@ class AdversarialClassifierTask(ClassifierTask):
             )
         out["val_robust_acc"] = float((predict(model, adv).argmax(1) == y).float().mean())
         return out
+
+
+def classifier_task(
+    data: ClassifierDataConfig, adversarial: AdversarialTrainingConfig | None = None, **model_options: Any
+) -> ClassifierTask:
+    """The training task of a new classifier (``model_options``: widths, hidden, dropout): plain, or
+    adversarially trained when ``adversarial`` says how each batch is attacked."""
+    if adversarial is None:
+        return ClassifierTask(data, **model_options)
+    return AdversarialClassifierTask(data, adversarial, **model_options)
+
+
+def classifier_task_from_run_config(config: dict[str, Any]) -> ClassifierTask:
+    """The task of a saved classifier run (to resume it): adversarial when its config.json has an
+    ``adversarial`` section, as `classifier_task` made it."""
+    if "adversarial" in config:
+        return AdversarialClassifierTask.from_run_config(config)
+    return ClassifierTask.from_run_config(config)

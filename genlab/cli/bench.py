@@ -26,7 +26,7 @@ def bench() -> None:
 def _unet_config(image_size: int) -> Any:
     """The U-Net that `genlab train diffusion --data mnist --cond class` builds: its option defaults."""
     from genlab.cli.common import number_list
-    from genlab.cli.train import train_diffusion
+    from genlab.cli.train_diffusion import train_diffusion
     from genlab.nn.unet import UNetConfig
 
     d = {p.name: p.default for p in train_diffusion.params}

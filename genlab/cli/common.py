@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from collections.abc import Callable
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from genlab.errors import GenlabError
 from genlab.train.config import TrainConfig
@@ -124,9 +122,13 @@ def sampling_options(f: Callable) -> Callable:
     )(f)
 
 
+MONITOR_FLAGS = {"samples": "--eval-samples"}  # the `flags` of a command with monitor_options
+
+
 def monitor_options(samples: int) -> Callable:
     """--features and --eval-samples: how every evaluation of a generator's run scores its samples
-    (genlab.evaluation.monitor); ``samples`` is the command's default."""
+    (genlab.evaluation.monitor's MonitorConfig, whose ``samples`` is --eval-samples: give the command
+    ``flags=MONITOR_FLAGS``); ``samples`` is the command's default."""
 
     def decorate(f: Callable) -> Callable:
         f = click.option(
@@ -158,8 +160,8 @@ def precision_option(f: Callable) -> Callable:
     )(f)
 
 
-# (option name, TrainConfig field, click kwargs)
-_TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+# The engine's options: (option name, TrainConfig field, click kwargs)
+TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--steps", "steps", {"type": int, "help": "Optimizer steps (also the horizon of the cosine schedule)."}),
     (
         "--minutes",
@@ -223,66 +225,9 @@ def train_options(**defaults: Any) -> Callable:
         f = click.option(
             "--out", type=click.Path(file_okay=False), help="Run directory to create (or resume)."
         )(f)
-        for name, field, kwargs in reversed(_TRAIN_OPTIONS):
+        for name, field, kwargs in reversed(TRAIN_OPTIONS):
             default = getattr(base, field)
             f = click.option(name, field, default=default, show_default=default is not None, **kwargs)(f)
         return f
 
     return decorate
-
-
-def train_config_from(ctx: click.Context, params: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """(TrainConfig from the options, the options the user typed explicitly: the overrides on --resume)."""
-    fields = {field: params[field] for _, field, _ in _TRAIN_OPTIONS}
-    fields["progress"] = not params["no_progress"]
-    explicit = {
-        field: params[field]
-        for _, field, _ in _TRAIN_OPTIONS
-        if ctx.get_parameter_source(field) == ParameterSource.COMMANDLINE
-    }
-    if params["no_progress"]:
-        explicit["progress"] = False
-    if "minutes" in explicit and "steps" not in explicit:
-        fields["steps"] = None  # --minutes alone: the engine fits the schedule horizon to the budget
-    return TrainConfig(**fields), explicit
-
-
-def run_options(params: dict[str, Any]) -> dict[str, Any]:
-    """The options of a `genlab train KIND` command that are not training settings (those are
-    config.json's ``train``), as JSON: what config.json's ``options`` records of a new run."""
-    skip = {field for _, field, _ in _TRAIN_OPTIONS} | {"out", "resume", "no_progress"}
-    return json.loads(json.dumps({k: v for k, v in params.items() if k not in skip}))
-
-
-def check_resume_options(
-    ctx: click.Context, options: dict[str, Any], recorded: dict[str, Any] | None, run: str
-) -> None:
-    """Refuse an option typed with --resume that differs from the value the run was started with: the
-    run's model and data are fixed, so it could only be ignored. The same value again is fine (the
-    whole command repeated with --resume)."""
-    params = {p.name: p for p in ctx.command.params}
-    for name, value in options.items():
-        if name not in params or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            continue
-        given = _spelled(params[name], value)
-        if recorded is None:
-            raise GenlabError(
-                f"{given}: {run} does not record the options it was started with (an older genlab, or a "
-                "run made from Python), so they cannot be checked; drop the option to resume it"
-            )
-        if name not in recorded or recorded[name] != value:
-            was = _spelled(params[name], recorded[name]) if name in recorded else "other options"
-            raise GenlabError(
-                f"{given} contradicts the run in {run}, started with {was}; drop the option to resume "
-                "it, or start a new run"
-            )
-
-
-def _spelled(param: click.Parameter, value: Any) -> str:
-    """``value`` of ``param`` as typed on the command line: "--widths 8,16", "--no-augment", "no --latent"."""
-    flag = param.opts[0]
-    if isinstance(param, click.Option) and param.is_flag:
-        if param.secondary_opts:
-            return flag if value else param.secondary_opts[0]
-        return flag if value else f"no {flag}"
-    return f"no {flag}" if value is None else f"{flag} {value}"

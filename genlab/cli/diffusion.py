@@ -77,16 +77,10 @@ def plot_cmd(run: str, out: str | None) -> None:
     Example:
       genlab diffusion plot runs/diffusion-mnist
     """
-    from pathlib import Path
-
-    from genlab import rundir
     from genlab.errors import GenlabError
-    from genlab.metrics.plots import plot_diffusion_training
+    from genlab.metrics.plots import plot_diffusion_run
 
-    config = rundir.read_config(run, kind="diffusion")
-    path = plot_diffusion_training(
-        rundir.read_metrics(run), out or Path(run) / "diagnostics.png", config.get("class_names")
-    )
+    path = plot_diffusion_run(run, out)
     if path is None:
         raise GenlabError(f"{run} has no training records yet (metrics.jsonl): train it first")
     click.echo(f"diagnostics: {path}")

@@ -3,19 +3,84 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from genlab.cli.common import (
-    check_resume_options,
-    echo,
-    fresh_run_dir,
-    run_options,
-    train_config_from,
-)
+from genlab.cli.common import TRAIN_OPTIONS, echo, fresh_run_dir, is_main_process
 from genlab.errors import GenlabError
+from genlab.train.config import TrainConfig
+
+
+def train_config_from(ctx: click.Context, params: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """(TrainConfig from the options, the options the user typed explicitly: the overrides on --resume)."""
+    fields = {field: params[field] for _, field, _ in TRAIN_OPTIONS}
+    fields["progress"] = not params["no_progress"]
+    explicit = {
+        field: params[field]
+        for _, field, _ in TRAIN_OPTIONS
+        if ctx.get_parameter_source(field) == ParameterSource.COMMANDLINE
+    }
+    if params["no_progress"]:
+        explicit["progress"] = False
+    if "minutes" in explicit and "steps" not in explicit:
+        fields["steps"] = None  # --minutes alone: the engine fits the schedule horizon to the budget
+    return TrainConfig(**fields), explicit
+
+
+def run_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The options of a `genlab train KIND` command that are not training settings (those are
+    config.json's ``train``), as JSON: what config.json's ``options`` records of a new run."""
+    skip = {field for _, field, _ in TRAIN_OPTIONS} | {"out", "resume", "no_progress"}
+    return json.loads(json.dumps({k: v for k, v in params.items() if k not in skip}))
+
+
+def check_resume_options(
+    ctx: click.Context, options: dict[str, Any], recorded: dict[str, Any] | None, run: str
+) -> None:
+    """Refuse an option typed with --resume that differs from the value the run was started with: the
+    run's model and data are fixed, so it could only be ignored. The same value again is fine (the
+    whole command repeated with --resume)."""
+    params = {p.name: p for p in ctx.command.params}
+    for name, value in options.items():
+        if name not in params or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        given = _spelled(params[name], value)
+        if recorded is None:
+            raise GenlabError(
+                f"{given}: {run} does not record the options it was started with (an older genlab, or a "
+                "run made from Python), so they cannot be checked; drop the option to resume it"
+            )
+        if name not in recorded or recorded[name] != value:
+            was = _spelled(params[name], recorded[name]) if name in recorded else "other options"
+            raise GenlabError(
+                f"{given} contradicts the run in {run}, started with {was}; drop the option to resume "
+                "it, or start a new run"
+            )
+
+
+def _spelled(param: click.Parameter, value: Any) -> str:
+    """``value`` of ``param`` as typed on the command line: "--widths 8,16", "--no-augment", "no --latent"."""
+    flag = param.opts[0]
+    if isinstance(param, click.Option) and param.is_flag:
+        if param.secondary_opts:
+            return flag if value else param.secondary_opts[0]
+        return flag if value else f"no {flag}"
+    return f"no {flag}" if value is None else f"{flag} {value}"
+
+
+def _engine_log(ctx: click.Context) -> Callable[[str], None]:
+    """The engine's messages as the command's user reads them: its parameters written as the options
+    (genlab.cli.flags), printed once, above the progress bar."""
+    from tqdm import tqdm
+
+    from genlab.cli.flags import as_flags, flag_names
+
+    names = flag_names(ctx.command, getattr(ctx.command, "flags", None))
+    return lambda message: tqdm.write(as_flags(message, names)) if is_main_process() else None
 
 
 def report_training(result, metrics_names: dict[str, str]) -> None:
@@ -70,4 +135,7 @@ def run_training(ctx: click.Context, params: dict[str, Any], kind: str, build: C
         f"training {kind} on {task.data.name} ({len(task.train_data)} train / {len(task.val_data)} val "
         f"images, {sum(p.numel() for p in task.model.parameters()) / 1e6:.2f}M parameters) into {out}"
     )
-    return Trainer(task, cfg, out, resume=params["resume"], sections={"options": options}).train()
+    trainer = Trainer(
+        task, cfg, out, resume=params["resume"], log=_engine_log(ctx), sections={"options": options}
+    )
+    return trainer.train()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab import rundir
 from genlab.data import DataConfig, load_splits, save_grid
 from genlab.errors import GenlabError
 from genlab.metrics.reconstruction import psnr
@@ -41,9 +42,9 @@ class VAELossConfig:
 
     def __post_init__(self) -> None:
         if self.reconstruction not in RECONSTRUCTIONS:
-            raise GenlabError(f"--reconstruction must be one of {', '.join(RECONSTRUCTIONS)}")
+            raise GenlabError(f"`reconstruction` must be one of {', '.join(RECONSTRUCTIONS)}")
         if self.kl_weight < 0 or self.perceptual_weight < 0:
-            raise GenlabError("--kl-weight and --perceptual-weight must be >= 0")
+            raise GenlabError("`kl_weight` and `perceptual_weight` must be >= 0")
 
 
 class VAETask(Task):
@@ -76,7 +77,7 @@ class VAETask(Task):
         jc = judge.config
         if (jc.in_channels, jc.image_size) != (cfg.in_channels, cfg.image_size):
             raise GenlabError(
-                f"--perceptual {run} takes {jc.in_channels}x{jc.image_size} images, the data is "
+                f"`perceptual` {run} takes {jc.in_channels}x{jc.image_size} images, the data is "
                 f"{cfg.in_channels}x{cfg.image_size}; train a classifier on this data"
             )
         return judge.requires_grad_(False)
@@ -151,3 +152,18 @@ def measure_scale(vae: VAE, images: torch.Tensor, seed: int = 0) -> dict[str, An
         "latent_shape": list(vae.config.latent_shape),
         "images": len(images),
     }
+
+
+def write_scale_factor(run_dir: str | Path) -> tuple[dict[str, Any], DataConfig]:
+    """Measure a trained autoencoder run's latent scale factor over its training images, with its final
+    (EMA) weights, and write it to RUN/latent.json, where latent diffusion reads it.
+
+    The factor is 1 / the standard deviation of the latents (Rombach et al. 2022, appendix G), so the
+    diffusion model sees latents of unit variance. Returns what was written and the data it was measured
+    on."""
+    run_dir = Path(run_dir)
+    data = config_from_dict(DataConfig, rundir.read_config(run_dir)["data"], "config.json 'data'")
+    train_data, _ = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
+    stats = measure_scale(VAE.from_pretrained(run_dir), train_data.images)
+    rundir.atomic_write_json(run_dir / LATENT_FILE, stats)
+    return stats, data

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from genlab.rundir import atomic_write_bytes
+from genlab.rundir import atomic_write_bytes, read_config, read_metrics
 
 
 def _figure(width: float = 6.4, height: float = 3.6):
@@ -148,3 +148,12 @@ def plot_diffusion_training(
         if ax is not ax_hist:
             ax.grid(alpha=0.3)
     return _save(plt, fig, path)
+
+
+def plot_diffusion_run(run: str | Path, path: str | Path | None = None) -> Path | None:
+    """``plot_diffusion_training`` of the diffusion run in ``run`` (its metrics.jsonl, its class names),
+    into ``path`` (default: RUN/diagnostics.png); None while the run has no training records."""
+    config = read_config(run, kind="diffusion")
+    out = path or Path(run) / "diagnostics.png"
+    return plot_diffusion_training(read_metrics(run), out, config.get("class_names"))
+

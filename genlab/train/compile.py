@@ -45,7 +45,7 @@ def compile_problem(device: torch.device) -> str | None:
 
 
 def want_compile(setting: bool | None, device: torch.device) -> bool:
-    """The --compile setting resolved: None (auto) compiles on CUDA only. On a 2-core CPU compiling the
+    """TrainConfig.compile resolved: None (auto) compiles on CUDA only. On a 2-core CPU compiling the
     MNIST U-Net's step costs about 90 s for about 10% more images/s (bench/README.md), which a run of a
     few minutes never earns back."""
     return device.type == "cuda" if setting is None else setting

@@ -33,25 +33,25 @@ class TrainConfig:
         from genlab.errors import GenlabError
 
         if self.steps is not None and self.steps < 1:
-            raise GenlabError(f"--steps must be at least 1 (got {self.steps})")
+            raise GenlabError(f"`steps` must be at least 1 (got {self.steps})")
         if self.minutes is not None and self.minutes <= 0:
-            raise GenlabError(f"--minutes must be positive (got {self.minutes})")
+            raise GenlabError(f"`minutes` must be positive (got {self.minutes})")
         if self.batch_size < 1:
-            raise GenlabError(f"--batch-size must be at least 1 (got {self.batch_size})")
+            raise GenlabError(f"`batch_size` must be at least 1 (got {self.batch_size})")
         if self.lr <= 0:
-            raise GenlabError(f"--lr must be positive (got {self.lr})")
+            raise GenlabError(f"`lr` must be positive (got {self.lr})")
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise GenlabError(f"--precision must be auto, bf16 or fp32 (got {self.precision!r})")
+            raise GenlabError(f"`precision` must be auto, bf16 or fp32 (got {self.precision!r})")
         if not 0 <= self.ema_decay < 1:
-            raise GenlabError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+            raise GenlabError(f"`ema_decay` must be in [0, 1) (got {self.ema_decay})")
         if self.minutes is not None:
-            check_range("--minutes", self.minutes, 0)
-        check_range("--batch-size", self.batch_size, 1, MAX_BATCH)
+            check_range("minutes", self.minutes, 0)
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_fraction("min_lr_ratio", self.min_lr_ratio, closed=True)
         check_fraction("beta1", self.beta1)
         check_fraction("beta2", self.beta2)
         for name in ("lr", "warmup_steps", "weight_decay", "grad_clip"):
-            check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0)
-        check_range("--log-every", self.log_every, 1)
+            check_range(name, getattr(self, name), 0)
+        check_range("log_every", self.log_every, 1)
         for name in ("eval_every", "sample_every", "checkpoint_every"):
-            check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0)
+            check_range(name, getattr(self, name), 0)

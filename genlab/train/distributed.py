@@ -35,13 +35,13 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GenlabError(f"--device {name} asked for, but this torch sees no CUDA GPU; use --device cpu")
+        raise GenlabError(f"`device` {name} asked for, but this torch sees no CUDA GPU; use `device` cpu")
     if name == "cuda":
         return torch.device(f"cuda:{local_rank}")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise GenlabError(f"unknown --device '{name}'; use auto, cpu, cuda or cuda:N") from None
+        raise GenlabError(f"unknown `device` '{name}'; use auto, cpu, cuda or cuda:N") from None
 
 
 def setup(device: str = "auto", local: bool = False) -> DistInfo:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from genlab import rundir
 from genlab.data.base import ImageDataset
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, param
 from genlab.nn.precision import autocast, resolve_precision
 from genlab.nn.pretrained import config_from_dict, config_to_dict, load_state
 from genlab.train import distributed
@@ -61,8 +61,9 @@ class Batch:
 class Task:
     """What to train. Subclasses set ``kind``, ``model`` (a PretrainedMixin module) and ``train_data``.
 
-    ``mixed_precision``: the task's forward pass may run under bfloat16 autocast (``--precision``); tasks
-    whose numbers were measured in float32 only (attacks, games with gradient penalties) leave it off.
+    ``mixed_precision``: the task's forward pass may run under bfloat16 autocast (TrainConfig.precision);
+    tasks whose numbers were measured in float32 only (attacks, games with gradient penalties) leave it
+    off.
     """
 
     kind: str
@@ -187,13 +188,13 @@ class Trainer:
         """``local``: train in this process alone, also inside a torchrun job (``distributed.setup``).
         ``sections``: more sections for a new run's config.json (the command's options)."""
         if cfg.steps is None and cfg.minutes is None:
-            raise GenlabError("say how long to train: --steps N, --minutes M, or both")
+            raise GenlabError("say how long to train: `steps` N, `minutes` M, or both")
         self.task, self.cfg, self.run_dir, self.resume = task, cfg, Path(run_dir), resume
         self.sections = sections or {}
         self.dist = distributed.setup(cfg.device, local=local)
         if cfg.batch_size % self.dist.world_size:
             raise GenlabError(
-                f"--batch-size {cfg.batch_size} does not split over {self.dist.world_size} processes; "
+                f"`batch_size` {cfg.batch_size} does not split over {self.dist.world_size} processes; "
                 f"use a multiple of {self.dist.world_size}"
             )
         if len(task.train_data) == 0:
@@ -201,7 +202,7 @@ class Trainer:
         precision = resolve_precision(cfg.precision, self.dist.device)
         if precision == "bf16" and not task.mixed_precision:
             if cfg.precision == "bf16":
-                raise GenlabError(f"--precision bf16: {task.kind} runs train in fp32 only; drop --precision")
+                raise GenlabError(f"`precision` bf16: {task.kind} runs train in fp32 only; drop `precision`")
             precision = "fp32"
         self.precision = precision
         self.log = log or (lambda message: tqdm.write(message) if self.dist.is_main else None)
@@ -217,11 +218,12 @@ class Trainer:
         has_ckpt = rundir.checkpoint_dir(self.run_dir) is not None
         if self.resume and not has_ckpt:
             raise GenlabError(
-                f"{self.run_dir} has no checkpoint to resume; drop --resume to start a new run there"
+                f"{self.run_dir} has no checkpoint to resume; drop `resume` to start a new run there"
             )
         if not self.resume and (has_ckpt or (self.run_dir / rundir.CONFIG_FILE).exists()):
             raise GenlabError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+                f"{self.run_dir} already holds a run; pass `resume` to continue it or choose another "
+                "`run_dir`"
             )
         if self.resume:
             rundir.read_config(self.run_dir, kind=self.task.kind)
@@ -271,7 +273,7 @@ class Trainer:
         saved, now = config.get("train", {}), asdict(self.cfg)
         for name in _FIXED_ON_RESUME:
             if name in saved and saved[name] != now[name]:
-                option = "--" + name.replace("_", "-")
+                option = param(name)
                 raise GenlabError(
                     f"{option} {now[name]} contradicts the run in {self.run_dir}, which trains with "
                     f"{option} {saved[name]}; drop {option} to resume it, or start a new run"
@@ -290,12 +292,13 @@ class Trainer:
         return Batch(data.images[idx].to(dev), labels, [data.captions[i] for i in idx.tolist()], idx, step)
 
     def _maybe_compiled(self, net: nn.Module) -> nn.Module:
-        """``net`` under torch.compile when --compile (or auto) asks and this machine can; else ``net``."""
+        """``net`` under torch.compile when ``cfg.compile`` (or auto) asks and this machine can; else
+        ``net``."""
         if not want_compile(self.cfg.compile, self.dist.device):
             return net
         problem = compile_problem(self.dist.device)
         if problem:
-            self.log(f"--compile: {problem}; training eager")
+            self.log(f"{param('compile')}: {problem}; training eager")
             return net
         self.log("compiling the training step with torch.compile (the first step takes a while)")
         return compiled(net)
@@ -308,7 +311,7 @@ class Trainer:
             first = step - steps + 1
             where = f"at step {first}" if steps == 1 else f"between steps {first} and {step}"
             raise GenlabError(
-                f"the loss became {mean} {where}; lower --lr (now {self.cfg.lr}) or check the data"
+                f"the loss became {mean} {where}; lower `lr` (now {self.cfg.lr}) or check the data"
             )
         return mean
 
@@ -361,7 +364,7 @@ class Trainer:
         self.model.train()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.optimizers = self.task.optimizers(self.model, cfg)
-        # A group's peak may differ from --lr (a GAN's players); restoring replaces the group dicts.
+        # A group's peak may differ from `lr` (a GAN's players); restoring replaces the group dicts.
         peaks = {name: [g["lr"] / cfg.lr for g in o.param_groups] for name, o in self.optimizers.items()}
         step, horizon, elapsed_before = 0, cfg.steps, 0.0
         if self.resume:
@@ -414,7 +417,7 @@ class Trainer:
                     loss, logs = self.task.step(net, batch, generator, self.optimizers, step_cfg)
                 except NonFiniteLoss as e:
                     raise GenlabError(
-                        f"{e} at step {step}; lower --lr (now {cfg.lr}) or check the data"
+                        f"{e} at step {step}; lower `lr` (now {cfg.lr}) or check the data"
                     ) from None
                 except GenlabError:
                     raise
