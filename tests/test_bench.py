@@ -138,3 +138,26 @@ def test_bench_profile_groups_the_step_by_kind_of_operator():
     assert "convolutions" in result.output and "ms of CPU per step" in result.output
     bad = CliRunner().invoke(cli, ["bench", "profile", "--steps", "0"])
     assert bad.exit_code == 2 and "--steps" in bad.output
+
+
+def test_sd_bench_times_both_unets_with_the_same_weights():
+    pytest.importorskip("diffusers")
+    from genlab.bench.sd import SDBenchSettings, format_sd_table, peak_growth, run_sd_bench
+
+    tiny = {
+        "block_out_channels": [8, 16],
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "cross_attention_dim": 12,
+        "attention_head_dim": 2,
+    }
+    result = run_sd_bench(SDBenchSettings(sizes=(64,), precisions=("fp32",), repeats=1, warmup=0, unet=tiny))
+    (row,) = result["results"]
+    assert row["max_abs_difference"] < 1e-4  # the same network, computed by both
+    assert set(row["seconds_per_step"]) == {"genlab", "diffusers"} and row["ratio_ours_over_diffusers"] > 0
+    assert "genlab" in format_sd_table(result) and row["gflop_per_step"] > 0
+    # the peak a call adds is measured, not the memory the process already holds
+    grown = peak_growth(lambda: torch.ones(64 * 2**20, dtype=torch.uint8).add_(1))
+    assert grown is None or 48 * 2**20 < grown < 512 * 2**20

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from genlab.cli import cli
+from genlab.cli import LazyGroup, cli
 from genlab.cli.common import echo
 from genlab.errors import GenlabError
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy={"sd": "genlab.cli.bench_sd"})
 def bench() -> None:
     """Benchmarks that time our models against reference implementations in one process.
 
