@@ -186,3 +186,33 @@ def test_inpainting_keeps_the_unmasked_pixels_exactly(sd_checkpoints):
     out = pipe(PROMPT, num_inference_steps=2, num_images=1, init_images=image, keep=keep)
     assert torch.equal(out.tensors[..., :32, :], image[..., :32, :])
     assert not torch.allclose(out.tensors[..., 32:, :], image[..., 32:, :])
+
+
+def test_the_web_app_serves_a_checkpoint_with_a_live_preview(sd_checkpoints):
+    import base64
+    import io
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from genlab.server.app import create_app
+    from genlab.server.registry import Registry
+
+    client = TestClient(create_app(Registry([sd_checkpoints["sd15"]]), allowed_hosts=("testserver",)))
+    (model,) = client.get("/api/models").json()["models"]
+    assert model["kind"] == "text-to-image" and model["image_size"] == 64
+    body = {"model": model["name"], "prompt": PROMPT, "negative_prompt": "blue", "steps": 2, "num_images": 1}
+    with client.stream("POST", "/api/generate/stream", json=body) as r:
+        text = "".join(r.iter_text())
+    events = [
+        (block.split("\n")[0][len("event: ") :], json.loads(block.split("\n")[1][len("data: ") :]))
+        for block in text.strip().split("\n\n")
+    ]
+
+    def side(url: str) -> int:
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size[0]
+
+    progress = [d for e, d in events if e == "progress"]
+    assert [d["step"] for d in progress] == [0, 1, 2]
+    assert all(side(d["preview"][0]) == 8 for d in progress)  # the latent preview, not the decoder
+    assert events[-1][0] == "done" and side(events[-1][1]["images"][0]) == 64

@@ -80,7 +80,8 @@ FLAGS = {"data_roots": "--data-root"}
 def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max_upload_bytes,
           rate_per_minute, burst, max_waiting, max_jobs_per_client, allowed_host, forwarded_allow_ips,
           data_root) -> None:  # fmt: skip
-    """Serve RUNS (diffusion, text-to-image, GAN and classifier runs) in a web page at http://HOST:PORT/:
+    """Serve RUNS (diffusion, text-to-image, GAN and classifier runs, and Stable Diffusion checkpoint
+    folders) in a web page at http://HOST:PORT/:
     generate with a live preview, a gallery, training curves and an attack playground; the REST API is
     documented at /docs. Clients choose among these runs by name only. There is no authentication: who
     can reach the address can use the models and see the runs' held-out images, class names and metrics.
@@ -90,6 +91,7 @@ def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max
       genlab serve runs/diffusion-mnist runs/t2i-shapes runs/classifier-mnist
       genlab serve runs/demo/diffusion-mnist --port 8080 --rate-per-minute 20
       genlab serve runs/classifier-pets --data-root ~/pets     # show the held-out pets in the playground
+      genlab serve ~/models/stable-diffusion-v1-5 --max-images 1   # the real model, previewed live
     """
     limits = ServerLimits(
         max_images=max_images,

@@ -68,6 +68,10 @@ def may_show(spec: str, run: Path, data_roots: Iterable[str | Path] = ()) -> boo
 
 
 def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: list[str]) -> Entry:
+    from genlab.diffusion.stable_diffusion import is_checkpoint
+
+    if is_checkpoint(run):  # a Stable Diffusion folder the operator brought
+        return Entry(run.name, run, "text-to-image", load_pipeline(run, device=device))
     config = rundir.read_config(run)
     kind = config.get("kind")
     names = list(config.get("class_names") or [])
