@@ -33,6 +33,7 @@ from genlab.gan.losses import (
 from genlab.gan.models import GAN, GANConfig, clusters_of, dcgan_levels, minibatch_std, pack
 from genlab.gan.task import GameConfig, GANTask, MonitorConfig
 from genlab.gan.toy import ToyConfig, modes_covered, render_frame, theory_check, toy_data, train_toy
+from genlab.nn.classifier import ClassifierConfig
 from genlab.pipelines.gan import GANPipeline
 from genlab.train import TrainConfig, Trainer, seed_step
 from genlab.train.engine import Batch
@@ -169,7 +170,7 @@ def test_dcgan_geometry(size, expected):
 def test_models_refuse_what_they_cannot_do():
     with pytest.raises(GenlabError, match="even image side"):
         GANConfig(image_size=7)
-    with pytest.raises(GenlabError, match="unknown GAN --arch"):
+    with pytest.raises(GenlabError, match="unknown GAN `arch`"):
         GANConfig(arch="stylegan")
     with pytest.raises(GenlabError, match="class labels"):
         GANConfig(arch="cgan", num_classes=0)
@@ -423,7 +424,7 @@ def test_diffaugment_is_differentiable_and_does_what_it_says():
     assert x.grad is not None and x.grad.abs().sum() > 0  # G's gradient flows through the augmentation
     a = diff_augment(x, ("translation",), torch.Generator().manual_seed(2))
     assert torch.equal(a, diff_augment(x, ("translation",), torch.Generator().manual_seed(2)))
-    with pytest.raises(GenlabError, match="unknown --augment"):
+    with pytest.raises(GenlabError, match="unknown `augment`"):
         parse_policy("rotate")
     assert parse_policy("none") == ()
 
@@ -466,9 +467,9 @@ def test_pacgan_judges_packs_of_samples():
     b[1] += 1.0
     out_a, out_b = gan.discriminator(a), gan.discriminator(b)
     assert out_a[0] != out_b[0] and out_a[1] == out_b[1]
-    with pytest.raises(GenlabError, match="--pack"):
+    with pytest.raises(GenlabError, match="^`pack` must be 1 or more"):
         GANConfig(arch="cgan", num_classes=10, pack=2)
-    with pytest.raises(GenlabError, match="--dropout"):
+    with pytest.raises(GenlabError, match="^`dropout` must be in"):
         GANConfig(dropout=1.0)
 
 
@@ -548,7 +549,7 @@ def test_self_conditioned_gan_trains_on_clusters_not_labels(tmp_path):
     Trainer(again, cfg3, tmp_path / "run", resume=True).train()
     loaded = GAN.from_pretrained(tmp_path / "run")
     assert torch.allclose(loaded.generator.cluster_prior, task.model.generator.cluster_prior)
-    with pytest.raises(GenlabError, match="--clusters"):
+    with pytest.raises(GenlabError, match="^`clusters` must be 0"):
         GANConfig(arch="cgan", num_classes=10, clusters=5)
     result = invoke(
         "train",
@@ -605,3 +606,223 @@ def test_mode_seeking_pairs_share_their_condition(tmp_path):
     )
     record = [r for r in rundir.read_metrics(tmp_path / "run") if r["event"] == "train"][-1]
     assert record["mode_seeking"] > 0
+
+
+# --- what the commands call: best of N, latent walks and arithmetic, plots, toy runs ------------------
+
+
+def _fake_training(fids: dict[int, float | None], interrupted_seed: int | None = None):
+    """A ``train(seed, run_dir)`` that writes a marker file and reports the FID ``fids`` gives the seed."""
+    from genlab.train.engine import TrainResult
+
+    def train(seed: int, run_dir):
+        run_dir.mkdir(parents=True)
+        (run_dir / "seed.txt").write_text(str(seed))
+        metrics = {} if fids[seed] is None else {"fid": fids[seed], "modes_covered": seed}
+        return TrainResult(run_dir, 3, seed == interrupted_seed, metrics)
+
+    return train
+
+
+def test_best_of_restarts_keeps_the_run_of_lowest_fid(tmp_path):
+    from genlab.gan.restarts import best_of_restarts
+
+    out, said = tmp_path / "best", []
+    best = best_of_restarts(_fake_training({5: 40.0, 6: 30.0, 7: 35.0}), out, 5, 3, log=said.append)
+    assert best.run_dir == out and (out / "seed.txt").read_text() == "6"  # moved up into OUT
+    assert not (out / "restarts" / "seed-6").exists()
+    assert (out / "restarts" / "seed-5" / "seed.txt").is_file()  # the others stay
+    summary = json.loads((out / "restarts.json").read_text())
+    assert summary["chosen_seed"] == 6 and [r["fid"] for r in summary["runs"]] == [40.0, 30.0, 35.0]
+    assert summary["runs"][1]["run_dir"] == str(out)
+    assert said[0] == "restart 1/3: seed 5" and said[-1].startswith("kept seed 6 (FID 30.00)")
+
+
+def test_best_of_restarts_refuses_what_it_cannot_choose(tmp_path):
+    from genlab.gan.restarts import best_of_restarts, check_restarts
+
+    with pytest.raises(GenlabError, match="^`restarts` must be at least 1 \\(got 0\\)$"):
+        check_restarts(0)
+    with pytest.raises(GenlabError, match="^`resume` continues one run: drop `restarts`$"):
+        check_restarts(2, resume=True)
+    with pytest.raises(GenlabError, match="it needs `features`"):
+        check_restarts(2, features="none")
+    check_restarts(1, resume=True, features="none")  # one run: nothing to choose
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("")
+    with pytest.raises(GenlabError, match="not empty; choose another `out`"):
+        best_of_restarts(_fake_training({0: 1.0, 1: 2.0}), full, 0, 2)
+    with pytest.raises(GenlabError, match="no FID to choose by; check `features`"):
+        best_of_restarts(_fake_training({0: 1.0, 1: None}), tmp_path / "a", 0, 2, log=lambda m: None)
+    with pytest.raises(GenlabError, match="stopped during restart 2"):
+        best_of_restarts(_fake_training({0: 1.0, 1: 2.0}, 1), tmp_path / "b", 0, 2, log=lambda m: None)
+
+
+def test_check_pack_wants_whole_packs():
+    from genlab.gan.models import check_pack
+
+    check_pack(1, 7)
+    check_pack(2, 16)
+    with pytest.raises(GenlabError, match="^`pack` 3 needs a `batch_size` divisible by it$"):
+        check_pack(3, 16)
+
+
+def _tiny_gan(arch: str = "dcgan", num_classes: int = 0) -> GAN:
+    torch.manual_seed(0)
+    return GAN(GANConfig(arch=arch, image_size=8, z_dim=4, width=4, num_classes=num_classes)).eval()
+
+
+def test_interpolation_grid_walks_row_by_row_and_keeps_each_rows_class():
+    from genlab.gan.latent import interpolation_grid
+
+    gan = _tiny_gan()
+    images = interpolation_grid(gan, rows=2, steps=3, mode="lerp", seed=1)
+    g = torch.Generator().manual_seed(1)
+    a, b = gan.latents(2, g), gan.latents(2, g)
+    with torch.no_grad():
+        ends = gan.generate(torch.cat([a, b]))
+        middle = gan.generate((a[1:] + b[1:]) / 2)
+    assert images.shape == (6, 1, 8, 8)
+    assert torch.allclose(images[0], ends[0], atol=1e-6) and torch.allclose(images[2], ends[2], atol=1e-6)
+    assert torch.allclose(images[3], ends[1], atol=1e-6) and torch.allclose(images[5], ends[3], atol=1e-6)
+    assert torch.allclose(images[4], middle[0], atol=1e-6)  # row 2's midpoint, row-major
+    cgan = _tiny_gan("cgan", num_classes=3)
+    z = interpolation_grid(cgan, rows=2, steps=2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    a, b = cgan.latents(2, g), cgan.latents(2, g)
+    with torch.no_grad():
+        row2 = cgan.generate(torch.stack([a[1], b[1]]), torch.tensor([1, 1]))  # row i: class i
+    assert torch.allclose(z[2:], row2, atol=1e-6)
+    with pytest.raises(GenlabError, match="^`rows` must be at least 1 \\(got 0\\)$"):
+        interpolation_grid(gan, rows=0, steps=3)
+
+
+def test_exemplars_by_index_parse_and_check_the_pool():
+    from genlab.gan.latent import exemplars_by_index
+
+    z = torch.arange(10.0).reshape(5, 2)
+    chosen = exemplars_by_index(z, "1, 3", "b", labels=torch.tensor([0, 1, 2, 0, 1]))
+    assert torch.equal(chosen.latents, z[[1, 3]]) and chosen.label == 1 and chosen.caption == "B: #1, 3"
+    assert exemplars_by_index(z, "4", "a").label is None
+    with pytest.raises(GenlabError, match="^`by` index takes latent indices like 3,17 \\(got `c` 1,x\\)$"):
+        exemplars_by_index(z, "1,x", "c")
+    with pytest.raises(GenlabError, match="^`a` indices must lie in 0..4 \\(got 5\\)$"):
+        exemplars_by_index(z, "5", "a")
+    with pytest.raises(GenlabError, match="`a` indices"):
+        exemplars_by_index(z, ",", "a")
+
+
+def test_exemplars_by_class_are_the_most_confident_samples():
+    from genlab.gan.latent import exemplars_by_class
+
+    z = torch.arange(8.0).reshape(4, 2)
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    chosen = exemplars_by_class(z, probs, ["cat", "dog"], "dog", "a", 2)
+    assert torch.equal(chosen.latents, z[[1, 3]]) and chosen.label is None and chosen.caption == "A: dog"
+    with pytest.raises(GenlabError, match="^unknown class 'cow' for `c`; the classifier knows cat, dog$"):
+        exemplars_by_class(z, probs, ["cat", "dog"], "cow", "c", 2)
+    never = torch.tensor([[0.9, 0.1], [0.8, 0.2]])  # no sample is classified a dog
+    with pytest.raises(GenlabError, match="^none of the 2 samples looks like a dog; raise `pool`$"):
+        exemplars_by_class(z[:2], never, ["cat", "dog"], "dog", "b", 1)
+
+
+class _Brightness(torch.nn.Module):
+    """A classifier of two classes, "dark" and "bright": mean pixel value below or above ``threshold``."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1000.0))
+        self.threshold = threshold
+        self.config = ClassifierConfig(num_classes=2, class_names=("dark", "bright"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean((1, 2, 3)) - self.threshold
+        return torch.stack([-m, m], 1) * self.scale
+
+
+def test_latent_arithmetic_draws_the_means_the_result_and_its_neighbours():
+    from genlab.gan.latent import latent_arithmetic
+
+    gan, calls = _tiny_gan(), []
+    with torch.no_grad():  # the median brightness of the pool of 50 below: half dark, half bright
+        median = gan.generate(gan.latents(50, torch.Generator().manual_seed(0))).mean((1, 2, 3)).median()
+
+    def classifier():
+        calls.append(1)
+        return _Brightness(median.item())
+
+    fig = latent_arithmetic(gan, "0,1", "2", "3,4", by="index", pool=10, seed=3, classifier=classifier)
+    assert not calls  # by index: no classifier is looked for
+    g = torch.Generator().manual_seed(3)
+    z = gan.latents(10, g)
+    result = z[[0, 1]].mean(0) - z[2] + z[[3, 4]].mean(0)
+    near = result + 0.25 * torch.randn(4, 4, generator=g)
+    latents = torch.cat([z[[0, 1]].mean(0, keepdim=True), z[2:3], z[[3, 4]].mean(0, keepdim=True)])
+    with torch.no_grad():
+        expected = gan.generate(torch.cat([latents, result[None], near]))
+    assert fig.images.shape == (8, 1, 8, 8) and torch.allclose(fig.images, expected, atol=1e-6)
+    assert fig.captions == ["A: #0,1", "B: #2", "C: #3,4", "A - B + C"] + [
+        f"nearby {i}" for i in (1, 2, 3, 4)
+    ]
+
+    fig = latent_arithmetic(gan, "bright", "dark", "bright", exemplars=2, pool=50, classifier=classifier)
+    assert calls == [1] and fig.captions[:3] == ["A: bright", "B: dark", "C: bright"]  # by class: the default
+    assert fig.images[0].mean() > fig.images[1].mean()  # the mean bright latent against the mean dark one
+    with pytest.raises(GenlabError, match="^`pool` and `exemplars` must be at least 1$"):
+        latent_arithmetic(gan, "0", "1", "2", by="index", pool=0)
+    with pytest.raises(GenlabError, match="needs a `classifier`"):
+        latent_arithmetic(gan, "bright", "dark", "bright")
+    cgan = _tiny_gan("cgan", num_classes=3)
+    with pytest.raises(GenlabError, match="not a region of z: use `by` index$"):
+        latent_arithmetic(cgan, "1", "2", "3", by="class", classifier=classifier)
+    fig = latent_arithmetic(cgan, "1", "2", "4,5", pool=9)  # by index, the default; drawn with C's class 1
+    z = cgan.latents(9, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first = cgan.generate(z[1:2], torch.tensor([1]))
+    assert torch.allclose(fig.images[:1], first, atol=1e-6)
+
+
+def test_run_classifier_is_the_given_run_or_the_datas_own(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from genlab.gan import latent
+
+    rundir.write_config(tmp_path, "gan", model={}, data={"name": "digits", "image_size": 8})
+    seen = []
+    monkeypatch.setattr(latent, "classifier_extractor", lambda run: SimpleNamespace(classifier=("run", run)))
+    monkeypatch.setattr(
+        latent,
+        "resolve_extractor",
+        lambda spec, data, log: seen.append((spec, data)) or SimpleNamespace(classifier="own"),
+    )
+    assert latent.run_classifier(tmp_path, "runs/clf") == ("run", "runs/clf") and not seen
+    assert latent.run_classifier(tmp_path) == "own"
+    assert seen == [("auto", DataConfig("digits", image_size=8))]
+
+
+def test_plot_run_draws_a_runs_diagnostics(tmp_path):
+    from genlab.gan.plots import plot_run
+
+    rundir.write_config(tmp_path, "gan", model={}, class_names=["a", "b"])
+    for step in (1, 2):
+        record = {"event": "train", "step": step, "d_loss": 1.0, "g_loss": 0.5, "d_real": 0.6, "d_fake": 0.4}
+        rundir.append_metrics(tmp_path, record)
+    rundir.append_metrics(tmp_path, {"event": "eval", "step": 2, "fid": 9.0, "class_histogram": [3, 1]})
+    assert plot_run(tmp_path) == tmp_path / "diagnostics.png" and (tmp_path / "diagnostics.png").is_file()
+    other = plot_run(tmp_path, tmp_path / "other.png")
+    assert other.name == "other.png" and other.is_file()
+    rundir.write_config(tmp_path / "clf", "classifier", model={})
+    with pytest.raises(GenlabError):
+        plot_run(tmp_path / "clf")  # not a GAN run
+
+
+def test_save_toy_run_writes_the_animation_plot_and_history(tmp_path):
+    from genlab.gan.toy import save_toy_run
+
+    result = train_toy(ToyConfig(data="ducks-cows", steps=10, frames=2, batch_size=16))
+    gif, plot = save_toy_run(result, tmp_path / "toy")
+    assert gif == tmp_path / "toy" / "training.gif" and gif.is_file() and plot.is_file()
+    assert json.loads((tmp_path / "toy" / "history.json").read_text()) == json.loads(
+        json.dumps(result.to_dict())
+    )

@@ -63,7 +63,7 @@ def parse_policy(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise GenlabError(
-            f"unknown --augment {', '.join(unknown)}; choose from {', '.join(POLICIES)} or none"
+            f"unknown `augment` {', '.join(unknown)}; choose from {', '.join(POLICIES)} or none"
         )
     return names
 

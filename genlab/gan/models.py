@@ -41,30 +41,30 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise GenlabError(f"unknown GAN --arch '{self.arch}'; choose one of {', '.join(ARCHS)}")
+            raise GenlabError(f"unknown GAN `arch` '{self.arch}'; choose one of {', '.join(ARCHS)}")
         if self.d_norm not in NORMS:
             raise GenlabError(f"unknown discriminator norm '{self.d_norm}'; choose one of {', '.join(NORMS)}")
         if self.z_dim < 1 or self.width < 1:
-            raise GenlabError(f"--z-dim and --width must be positive (got {self.z_dim}, {self.width})")
-        check_range("--z-dim", self.z_dim, 1, MAX_WIDTH)
-        check_range("--width", self.width, 1, MAX_WIDTH)
+            raise GenlabError(f"`z_dim` and `width` must be positive (got {self.z_dim}, {self.width})")
+        check_range("z_dim", self.z_dim, 1, MAX_WIDTH)
+        check_range("width", self.width, 1, MAX_WIDTH)
         check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
         check_range("image_size", self.image_size, 1, MAX_SIDE)
         check_range("num_classes", self.num_classes, 0, MAX_CLASSES)
-        check_range("--clusters", self.clusters, 0, MAX_CLASSES)
-        check_range("--pack", self.pack, 1, MAX_BATCH)
-        check_fraction("--dropout", self.dropout)
+        check_range("clusters", self.clusters, 0, MAX_CLASSES)
+        check_range("pack", self.pack, 1, MAX_BATCH)
+        check_fraction("dropout", self.dropout)
         if self.pack < 1 or (self.pack > 1 and self.conditions):
             raise GenlabError(
-                f"--pack must be 1 or more, and 1 for a conditional GAN (got {self.pack}, arch {self.arch})"
+                f"`pack` must be 1 or more, and 1 for a conditional GAN (got {self.pack}, arch {self.arch})"
             )
         if self.clusters < 0 or self.clusters == 1 or (self.clusters and self.num_classes):
             raise GenlabError(
-                f"--clusters must be 0 (off) or at least 2, and only for an unconditional --arch "
+                f"`clusters` must be 0 (off) or at least 2, and only for an unconditional `arch` "
                 f"(got {self.clusters} with arch {self.arch})"
             )
         if self.arch == "cgan" and self.num_classes < 2:
-            raise GenlabError("--arch cgan needs data with class labels (mnist, digits, shapes, folder:)")
+            raise GenlabError("`arch` cgan needs data with class labels (mnist, digits, shapes, folder:)")
         if self.arch != "mlp":
             dcgan_levels(self.image_size)
 
@@ -83,7 +83,7 @@ def dcgan_levels(image_size: int) -> tuple[int, int]:
     if k == 0:
         raise GenlabError(
             f"a DCGAN needs an even image side of at least 8 (got {image_size}); "
-            "pass --image-size 32 or use --arch mlp"
+            "pass `image_size` 32 or use `arch` mlp"
         )
     return k, image_size // 2**k
 
@@ -137,6 +137,13 @@ def pack(x: torch.Tensor, m: int) -> torch.Tensor:
     if x.shape[0] % m:
         raise GenlabError(f"this discriminator packs {m} samples: give a batch size divisible by {m}")
     return x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+
+
+def check_pack(pack: int, batch_size: int) -> None:
+    """Refuse a training batch that does not split into packs of ``pack`` samples before training
+    starts, rather than at D's first step."""
+    if pack > 1 and batch_size % pack:
+        raise GenlabError(f"`pack` {pack} needs a `batch_size` divisible by it")
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:

@@ -7,13 +7,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from genlab import rundir
 from genlab.errors import GenlabError
 from genlab.metrics.plots import _figure, _save, class_share_panel, fid_panel
+
+DIAGNOSTICS_FILE = "diagnostics.png"
+
+
+def plot_run(run: str | Path, path: str | Path | None = None) -> Path:
+    """Draw the diagnostics of the GAN run in ``run`` (its metrics.jsonl, its class names) into ``path``
+    (default: RUN/diagnostics.png); returns the picture's path."""
+    config = rundir.read_config(run, kind="gan")
+    out = path or Path(run) / DIAGNOSTICS_FILE
+    return plot_gan_training(rundir.read_metrics(run), out, config.get("class_names"))
 
 
 def plot_gan_training(
     records: list[dict[str, Any]], path: str | Path, class_names: list[str] | None = None
 ) -> Path:
+    """Four panels from a run's records: both losses, D(x) and D(G(z)), FID, and the class shares of the
+    samples at every evaluation."""
     train = [r for r in records if r.get("event") == "train" and "d_loss" in r]
     evals = [r for r in records if r.get("event") == "eval"]
     if not train:

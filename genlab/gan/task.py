@@ -47,11 +47,11 @@ class GameConfig:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise GenlabError(f"unknown GAN --loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+            raise GenlabError(f"unknown GAN `loss` '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if self.d_steps < 0:
-            raise GenlabError(f"--d-steps must be 0 (the paper's) or more (got {self.d_steps})")
+            raise GenlabError(f"`d_steps` must be 0 (the paper's) or more (got {self.d_steps})")
         if self.gp_weight < 0 or self.d_lr_ratio <= 0 or self.r1 < 0 or self.mode_seeking < 0:
-            raise GenlabError("--gp-weight, --r1 and --mode-seeking must be >= 0, and --d-lr-ratio > 0")
+            raise GenlabError("`gp_weight`, `r1` and `mode_seeking` must be >= 0, and `d_lr_ratio` > 0")
         parse_policy(self.augment)
 
     @property
@@ -88,7 +88,7 @@ class GANTask(Task):
             x = self.train_data.images
             arch = model_options.get("arch", "dcgan")
             if arch == "cgan" and self.train_data.labels is None:
-                raise GenlabError(f"--arch cgan needs class labels, and {data.name} has none; use dcgan")
+                raise GenlabError(f"`arch` cgan needs class labels, and {data.name} has none; use dcgan")
             # per-sample penalties forbid BatchNorm: WGAN-GP's critic has layer norm, R1's D none (as
             # each paper's)
             default_norm = "layer" if LOSSES[self.game.loss].penalty else "none" if self.game.r1 else "batch"
@@ -103,7 +103,7 @@ class GANTask(Task):
             model_config.d_norm == "batch" or model_config.minibatch_std or model_config.pack > 1
         ):
             raise GenlabError(
-                "the WGAN-GP and R1 penalties are per sample: no --minibatch-std or --pack, and --d-norm "
+                "the WGAN-GP and R1 penalties are per sample: no `minibatch_std` or `pack`, and `d_norm` "
                 "layer or none"
             )
         self.model = GAN(model_config)
@@ -120,7 +120,7 @@ class GANTask(Task):
 
         k = self.model.config.clusters
         if k > len(self.train_data):
-            raise GenlabError(f"--clusters {k} is more than the {len(self.train_data)} training images")
+            raise GenlabError(f"`clusters` {k} is more than the {len(self.train_data)} training images")
         _, assign = kmeans(self.train_data.images, k, torch.Generator().manual_seed(0))
         sizes = assign.bincount(minlength=k)
         self.model.generator.cluster_prior.copy_(sizes / sizes.sum())
@@ -130,7 +130,7 @@ class GANTask(Task):
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any], log=print) -> GANTask:
-        """Rebuild the task of a saved run (for --resume) from its config.json."""
+        """Rebuild the task of a saved run (to resume it) from its config.json."""
         return cls(
             config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'"),
             config_from_dict(GameConfig, config.get("game", {}), "config.json 'game'"),

@@ -9,9 +9,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
+from genlab import rundir
+from genlab.data import save_gif
 from genlab.errors import GenlabError
 from genlab.gan.game import discriminator_outputs, discriminator_terms, frozen
 from genlab.gan.losses import LOSSES
@@ -147,10 +150,10 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise GenlabError(f"unknown GAN --loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+            raise GenlabError(f"unknown GAN `loss` '{self.loss}'; choose one of {', '.join(LOSSES)}")
         toy_data(self.data)
         if self.steps < 1 or self.batch_size < 1 or self.frames < 1:
-            raise GenlabError("--steps, --batch-size and --frames must be at least 1")
+            raise GenlabError("`steps`, `batch_size` and `frames` must be at least 1")
 
 
 @dataclass
@@ -230,7 +233,7 @@ def train_toy(cfg: ToyConfig, progress: Callable[[dict], None] | None = None) ->
         last = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **discriminator_outputs(d, rule)}
         if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
             raise GenlabError(
-                f"the toy GAN's losses became non-finite at step {step}; lower --lr (now {cfg.lr})"
+                f"the toy GAN's losses became non-finite at step {step}; lower `lr` (now {cfg.lr})"
             )
     result.seconds = time.perf_counter() - t0
     return result
@@ -305,3 +308,18 @@ def plot_history(result: ToyResult, path) -> None:
     ax2.set_xlabel("generator step")
     ax2.legend(fontsize=8)
     _save(plt, fig, path)
+
+
+def save_toy_run(result: ToyResult, folder: str | Path) -> tuple[Path, Path]:
+    """Write a toy run into ``folder``: the animation of every snapshot (training.gif), the modes and
+    losses against step (history.png) and the history itself (history.json); returns the GIF's and the
+    plot's paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gif = save_gif(
+        folder / "training.gif", [render_frame(result, i)[None] for i in range(len(result.history))]
+    )
+    plot = folder / "history.png"
+    plot_history(result, plot)
+    rundir.atomic_write_json(folder / "history.json", result.to_dict())
+    return gif, plot
