@@ -451,7 +451,7 @@ def test_sampling_precision_bf16_stays_close_to_fp32(class_run):
     b = fast(4, 3, 4, 2.0, generator=torch.Generator().manual_seed(0)).tensors
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert (a - b).abs().mean() < 0.02
-    with pytest.raises(GenlabError, match="--precision"):
+    with pytest.raises(GenlabError, match="`precision`"):
         DiffusionPipeline.from_pretrained(class_run, precision="fp16")
     args = ["sample", str(class_run), "--class", "1", "--n", "2", "--steps", "2", "--precision", "fp32"]
     out = CliRunner().invoke(cli, [*args, "--out", str(class_run.parent / "p.png")])
