@@ -216,3 +216,38 @@ def test_the_web_app_serves_a_checkpoint_with_a_live_preview(sd_checkpoints):
     assert [d["step"] for d in progress] == [0, 1, 2]
     assert all(side(d["preview"][0]) == 8 for d in progress)  # the latent preview, not the decoder
     assert events[-1][0] == "done" and side(events[-1][1]["images"][0]) == 64
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_distilled_sampling_reads_trailing_timesteps_from_the_checkpoint(sd_checkpoints, tmp_path, steps):
+    """SD-Turbo's way: one to four steps, guidance off, the scheduler config saying "trailing"."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(sd_checkpoints["sd21"], tmp_path / "turbo")
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text()) | {
+        "_class_name": "EulerDiscreteScheduler",
+        "timestep_spacing": "trailing",
+    }
+    config_file.write_text(json.dumps(config))
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = diffusers.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    assert isinstance(ref.scheduler, diffusers.EulerDiscreteScheduler)
+    ref.set_progress_bar_config(disable=True)
+    want = ref(
+        PROMPT,
+        num_inference_steps=steps,
+        guidance_scale=0.0,
+        generator=torch.Generator().manual_seed(3),
+        output_type="pt",
+    ).images
+    pipe = TextToImagePipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    assert pipe.schedule.config.spacing == "trailing"
+    got = pipe(PROMPT, num_inference_steps=steps, guidance_scale=1.0, sampler="euler", sigmas_kind="discrete",
+               generator=torch.Generator().manual_seed(3), num_images=1).tensors  # fmt: skip
+    assert (got - want).abs().max().item() < 1e-3
