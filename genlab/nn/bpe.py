@@ -256,15 +256,22 @@ class CLIPTokenizer:
     @classmethod
     def from_folder(cls, path: str | Path) -> CLIPTokenizer:
         """The tokenizer of a diffusers ``tokenizer/`` folder: ``vocab.json``, ``merges.txt``, and
-        ``tokenizer_config.json`` / ``special_tokens_map.json`` for the special tokens and the length."""
+        ``tokenizer_config.json`` / ``special_tokens_map.json`` for the special tokens and the length.
+        A folder that transformers 5 wrote holds ``tokenizer.json`` instead of the first two: its BPE
+        model's vocabulary and merges are read from it."""
         path = Path(path)
-        vocab = _read_json(path / "vocab.json")
+        added = None  # the special tokens as tokenizer.json registers them, when it is what is read
+        if not (path / "vocab.json").is_file() and (path / "tokenizer.json").is_file():
+            vocab, merges, added = _read_tokenizer_json(path / "tokenizer.json")
+        else:
+            vocab, merges = _read_json(path / "vocab.json"), _read_merges(path / "merges.txt")
         if not isinstance(vocab, dict) or not all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_VOCAB
             for k, v in vocab.items()
         ):
-            raise GenlabError(f"{path / 'vocab.json'} must map symbols to ids (whole numbers)")
-        merges = _read_merges(path / "merges.txt")
+            raise GenlabError(
+                f"the vocabulary (vocab.json) in {path} must map symbols to ids (whole numbers)"
+            )
         config = (
             _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
         )
@@ -276,6 +283,7 @@ class CLIPTokenizer:
         if not isinstance(config, dict) or not isinstance(token_map, dict):
             raise GenlabError(f"the tokenizer files in {path} must hold JSON objects")
         named, specials = _special_tokens(config, token_map)
+        specials = added if added is not None else specials
         length = config.get("model_max_length", DEFAULT_MAX_LENGTH)
         if not isinstance(length, int) or isinstance(length, bool):
             raise GenlabError(
@@ -380,6 +388,29 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise GenlabError(f"{path} is not valid JSON ({e})") from None
+
+
+def _read_tokenizer_json(path: Path) -> tuple[Any, list[tuple[str, str]], tuple[SpecialToken, ...]]:
+    """(vocab, merges, special tokens) of the BPE model in a ``tokenizer.json`` (the tokenizers library's
+    file), whose merges are "a b" strings or [a, b] pairs and whose ``added_tokens`` say how each special
+    token is matched."""
+    data = _read_json(path)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        raise GenlabError(f"{path} does not hold a BPE tokenizer model; it is not a CLIP tokenizer")
+    merges = []
+    for number, merge_ in enumerate(model.get("merges") or [], 1):
+        pair = merge_.split(" ") if isinstance(merge_, str) else merge_
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise GenlabError(f"{path}: merge {number} is not two symbols: {str(merge_)[:40]!r}")
+        merges.append((pair[0], pair[1]))
+    added = []
+    for token in data.get("added_tokens") or []:
+        if not isinstance(token, dict) or not isinstance(token.get("content"), str):
+            raise GenlabError(f"{path}: an added token is not an object with a content")
+        added.append(_as_token(token, special_default=True))
+    specials = tuple(SpecialToken(content, normalized) for content, normalized, _ in added)
+    return model.get("vocab"), merges, specials
 
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:
