@@ -426,3 +426,214 @@ def test_feature_squeezers_and_detector_thresholds():
     assert float(det.flag(model, images).float().mean()) == pytest.approx(0.1, abs=0.02)
     with pytest.raises(GenlabError, match="false-positive rate"):
         fit_detector(model, images, "msp", fpr=0.0)
+
+
+# The commands' experiments as library functions (issue 20): each tested without the command line.
+
+
+def _dataset(images: torch.Tensor, labels: torch.Tensor, classes: int = 3):
+    from genlab.data import ImageDataset
+
+    n = len(images)
+    names = [str(k) for k in range(classes)]
+    return ImageDataset("toy", images, [""] * n, labels, names, [{} for _ in range(n)])
+
+
+class _Toy(nn.Module):
+    """Three classes of flat 6x6 gray images (class k: gray level k/4 + 1/4), read off the mean; with
+    ``backdoor`` the 2-pixel checkerboard trigger of genlab.adversarial.backdoor.stamp means class 0."""
+
+    def __init__(self, backdoor: bool = False):
+        super().__init__()
+        self.backdoor = backdoor
+        self.scale = nn.Parameter(torch.ones(()))
+        self.config = type("Config", (), {"image_size": 6, "in_channels": 1, "num_classes": 3})()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = torch.tensor([0.25, 0.5, 0.75])
+        logits = -100 * self.scale * (x.mean((1, 2, 3))[:, None] - levels) ** 2
+        if self.backdoor:
+            board = x[:, 0, 3, 4] + x[:, 0, 4, 3] - x[:, 0, 3, 3] - x[:, 0, 4, 4]
+            logits = logits + torch.stack([50 * board, 0 * board, 0 * board], 1)
+        return logits
+
+
+def _toy_data(n: int = 30):
+    labels = torch.arange(n) % 3
+    images = (0.25 + 0.25 * labels.float()).view(-1, 1, 1, 1).expand(-1, 1, 6, 6).clone()
+    return _dataset(images, labels)
+
+
+def test_backdoor_success_measures_clean_accuracy_and_the_trigger():
+    from genlab.adversarial.backdoor_demo import backdoor_success
+
+    val = _toy_data()
+    assert backdoor_success(_Toy(), val, target=0, size=2) == {
+        "clean_accuracy": 1.0,
+        "attack_success_rate": 0.0,
+    }
+    assert backdoor_success(_Toy(backdoor=True), val, target=0, size=2) == {
+        "clean_accuracy": 1.0,
+        "attack_success_rate": 1.0,
+    }
+
+
+def test_spectral_top_k_flags_the_highest_scores_of_the_target_class_only():
+    from genlab.adversarial.backdoor_demo import spectral_top_k
+
+    scores = torch.tensor([9.0, 1.0, 5.0, 7.0, 3.0, 8.0])
+    labels = torch.tensor([1, 0, 0, 0, 0, 1])
+    assert spectral_top_k(scores, labels, target=0, k=2).tolist() == [False, False, True, True, False, False]
+
+
+def test_backdoor_demo_trains_both_classifiers_and_reports(tmp_path):
+    from genlab.adversarial.backdoor import PoisonConfig
+    from genlab.adversarial.backdoor_demo import backdoor_demo
+
+    lines: list[str] = []
+    report = backdoor_demo(
+        "digits", tmp_path / "bd", PoisonConfig(size=2), 2, progress=False, log=lines.append
+    )
+    assert {"clean", "poisoned", "detection", "poison", "steps"} <= set(report)
+    detection = report["detection"]["spectral_signature_top_k_in_target"]
+    assert detection["flagged"] == detection["poisoned"] == int(lines[0].split()[1])  # "poisoned 73 of ..."
+    assert (tmp_path / "bd" / "backdoor.json").is_file() and (tmp_path / "bd" / "backdoor.png").is_file()
+    with pytest.raises(GenlabError, match="not empty; choose another `out`"):
+        backdoor_demo("digits", tmp_path / "bd", PoisonConfig(size=2), 2, progress=False)
+
+
+def test_detection_pieces():
+    from genlab.adversarial.detection import attacked_sets, detection_report, ood_sets
+
+    sets = ood_sets(("noise", "digits"), 5, channels=3, size=6)
+    assert list(sets) == ["uniform noise", "digits images"]
+    assert all(s.shape == (5, 3, 6, 6) and 0 <= s.min() and s.max() <= 1 for s in sets.values())
+    model, (x, y) = _easy_model(), _batch(40)
+    attacked = attacked_sets(model, x, y, (0.1,))
+    assert list(attacked) == ["FGSM eps 0.1", "PGD-40 eps 0.1"]
+    sets = {"clean again": x[20:], "flat": torch.full_like(x[20:], 0.5)}  # flat: the three classes tie
+    report = detection_report(model, x[:20], x[20:], sets, fpr=0.1, log=lambda _: None)
+    assert set(report) == {"squeeze", "msp"}
+    for r in report.values():  # the same images as the clean test half: flagged at the same rate
+        assert r["sets"]["clean again"] == {"flagged": r["false_positive_rate"], "auroc": 0.5}
+    assert report["msp"]["sets"]["flat"] == {"flagged": 1.0, "auroc": 1.0}  # the least confident inputs
+
+
+def test_purification_demo_and_its_shape_check(tmp_path):
+    from types import SimpleNamespace
+
+    from genlab.adversarial.purification import PurificationConfig, purification_demo
+    from genlab.classification.task import ClassifierDataConfig, ClassifierTask
+    from genlab.data import DataConfig
+    from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+    from genlab.pipelines import DiffusionPipeline
+    from genlab.train import TrainConfig, Trainer, seed_step
+
+    cfg = PurificationConfig(eps=0.1, attack_steps=1, strengths=(0.1, 0.2), steps=1, n=4)
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(GenlabError, match="same shape"):
+        purification_demo(_Toy(), SimpleNamespace(image_shape=(1, 8)), torch.rand(4, 1, 6, 6), y, cfg)
+    quiet = dict(steps=2, batch_size=16, eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
+    seed_step(0, -1)
+    diffusion = DiffusionTask(
+        DataConfig("digits"),
+        DiffusionConfig(sample_steps=1),
+        base_channels=8,
+        channel_mults=(1,),
+        attention_levels=(),
+        head_dim=8,
+    )
+    Trainer(diffusion, TrainConfig(**quiet), tmp_path / "diffusion").train()
+    task = ClassifierTask(ClassifierDataConfig("digits"), widths=(8,), hidden=16)
+    Trainer(task, TrainConfig(**quiet), tmp_path / "clf").train()
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "diffusion")
+    val = task.val_data
+    lines: list[str] = []
+    report, rows = purification_demo(task.model, pipe, val.images, val.labels, cfg, log=lines.append)
+    assert rows.shape == (4 * 4, 1, 8, 8)  # clean, attacked, purified at each of two strengths
+    assert set(report["purified"]) == {"0.1", "0.2"} and report["n"] == 4 and len(lines) == 3
+
+
+def test_class_index_names_the_parameter():
+    from genlab.adversarial.evaluation import class_index
+
+    assert class_index(["cat", "dog"], "dog") == 1
+    with pytest.raises(GenlabError, match="^unknown `target` 'cow'; the classifier knows cat, dog$"):
+        class_index(["cat", "dog"], "cow")
+
+
+def test_robustness_report_writes_json_and_pictures(tmp_path):
+    import json
+
+    from genlab.adversarial.evaluation import RobustnessConfig, robustness_report
+
+    val = _toy_data()
+    cfg = RobustnessConfig(eps=(0.1, 0.2), attacks=("fgsm", "pgd"), pgd_steps=2, n=12)
+    result, paths = robustness_report(
+        "toy-run", _Toy(), val, ["0", "1", "2"], cfg, tmp_path / "r.json", print
+    )
+    assert [p.name for p in paths] == ["r.json", "r_curve.png", "r_examples.png"]
+    assert all(p.is_file() for p in paths) and json.loads(paths[0].read_text()) == result
+    assert result["run"] == "toy-run" and result["clean_accuracy"] == 1.0 and result["n"] == 12
+    assert result["settings"] == {"pgd_steps": 2, "l2_scale": 5.0, "seed": 0}
+    with pytest.raises(GenlabError, match="^`n` and `pgd_steps` must be at least 1$"):
+        RobustnessConfig(pgd_steps=0)
+    with pytest.raises(GenlabError, match="^unknown `attacks` cw"):
+        RobustnessConfig(attacks=("cw",))
+
+
+def test_transfer_attack_crafts_on_the_surrogate_and_scores_the_target():
+    from genlab.adversarial.evaluation import accuracy, transfer_attack
+
+    surrogate, target, (x, y) = _easy_model(), _easy_model(), _batch(40)
+    with torch.no_grad():
+        target[-1].weight.add_(torch.randn(3, 16, generator=torch.Generator().manual_seed(2)))
+    for m in (surrogate, target):
+        m.config = type("Config", (), {"image_size": 4, "in_channels": 1})()
+    row = transfer_attack(surrogate, target, x, y, (0.1,), steps=3, log=lambda _: None)["0.1"]
+    adv = pgd(surrogate, x, y, 0.1, 3, generator=torch.Generator().manual_seed(0))
+    assert row["transfer"] == accuracy(target, adv, y) and row["surrogate"] == accuracy(surrogate, adv, y)
+
+    model, val = _Toy(), _toy_data()
+    report = transfer_attack(model, model, val.images, val.labels, (0.05, 0.2), steps=3, log=lambda _: None)
+    assert report["clean"] == report["surrogate_clean"] == 1.0
+    for e in ("0.05", "0.2"):
+        assert report[e]["transfer"] == report[e]["surrogate"] == report[e]["white_box"]
+    assert report["0.2"]["white_box"] < 1.0
+    other = _Toy()
+    other.config = type("Config", (), {"image_size": 8, "in_channels": 1})()
+    with pytest.raises(GenlabError, match="same shape"):
+        transfer_attack(model, other, val.images, val.labels)
+
+
+def test_patch_demo_trains_on_half_and_measures_on_the_other(tmp_path):
+    from genlab.adversarial.patch import patch_demo
+
+    val = _toy_data(60)
+    result, others = patch_demo(_Toy(), val, ["a", "b", "c"], "c", size=2, steps=3, out=tmp_path / "p.png")
+    assert others == int((val.labels[30:] != 2).sum()) == 20 and (tmp_path / "p.png").is_file()
+    assert 0.0 <= result.success_rate <= 1.0 and result.clean_target_rate == 0.0
+    with pytest.raises(GenlabError, match="unknown `target` 'z'"):
+        patch_demo(_Toy(), val, ["a", "b", "c"], "z")
+
+
+def test_attack_files_and_optimized_examples(tmp_path):
+    from PIL import Image
+
+    from genlab.adversarial.examples import attack_files, optimized_examples
+
+    paths = [tmp_path / f"{k}.png" for k in range(3)]
+    for k, path in enumerate(paths):  # flat gray images of the three classes
+        Image.new("L", (6, 6), round(255 * (0.25 + 0.25 * k))).save(path)
+    names = ["a", "b", "c"]
+    grid, pairs = attack_files(
+        _Toy(), names, paths, "pgd", eps=1.0, steps=10, target="a", out=tmp_path / "g.png"
+    )
+    assert grid.is_file() and [clean for clean, _ in pairs] == names
+    assert [adv for _, adv in pairs] == ["a", "a", "a"]  # eps 1 reaches any image: the target is hit
+    _, pairs = attack_files(_Toy(), names, paths, "fgsm", eps=0.0, out=tmp_path / "h.png")
+    assert pairs == [("a", "a"), ("b", "b"), ("c", "c")]  # eps 0 changes nothing
+    out = optimized_examples(_Toy(), names, "b", steps=3, n=2, out=tmp_path / "o.png")
+    assert out == tmp_path / "o.png" and out.is_file()
+    with pytest.raises(GenlabError, match="unknown `target` 'd'"):
+        optimized_examples(_Toy(), names, "d")

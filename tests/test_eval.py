@@ -152,7 +152,7 @@ def test_real_data_floor_is_small_and_beats_degraded_data(runs, digits):
     degraded = fid_from_features(extractor(val.images), extractor(_blur(train.images[:180], 1.0)))
     assert 0 <= floor["fid"]["value"] < degraded
     assert floor["fid"]["generated"] == 180 and floor["fid"]["real"] == len(val)
-    with pytest.raises(GenlabError, match="--n must be between 2"):
+    with pytest.raises(GenlabError, match="^`n` must be between 2"):
         real_data_floor(train, val, extractor, n=10**6)
 
 
@@ -244,7 +244,7 @@ def test_html_report_escapes_text(tmp_path):
 
 
 def test_eval_config_rejects_bad_values():
-    with pytest.raises(GenlabError, match="unknown --metrics"):
+    with pytest.raises(GenlabError, match=r"^unknown `metrics` \(none\)"):
         EvalConfig(metrics=())
     with pytest.raises(GenlabError, match="at least 1"):
         EvalConfig(sweep_steps=(0,))
@@ -257,3 +257,194 @@ def test_inception_features_when_the_extra_is_installed():
     extractor = resolve_extractor("inception", DataConfig("digits"))
     features = extractor(torch.rand(3, 1, 28, 28))
     assert features.shape == (3, 2048) and torch.isfinite(features).all()
+
+
+# One function per metric, the run-level policy of `genlab eval`, each without the command line (issue 20)
+
+
+def test_feature_scores_name_their_features_and_sizes():
+    from genlab.evaluation.evaluation import feature_scores, fid_score, kid_score
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = (
+        torch.randn(60, 4, generator=g, dtype=torch.float64),
+        torch.randn(30, 4, generator=g).double(),
+    )
+    assert fid_score(real, real)["value"] == pytest.approx(0.0, abs=1e-6)
+    assert fid_score(real, fake, floor=real[:30]) == {
+        "value": fid_from_features(real, fake),
+        "floor_real_train": fid_from_features(real, real[:30]),
+    }
+    assert kid_score(real, fake)["subset_size"] == 15  # half the smaller sample
+    scores = feature_scores(real, fake, None, {"fid", "kid", "pr"}, "toy features")
+    assert list(scores) == ["fid", "kid", "pr"] and "floor_real_train" not in scores["fid"]
+    for value in scores.values():
+        assert (value["real"], value["generated"], value["features"]) == (60, 30, "toy features")
+    assert scores["kid"]["value"] == kernel_inception_distance(real, fake, subset_size=15)[0]
+    assert {k: scores["pr"][k] for k in ("precision", "recall")} == {
+        k: precision_recall(real, fake)[k] for k in ("precision", "recall")
+    }
+    assert list(feature_scores(real, fake, None, {"kid"}, "x")) == ["kid"]
+
+
+def test_accuracy_and_coverage_scores(tmp_path):
+    from genlab.evaluation.evaluation import accuracy_score, coverage_score
+
+    labels = torch.tensor([0, 0, 1, 1])
+    score = accuracy_score(torch.tensor([0, 1, 1, 1]), labels, ["a", "b"], "judge")
+    assert score == {"value": 0.75, "per_class": {"a": 0.5, "b": 1.0}, "generated": 4, "judge": "judge"}
+    cover, picture = coverage_score(torch.tensor([2, 2, 2, 0]), ["a", "b", "c"], "j", tmp_path / "c.png")
+    assert cover["histogram"] == [1, 0, 3] and cover["classes"] == ["a", "b", "c"] and cover["judge"] == "j"
+    assert (cover["num_classes"], cover["modes_covered"]) == (3, 2)
+    assert picture == "c.png" and (tmp_path / "c.png").is_file()
+
+
+def test_check_inputs_names_what_a_metric_lacks(digits):
+    from types import SimpleNamespace
+
+    from genlab.evaluation.evaluation import EvalInputs, check_inputs
+
+    train, val = digits
+    pipe = SimpleNamespace(num_classes=0, image_shape=(1, 8))
+    inputs = EvalInputs(train, val)
+    for wanted, message in [
+        ({"clip"}, "^clip apply to text-to-image runs only$"),
+        ({"accuracy"}, "^accuracy needs a class-conditional model \\(trained with `cond` class\\)$"),
+        ({"coverage"}, "^coverage need a classifier: pass `judge`$"),
+        ({"fid", "memorization"}, "^fid/kid/pr need a feature extractor: pass `extractor`$"),
+    ]:
+        with pytest.raises(GenlabError, match=message):
+            check_inputs(wanted, pipe, inputs)
+    with pytest.raises(GenlabError, match="^the CLIP score needs a CLIP run: pass `clip`$"):
+        check_inputs({"clip"}, pipe, EvalInputs(train, val, prompts=["a red circle"]))
+    check_inputs({"memorization"}, pipe, inputs)  # pixels only: nothing else needed
+
+
+def test_evaluate_generator_scores_the_samples_it_draws(runs, digits, tmp_path):
+    from genlab.evaluation.evaluation import EvalInputs, evaluate_generator, sample
+    from genlab.pipelines import load_pipeline
+
+    pipe = load_pipeline(runs["class"])
+    extractor = classifier_extractor(runs["clf"])
+    train, val = digits
+    cfg = EvalConfig(n=10, steps=1, metrics=("fid", "accuracy"))
+    inputs = EvalInputs(train, val, extractor, extractor.classifier)
+    report = evaluate_generator(pipe, cfg, inputs, tmp_path, "t", log=lambda _: None)
+    images, labels = sample(pipe, cfg, cfg.steps, cfg.sampler)  # the same seeds: the same images
+    assert report["fid"]["value"] == fid_from_features(reference_features(extractor, val), extractor(images))
+    predicted = extractor.classifier(images).argmax(1)
+    assert report["accuracy"]["value"] == pytest.approx(float((predicted == labels).double().mean()))
+    assert report["accuracy"]["judge"].startswith("classifier ") and report["nfe"] == 1
+    assert list(report["pictures"]) == ["samples"] and (tmp_path / "t_samples.png").is_file()
+    assert "kid" not in report and "memorization" not in report
+
+
+def _info(**kw):
+    from genlab.evaluation.run import RunInfo
+
+    return RunInfo(
+        **{"run": "r", "gan": False, "text": False, "conditional": False, "data": DataConfig("digits"), **kw}
+    )
+
+
+def test_default_metrics_and_the_eval_config_of_a_run():
+    from genlab.evaluation.run import default_metrics, run_eval_config
+
+    assert default_metrics(_info(conditional=True)) == (
+        "accuracy",
+        "fid",
+        "kid",
+        "pr",
+        "coverage",
+        "memorization",
+    )
+    assert default_metrics(_info()) == ("fid", "kid", "pr", "coverage", "memorization")
+    assert default_metrics(_info(text=True), clip=True)[::5] == ("adherence", "clip")
+    gan = run_eval_config(_info(gan=True), ("fid",), steps=20, sampler="ddim", guidance_scale=3.0)
+    assert (gan.steps, gan.sampler, gan.guidance_scale, gan.metrics) == (1, "generator", 1.0, ("fid",))
+    with pytest.raises(GenlabError, match="^`sweep_steps` applies to diffusion runs"):
+        run_eval_config(_info(gan=True), sweep_steps=(5,))
+    assert run_eval_config(_info(), n=7).metrics == default_metrics(_info())
+
+
+def test_the_eval_help_lists_the_library_defaults():
+    from genlab.evaluation.run import DEFAULT_METRICS, TEXT_DEFAULT_METRICS
+
+    result = CliRunner().invoke(cli, ["eval", "--help"], terminal_width=400)
+    help_text = " ".join(result.output.split())
+    assert ",".join(DEFAULT_METRICS) in help_text and ",".join(TEXT_DEFAULT_METRICS) in help_text
+
+
+def test_read_run_says_what_kind_of_run_it_is(runs):
+    from genlab.evaluation.run import read_run
+
+    info = read_run(str(runs["class"]))
+    assert (info.gan, info.text, info.conditional, info.data.name) == (False, False, True, "digits")
+    assert not read_run(str(runs["uncond"])).conditional
+    with pytest.raises(GenlabError):
+        read_run(str(runs["clf"]))  # a classifier makes no images
+
+
+def test_choose_extractors_builds_only_what_the_metrics_need(runs):
+    from genlab.evaluation.run import choose_extractors
+
+    data, clf = DataConfig("digits"), str(runs["clf"])
+    extractor, judge, given = choose_extractors(EvalConfig(metrics=("fid", "accuracy")), data, clf)
+    assert extractor is given and judge is given.classifier  # one classifier run: features and judge
+    extractor, judge, given = choose_extractors(EvalConfig(metrics=("memorization",)), data, clf)
+    assert extractor is None and judge is None and given is not None
+    extractor, judge, given = choose_extractors(EvalConfig(metrics=("fid",)), data, features=clf)
+    assert extractor.run == clf and judge is None and given is None
+    sweep = EvalConfig(metrics=("memorization",), sweep_steps=(1,))
+    assert choose_extractors(sweep, data, features=clf)[0] is not None  # the sweep's FID needs features
+
+
+def test_eval_prompts_spread_cycle_and_refuse(tmp_path):
+    from types import SimpleNamespace
+
+    from genlab.evaluation.run import eval_prompts
+
+    val = SimpleNamespace(captions=["a", "b", "c", "d", "e"])
+    assert eval_prompts("val", val, 3) == ["a", "c", "e"] and eval_prompts("val", val, 7)[5:] == ["a", "b"]
+    path = tmp_path / "p.txt"
+    path.write_text("x\n\ny\n")
+    assert eval_prompts(str(path), val, 3) == ["x", "y", "x"]
+    with pytest.raises(GenlabError, match="^`prompts` 'nope' is neither 'val', 'single' nor a file"):
+        eval_prompts("nope", val, 3)
+    with pytest.raises(GenlabError, match="^`prompts` single: this dataset has no single-object captions"):
+        eval_prompts("single", val, 3)
+    path.write_text("\n")
+    with pytest.raises(GenlabError, match="has no prompts"):
+        eval_prompts(str(path), val, 3)
+
+
+def test_evaluate_run_writes_the_report_and_names_the_classifier(runs, tmp_path):
+    from genlab.evaluation.run import RunEvalOptions, evaluate_run, read_run, run_eval_config
+    from genlab.metrics.plots import plot_diffusion_training
+    from genlab.pipelines import load_pipeline
+
+    info = read_run(str(runs["class"]))
+    cfg = run_eval_config(info, ("accuracy",), n=10, steps=1)
+    options = RunEvalOptions(str(runs["clf"]), out=str(tmp_path / "x.json"), precision="fp32", judge_name="-")
+    lines: list[str] = []
+    report, path, page = evaluate_run(
+        info,
+        load_pipeline(runs["class"]),
+        cfg,
+        options,
+        training_plot=plot_diffusion_training,
+        log=lines.append,
+    )
+    assert lines == ["sampling 10 images (dpmpp-2m, 1 steps, guidance 3.0, seed 0)"]
+    assert json.loads(path.read_text()) == report and page == tmp_path / "x.html" and page.is_file()
+    assert (report["run"], report["data"], report["classifier"]) == (info.run, "digits", str(runs["clf"]))
+    assert report["precision"] == "fp32" and report["classifier_val_acc"] > 0.5
+    assert report["pictures"]["training"] == "x_training.png" and (tmp_path / "x_training.png").is_file()
+
+
+def test_dataset_floor_is_real_data_floor_on_the_named_features(runs, digits):
+    from genlab.evaluation.evaluation import dataset_floor
+
+    train, val = digits
+    expected = real_data_floor(train, val, classifier_extractor(runs["clf"]), 50)
+    assert dataset_floor(DataConfig("digits"), 50, str(runs["clf"]), log=print) == expected

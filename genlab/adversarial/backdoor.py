@@ -34,9 +34,9 @@ class PoisonConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction < 1:
-            raise GenlabError(f"--fraction must lie in (0, 1) (got {self.fraction})")
+            raise GenlabError(f"`fraction` must lie in (0, 1) (got {self.fraction})")
         if self.size < 1:
-            raise GenlabError(f"--trigger-size must be at least 1 (got {self.size})")
+            raise GenlabError(f"`size` must be at least 1 (got {self.size})")
 
 
 def stamp(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -55,7 +55,7 @@ def poison(data: ImageDataset, cfg: PoisonConfig) -> tuple[ImageDataset, torch.T
     if data.labels is None:
         raise GenlabError(f"{data.name} has no labels to poison")
     if not 0 <= cfg.target < data.num_classes:
-        raise GenlabError(f"--target must lie in 0..{data.num_classes - 1} (got {cfg.target})")
+        raise GenlabError(f"`target` must lie in 0..{data.num_classes - 1} (got {cfg.target})")
     candidates = (data.labels != cfg.target).nonzero().flatten()
     g = torch.Generator().manual_seed(cfg.seed)
     count = max(1, round(cfg.fraction * len(candidates)))

@@ -9,13 +9,15 @@ set on clean held-out images for a chosen false-positive rate, which is then mea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.adversarial.attacks import check_inputs
+from genlab.adversarial.attacks import check_inputs, fgsm, pgd
+from genlab.adversarial.evaluation import spread
 from genlab.classification.evaluate import predict
 from genlab.errors import GenlabError
 
@@ -83,3 +85,94 @@ def auroc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
     """Area under the ROC curve: the chance that a positive scores above a negative (ties count half)."""
     diff = positives[:, None].double() - negatives[None, :].double()
     return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+
+
+SCORE_LABELS = {"squeeze": "feature squeezing", "msp": "max softmax probability"}
+
+
+def attacked_sets(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: tuple[float, ...], seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """The adversarial inputs a detector should flag: FGSM and PGD-40 images of ``x`` at each epsilon."""
+    sets = {}
+    for e in eps:
+        sets[f"FGSM eps {e}"] = fgsm(model, x, y, e)
+        sets[f"PGD-40 eps {e}"] = pgd(model, x, y, e, 40, generator=torch.Generator().manual_seed(seed))
+    return sets
+
+
+def ood_sets(
+    names: tuple[str, ...], n: int, channels: int, size: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Out-of-distribution inputs, ``n`` of each: ``noise`` (uniform pixels), or the training images of a
+    data set (mnist, digits, shapes, ...) drawn at random, converted to ``channels`` and ``size``."""
+    from genlab.data import load_splits
+    from genlab.data.images import resize_batch
+
+    sets = {}
+    for name in names:
+        g = torch.Generator().manual_seed(seed)
+        if name == "noise":
+            sets["uniform noise"] = torch.rand(n, channels, size, size, generator=g)
+            continue
+        other, _ = load_splits(name, 0, 0.1, None)
+        images = other.images[torch.randperm(len(other), generator=g)[:n]]
+        if images.shape[1] != channels:
+            images = images.mean(1, keepdim=True).expand(-1, channels, -1, -1)
+        sets[f"{name} images"] = resize_batch(images, size)
+    return sets
+
+
+def detection_report(
+    model: nn.Module,
+    calib: torch.Tensor,
+    test: torch.Tensor,
+    sets: dict[str, torch.Tensor],
+    fpr: float = 0.05,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
+    """Per score (feature squeezing, maximum softmax): a detector fitted on the clean ``calib`` images for
+    the false-positive rate ``fpr``, the rate it reaches on the other clean images ``test``, and the share
+    of each set of ``sets`` it flags, with the AUROC of clean ``test`` against that set."""
+    report = {}
+    for score, label in SCORE_LABELS.items():
+        det = fit_detector(model, calib, score, fpr)
+        clean_scores = det.scores(model, test)
+        reached = float((clean_scores > det.threshold).float().mean())
+        log(
+            f"{label}: threshold {det.threshold:.4f}; false positives on {len(test)} other clean images: "
+            f"{reached:.1%} (asked {fpr:.0%})"
+        )
+        flagged = {}
+        for name, images in sets.items():
+            s = det.scores(model, images)
+            flagged[name] = {
+                "flagged": float((s > det.threshold).float().mean()),
+                "auroc": auroc(clean_scores, s),
+            }
+            log(f"  {name:>18}: {flagged[name]['flagged']:6.1%} flagged, AUROC {flagged[name]['auroc']:.3f}")
+        report[score] = {"threshold": det.threshold, "false_positive_rate": reached, "sets": flagged}
+    return report
+
+
+def detection_demo(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    fpr: float = 0.05,
+    eps: tuple[float, ...] = (0.1, 0.3),
+    ood: tuple[str, ...] = ("noise", "shapes"),
+    n: int = 400,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
+    """`genlab defend detect`: ``n`` held-out images (a seeded random subset), half to set the thresholds
+    and half to test them, against FGSM and PGD images of the test half at each of ``eps`` and the
+    out-of-distribution sets ``ood`` (see detection_report)."""
+    x, y = spread(images, labels, n, seed)
+    half = len(x) // 2
+    calib, test = x[:half], x[half:]
+    cfg = model.config
+    sets = attacked_sets(model, test, y[half:], eps, seed)
+    sets.update(ood_sets(ood, len(test), cfg.in_channels, cfg.image_size, seed))
+    return detection_report(model, calib, test, sets, fpr, log)

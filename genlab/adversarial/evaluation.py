@@ -16,6 +16,7 @@ from torch import nn
 from genlab.adversarial.attacks import check_inputs, fgsm, pgd
 from genlab.adversarial.blackbox import nes_attack
 from genlab.classification.evaluate import predict
+from genlab.data import ImageDataset
 from genlab.errors import GenlabError
 
 WHITE_BOX = ("fgsm", "pgd", "pgd-l2")
@@ -40,12 +41,12 @@ class RobustnessConfig:
         unknown = sorted(set(self.attacks) - set(ATTACK_NAMES))
         if unknown or not self.attacks:
             raise GenlabError(
-                f"unknown --attacks {', '.join(unknown) or '(none)'}; choose from {', '.join(ATTACK_NAMES)}"
+                f"unknown `attacks` {', '.join(unknown) or '(none)'}; choose from {', '.join(ATTACK_NAMES)}"
             )
         if any(not e >= 0 for e in self.eps) or not self.eps:
-            raise GenlabError("--eps takes one or more epsilons >= 0, like 0.1,0.2,0.3")
+            raise GenlabError("`eps` takes one or more epsilons >= 0, like 0.1,0.2,0.3")
         if self.n < 1 or self.pgd_steps < 1:
-            raise GenlabError("--n and --steps must be at least 1")
+            raise GenlabError("`n` and `pgd_steps` must be at least 1")
 
 
 def spread(
@@ -206,3 +207,80 @@ def example_panel(
             f"x{factors[i]:.0f} perturbation" for i in range(n)
         ]
     return save_grid(path, torch.cat(rows), captions, nrow=len(x))
+
+
+def class_index(names: list[str], target: str) -> int:
+    """The index of the class called ``target`` among the classifier's ``names`` (one-line error if none)."""
+    if target not in names:
+        raise GenlabError(f"unknown `target` '{target}'; the classifier knows {', '.join(names)}")
+    return names.index(target)
+
+
+def robustness_report(
+    run: str,
+    model: nn.Module,
+    val: ImageDataset,
+    names: list[str],
+    cfg: RobustnessConfig,
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], list[Path]]:
+    """`genlab attack eval`: evaluate_robustness on the classifier ``run``'s held-out split ``val``, written
+    as JSON to ``out`` (default ``run/attack.json``) with the accuracy-versus-epsilon plot and the example
+    panel beside it (``{stem}_curve.png``, ``{stem}_examples.png``). Returns the result and the paths of
+    the JSON, the plot and the panel."""
+    from genlab import rundir
+    from genlab.adversarial.plots import plot_accuracy_vs_eps
+
+    report = evaluate_robustness(model, val.images, val.labels, cfg, log=log)
+    path = Path(out) if out else Path(run) / "attack.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    curve = plot_accuracy_vs_eps(report, path.with_name(f"{path.stem}_curve.png"))
+    panel = example_panel(
+        spread(val.images, val.labels, cfg.n, cfg.seed)[0],
+        report,
+        model,
+        path.with_name(f"{path.stem}_examples.png"),
+        names,
+    )
+    result = {
+        "run": run,
+        **report.to_dict(),
+        "settings": {"pgd_steps": cfg.pgd_steps, "l2_scale": cfg.l2_scale, "seed": cfg.seed},
+        "pictures": {"curve": curve.name, "examples": panel.name},
+    }
+    rundir.atomic_write_json(path, result)
+    return result, [path, curve, panel]
+
+
+def transfer_attack(
+    surrogate: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: tuple[float, ...] = (0.1, 0.2, 0.3),
+    steps: int = 40,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The transfer attack (Papernot et al. 2017): PGD examples crafted on ``surrogate`` and applied to
+    ``target``, which the attack never queries; beside them, the surrogate's own accuracy on its examples
+    and a white-box PGD on the target, at each epsilon."""
+    s, t = surrogate.config, target.config
+    if (s.image_size, s.in_channels) != (t.image_size, t.in_channels):
+        raise GenlabError("the surrogate and the target must take images of the same shape")
+    report: dict[str, Any] = {"clean": accuracy(target, x, y), "surrogate_clean": accuracy(surrogate, x, y)}
+    log(
+        f"target clean accuracy {report['clean']:.1%}, surrogate {report['surrogate_clean']:.1%} "
+        f"({len(x)} images)"
+    )
+    for e in eps:
+        adv = pgd(surrogate, x, y, e, steps, generator=torch.Generator().manual_seed(0))
+        white = pgd(target, x, y, e, steps, generator=torch.Generator().manual_seed(0))
+        row = {"transfer": accuracy(target, adv, y), "surrogate": accuracy(surrogate, adv, y)}
+        row["white_box"] = accuracy(target, white, y)
+        report[str(e)] = row
+        log(
+            f"  eps {e}: target accuracy under transfer {row['transfer']:.1%} "
+            f"(surrogate itself {row['surrogate']:.1%}; white-box on the target {row['white_box']:.1%})"
+        )
+    return report

@@ -6,12 +6,14 @@ printability term pulling each pixel toward a printable colour (Sharif et al. 20
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genlab.adversarial.attacks import check_inputs, eval_mode
+from genlab.data import ImageDataset
 from genlab.errors import GenlabError
 
 # A small printable palette: black, white, the primaries and secondaries, mid-gray.
@@ -108,3 +110,41 @@ def evaluate_patch(
         hit = model(apply_patch(x, patch, rows, cols)).argmax(1) == target
         base = model(x).argmax(1) == target
     return PatchResult(patch, float(hit.float().mean()), float(base.float().mean()))
+
+
+def patch_demo(
+    model: nn.Module,
+    val: ImageDataset,
+    names: list[str],
+    target: str,
+    size: int = 12,
+    steps: int = 300,
+    tv_weight: float = 0.01,
+    print_weight: float = 0.01,
+    seed: int = 0,
+    out: str | Path = "patch.png",
+) -> tuple[PatchResult, int]:
+    """`genlab attack patch`: a patch toward the class called ``target``, trained on the first half of the
+    held-out ``val`` images and measured on the other half at random places (Brown et al. 2017); a picture
+    of the patch and of 16 patched images with ``model``'s answers goes to ``out``. Returns the result and
+    how many held-out images of other classes it was measured on."""
+    from genlab.adversarial.evaluation import class_index
+    from genlab.classification.evaluate import predict
+    from genlab.data import save_grid
+
+    k = class_index(names, target)
+    half = len(val) // 2
+    g = torch.Generator().manual_seed(seed)
+    patch = train_patch(
+        model, val.images[:half], k, size, steps, tv_weight=tv_weight, print_weight=print_weight, generator=g
+    )
+    result = evaluate_patch(model, patch, val.images[half:], val.labels[half:], k, generator=g)
+    others = val.images[half:][val.labels[half:] != k]
+    x = others[:16]
+    rows, cols = random_places(len(x), x.shape[2], size, g)
+    patched = apply_patch(x, patch, rows, cols)
+    pred = predict(model, patched).argmax(1).tolist()
+    side = x.shape[2]
+    big = F.pad(patch, [0, side - size, 0, side - size], value=0.5)[None]
+    save_grid(out, torch.cat([big, patched]), ["the patch"] + [names[p] for p in pred], nrow=9)
+    return result, len(others)

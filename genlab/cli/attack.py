@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from genlab.cli import cli
@@ -11,18 +9,12 @@ from genlab.cli.common import echo, number_list
 from genlab.errors import GenlabError
 
 
-def _load(run: str, device: str = "cpu"):
-    from genlab.classification.evaluate import load_classifier_run
-
-    return load_classifier_run(run, device)
-
-
 @cli.group()
 def attack() -> None:
     """Adversarial attacks on a trained classifier (images in [0, 1], normalisation inside the model)."""
 
 
-@attack.command("eval")
+@attack.command("eval", flags={"pgd_steps": "--steps", "blackbox_budget": "--budget"})
 @click.argument("run", type=click.Path())
 @click.option("--eps", default="0.1,0.2,0.3", show_default=True, help="Epsilons (L-inf, pixel units).")
 @click.option(
@@ -60,9 +52,8 @@ def attack_eval(
       genlab attack eval runs/classifier-mnist --eps 0.1,0.2,0.3
       genlab attack eval runs/robust-mnist --attacks fgsm,pgd,pgd-l2,nes --steps 40
     """
-    from genlab import rundir
-    from genlab.adversarial.evaluation import RobustnessConfig, evaluate_robustness, example_panel, spread
-    from genlab.adversarial.plots import plot_accuracy_vs_eps
+    from genlab.adversarial.evaluation import RobustnessConfig, robustness_report
+    from genlab.classification.evaluate import load_classifier_run
 
     cfg = RobustnessConfig(
         number_list(eps, "--eps", float),
@@ -74,27 +65,10 @@ def attack_eval(
         budget,
         seed,
     )
-    model, val, names = _load(run)
-    report = evaluate_robustness(model, val.images, val.labels, cfg, log=echo)
-    out_path = Path(out) if out else Path(run) / "attack.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    curve = plot_accuracy_vs_eps(report, out_path.with_name(f"{out_path.stem}_curve.png"))
-    panel = example_panel(
-        spread(val.images, val.labels, cfg.n, seed)[0],
-        report,
-        model,
-        out_path.with_name(f"{out_path.stem}_examples.png"),
-        names,
-    )
-    result = {
-        "run": run,
-        **report.to_dict(),
-        "settings": {"pgd_steps": steps, "l2_scale": l2_scale, "seed": seed},
-        "pictures": {"curve": curve.name, "examples": panel.name},
-    }
-    rundir.atomic_write_json(out_path, result)
-    failed = [c["name"] for c in report.checks if not c["passed"]]
-    echo(f"wrote {out_path}, {curve} and {panel}")
+    model, val, names = load_classifier_run(run)
+    report, (path, curve, panel) = robustness_report(run, model, val, names, cfg, out, log=echo)
+    failed = [c["name"] for c in report["checks"] if not c["passed"]]
+    echo(f"wrote {path}, {curve} and {panel}")
     if failed:
         echo(f"warning: sanity checks failed ({'; '.join(failed)}): suspect gradient masking")
 
@@ -120,35 +94,13 @@ def attack_image(
     Example:
       genlab attack image runs/classifier-mnist digit.png --eps 0.2 --target 3
     """
-    import torch
+    from genlab.adversarial.examples import attack_files
+    from genlab.classification.evaluate import load_classifier_run
 
-    from genlab.adversarial.attacks import fgsm, pgd
-    from genlab.adversarial.evaluation import magnify
-    from genlab.classification.evaluate import predict
-    from genlab.data import load_image, save_grid
-
-    model, _, names = _load(run)
-    cfg = model.config
-    x = torch.stack([load_image(p, cfg.image_size, cfg.in_channels) for p in images])
-    clean = predict(model, x).argmax(1)
-    if target is not None:
-        if target not in names:
-            raise GenlabError(f"unknown --target '{target}'; the classifier knows {', '.join(names)}")
-        y, targeted = torch.full((len(x),), names.index(target)), True
-    else:
-        y, targeted = clean, False
-    if name == "fgsm":
-        adv = fgsm(model, x, y, eps, targeted)
-    else:
-        adv = pgd(model, x, y, eps, steps, norm="l2" if name == "pgd-l2" else "linf", targeted=targeted)
-    probs = predict(model, adv)
-    grid = torch.cat([x, adv, magnify(adv - x)[0]])
-    captions = [f"clean: {names[k]}" for k in clean.tolist()]
-    captions += [f"{name}: {names[k]} ({probs[i, k]:.0%})" for i, k in enumerate(probs.argmax(1).tolist())]
-    captions += ["perturbation (magnified)"] * len(x)
-    path = save_grid(out, grid, captions, nrow=len(x))
-    for p, k0, k in zip(images, clean.tolist(), probs.argmax(1).tolist(), strict=True):
-        echo(f"{p}: {names[k0]} -> {names[k]}")
+    model, _, names = load_classifier_run(run)
+    path, pairs = attack_files(model, names, images, name, eps=eps, steps=steps, target=target, out=out)
+    for p, (clean, adversarial) in zip(images, pairs, strict=True):
+        echo(f"{p}: {clean} -> {adversarial}")
     echo(f"wrote {path}")
 
 
@@ -172,34 +124,14 @@ def attack_optimize(
       genlab attack optimize runs/classifier-mnist --target 7
       genlab attack optimize runs/classifier-mnist --target 3 --source digit.png --lam 0.05
     """
-    import torch
+    from genlab.adversarial.examples import optimized_examples
+    from genlab.classification.evaluate import load_classifier_run
 
-    from genlab.adversarial.attacks import optimize_input
-    from genlab.classification.evaluate import predict
-    from genlab.data import load_image, save_grid
-
-    model, _, names = _load(run)
-    if target not in names:
-        raise GenlabError(f"unknown --target '{target}'; the classifier knows {', '.join(names)}")
-    cfg = model.config
-    src = load_image(source, cfg.image_size, cfg.in_channels)[None] if source else None
-    count = 1 if src is not None else n
-    y = torch.full((count,), names.index(target))
-    x = optimize_input(
-        model,
-        y,
-        src,
-        steps=steps,
-        lam=lam,
-        shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
-        generator=torch.Generator().manual_seed(seed),
+    model, _, names = load_classifier_run(run)
+    path = optimized_examples(
+        model, names, target, source=source, lam=lam, steps=steps, n=n, seed=seed, out=out
     )
-    probs = predict(model, x)
-    images = torch.cat([src, x]) if src is not None else x
-    captions = (["source"] if src is not None else []) + [
-        f"{names[k]} ({probs[i, k]:.0%})" for i, k in enumerate(probs.argmax(1).tolist())
-    ]
-    echo(f"wrote {save_grid(out, images, captions)}")
+    echo(f"wrote {path}")
 
 
 @attack.command("patch")
@@ -221,30 +153,22 @@ def attack_patch(
     Example:
       genlab attack patch runs/classifier-mnist --target 8 --size 12
     """
-    import torch
+    from genlab.adversarial.patch import patch_demo
+    from genlab.classification.evaluate import load_classifier_run
 
-    from genlab.adversarial.patch import apply_patch, evaluate_patch, random_places, train_patch
-    from genlab.classification.evaluate import predict
-    from genlab.data import save_grid
-
-    model, val, names = _load(run)
-    if target not in names:
-        raise GenlabError(f"unknown --target '{target}'; the classifier knows {', '.join(names)}")
-    k = names.index(target)
-    half = len(val) // 2
-    g = torch.Generator().manual_seed(seed)
-    patch = train_patch(
-        model, val.images[:half], k, size, steps, tv_weight=tv_weight, print_weight=print_weight, generator=g
+    model, val, names = load_classifier_run(run)
+    result, others = patch_demo(
+        model,
+        val,
+        names,
+        target,
+        size=size,
+        steps=steps,
+        tv_weight=tv_weight,
+        print_weight=print_weight,
+        seed=seed,
+        out=out,
     )
-    result = evaluate_patch(model, patch, val.images[half:], val.labels[half:], k, generator=g)
-    others = int((val.labels[half:] != k).sum())
-    x = val.images[half:][val.labels[half:] != k][:16]
-    rows, cols = random_places(len(x), x.shape[2], size, g)
-    patched = apply_patch(x, patch, rows, cols)
-    pred = predict(model, patched).argmax(1).tolist()
-    side = x.shape[2]
-    big = torch.nn.functional.pad(patch, [0, side - size, 0, side - size], value=0.5)[None]
-    save_grid(out, torch.cat([big, patched]), ["the patch"] + [names[p] for p in pred], nrow=9)
     echo(
         f"patch of {size}x{size} pixels toward '{target}': {result.success_rate:.1%} of {others} held-out "
         f"images of other classes become '{target}' (without it: {result.clean_target_rate:.1%}); {out}"
@@ -266,31 +190,13 @@ def attack_transfer(surrogate: str, target_run: str, eps: str, steps: int, n: in
       genlab train classifier --data mnist --widths 8,16 --seed 1 --out runs/surrogate
       genlab attack transfer runs/surrogate runs/classifier-mnist
     """
-    import torch
+    from genlab.adversarial.evaluation import transfer_attack
+    from genlab.classification.evaluate import load_classifier_run
 
-    from genlab.adversarial.attacks import pgd
-    from genlab.adversarial.evaluation import accuracy
-
-    source, val, _ = _load(surrogate)
-    target, val_t, _ = _load(target_run)
-    if (
-        source.config.image_size != target.config.image_size
-        or source.config.in_channels != target.config.in_channels
-    ):
-        raise GenlabError("the surrogate and the target must take images of the same shape")
-    x, y = val_t.images[:n], val_t.labels[:n]
-    echo(
-        f"target clean accuracy {accuracy(target, x, y):.1%}, surrogate {accuracy(source, x, y):.1%} "
-        f"({len(x)} images)"
-    )
-    for e in number_list(eps, "--eps", float):
-        adv = pgd(source, x, y, e, steps, generator=torch.Generator().manual_seed(0))
-        white = pgd(target, x, y, e, steps, generator=torch.Generator().manual_seed(0))
-        echo(
-            f"  eps {e}: target accuracy under transfer {accuracy(target, adv, y):.1%} "
-            f"(surrogate itself {accuracy(source, adv, y):.1%}; "
-            f"white-box on the target {accuracy(target, white, y):.1%})"
-        )
+    source, _, _ = load_classifier_run(surrogate)
+    target, val, _ = load_classifier_run(target_run)
+    eps_list = number_list(eps, "--eps", float)
+    transfer_attack(source, target, val.images[:n], val.labels[:n], eps=eps_list, steps=steps, log=echo)
 
 
 @attack.command("linearity")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from genlab.cli import cli
 from genlab.cli.common import SAMPLER_NAMES, echo, number_list, precision_option, sampling_options
 from genlab.cli.data import data
+from genlab.errors import GenlabError
 
-METRIC_NAMES = ("accuracy", "fid", "kid", "pr", "coverage", "memorization")
-TEXT_METRIC_NAMES = ("adherence", "fid", "kid", "pr", "memorization")  # + clip with --clip RUN
 FEATURES_HELP = (
     "Features for FID/KID/precision-recall: 'auto' (a classifier of the run's dataset, trained once and "
     "cached), 'inception' (pip install 'genlab[inception]'), or a classifier run. Default: the --classifier "
@@ -19,7 +16,17 @@ FEATURES_HELP = (
 )
 
 
-@cli.command("eval")
+# Parameters of the library that this command sets under other names, or that its messages name as hints
+EVAL_FLAGS = {
+    "clip": "--clip RUN",
+    "classifier": "--classifier RUN",
+    "judge": "--classifier RUN",
+    "extractor": "--features",
+    "cond": "--cond",  # how `genlab train diffusion` makes a class-conditional run
+}
+
+
+@cli.command("eval", flags=EVAL_FLAGS)
 @click.argument("run", type=click.Path())
 @click.option(
     "--classifier",
@@ -37,8 +44,8 @@ FEATURES_HELP = (
 @click.option(
     "--metrics",
     default=None,
-    help=f"Comma-separated subset; default {','.join(METRIC_NAMES)} (text-to-image: "
-    f"{','.join(TEXT_METRIC_NAMES)}, and clip with --clip).",
+    help="Comma-separated subset; default accuracy,fid,kid,pr,coverage,memorization (text-to-image: "
+    "adherence,fid,kid,pr,memorization, and clip with --clip).",  # genlab.evaluation.run's defaults
 )
 @click.option(
     "--prompts",
@@ -96,26 +103,11 @@ def eval_cmd(
       genlab eval runs/diffusion-mnist --metrics fid --n 250 --sweep-steps 5,10,20,50
       genlab eval runs/diffusion-mnist --classifier runs/classifier-mnist --features inception
     """
-    from genlab import rundir
-    from genlab.data import DataConfig, load_splits
-    from genlab.errors import GenlabError
-    from genlab.evaluation.evaluation import FEATURE_METRICS, EvalConfig, evaluate_generator
-    from genlab.evaluation.features import classifier_extractor, resolve_extractor
-    from genlab.metrics.html import write_report
-    from genlab.nn.pretrained import config_from_dict
+    from genlab.evaluation.run import RunEvalOptions, evaluate_run, read_run, run_eval_config
     from genlab.pipelines import load_pipeline
 
-    config = rundir.read_config(run)
-    gan = config.get("kind") == "gan"
-    if not gan:
-        config = rundir.read_config(run, kind="diffusion")
-    cond = config.get("diffusion", {}).get("cond")
-    text = cond == "text"
-    conditional = cond == "class" or config.get("model", {}).get("num_classes", 0) > 0
-    if metrics is None:
-        names = METRIC_NAMES if conditional else tuple(m for m in METRIC_NAMES if m != "accuracy")
-        metrics = ",".join(TEXT_METRIC_NAMES + (("clip",) if clip_run else ())) if text else ",".join(names)
-    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    info = read_run(run)
+    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics is not None else None
     sweep = number_list(sweep_steps, "--sweep-steps")
     samplers = (
         SAMPLER_NAMES if sweep_samplers == "all" else tuple(s.strip() for s in sweep_samplers.split(","))
@@ -125,97 +117,40 @@ def eval_cmd(
         raise GenlabError(
             f"unknown --sweep-samplers {', '.join(bad)}; choose from {', '.join(SAMPLER_NAMES)}"
         )
-    if gan:  # one generator pass: steps, sampler and guidance do not apply
-        if sweep:
-            raise GenlabError("--sweep-steps applies to diffusion runs; a GAN makes an image in one pass")
-        steps, sampler, guidance = 1, "generator", 1.0
-    cfg = EvalConfig(n, steps, sampler, guidance, seed, wanted, sweep, samplers)
+    cfg = run_eval_config(
+        info,
+        wanted,
+        clip=bool(clip_run),
+        n=n,
+        steps=steps,
+        sampler=sampler,
+        guidance_scale=guidance,
+        seed=seed,
+        sweep_steps=sweep,
+        sweep_samplers=samplers,
+    )
     pipe = load_pipeline(run, device=device, precision=precision)
-    data_cfg = config_from_dict(DataConfig, rundir.read_config(run).get("data", {}), f"{run}/config.json")
-    train, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
-
-    judge_extractor = classifier_extractor(classifier) if classifier else None
-    extractor = None
-    if set(wanted) & FEATURE_METRICS or sweep:
-        spec = features or (classifier if classifier else "auto")
-        extractor = (
-            judge_extractor
-            if spec == classifier
-            else resolve_extractor(spec, data_cfg, progress=not no_progress, log=echo)
-        )
-    judge = None
-    if set(wanted) & {"accuracy", "coverage"}:
-        source = judge_extractor or extractor or resolve_extractor("auto", data_cfg, log=echo)
-        judge = source.classifier
-        if judge is None:
-            raise GenlabError("accuracy/coverage need a classifier: pass --classifier RUN")
-
-    out_path = Path(out) if out else Path(run) / "eval.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = out_path.stem
-    prompt_list = _prompts(prompts, val, n) if text else None
     clip = None
     if clip_run:
         from genlab.clip.model import CLIP
 
         clip = CLIP.from_pretrained(clip_run)
-    how = "one generator pass" if gan else f"{sampler}, {steps} steps, guidance {guidance}"
-    echo(f"sampling {cfg.n} images ({how}, seed {seed})")
-    report = evaluate_generator(
-        pipe, train, val, extractor, judge, cfg, out_path.parent, prefix, echo, prompt_list, clip
+    if info.gan:
+        from genlab.gan.plots import plot_gan_training as training_plot
+    else:
+        from genlab.metrics.plots import plot_diffusion_training as training_plot
+    options = RunEvalOptions(
+        classifier=classifier,
+        features=features,
+        prompts=prompts,
+        out=out,
+        precision=precision,
+        progress=not no_progress,
+        judge_name="the classifier given with --classifier",
     )
-    report = {"run": str(run), "data": data_cfg.name, **report}
-    if not gan:  # the forward passes' precision, "auto" resolved for the device sampled on
-        from genlab.nn.precision import resolve_precision
-
-        report["precision"] = resolve_precision(precision, next(pipe.network.parameters()).device)
-    if judge_extractor is not None:
-        report["classifier"] = str(classifier)
-        report["classifier_val_acc"] = judge_extractor.val_accuracy
-    if gan:
-        from genlab.gan.plots import plot_gan_training
-
-        curve = plot_gan_training(
-            rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png", config.get("class_names")
-        )
-    else:
-        from genlab.metrics.plots import plot_diffusion_training
-
-        curve = plot_diffusion_training(
-            rundir.read_metrics(run), out_path.parent / f"{prefix}_training.png", config.get("class_names")
-        )
-    if curve is not None:
-        report["pictures"]["training"] = curve.name
-    rundir.atomic_write_json(out_path, report)
-    page = write_report(out_path.with_suffix(".html"), report, f"genlab evaluation of {run}")
+    report, path, page = evaluate_run(info, pipe, cfg, options, clip, training_plot, log=echo)
     _print_report(report)
-    click.echo(f"wrote {out_path} and {page}")
-
-
-def _prompts(spec: str, val, n: int) -> list[str]:
-    """``n`` prompts: validation captions spread over the split (``single``: single-object ones only, as
-    far as the dataset can tell), or the lines of a file, cycled."""
-    from genlab.errors import GenlabError
-
-    if spec in ("val", "single"):
-        captions = val.captions
-        if spec == "single":
-            from genlab.metrics.adherence import single_object_prompts
-
-            captions = single_object_prompts(captions)
-            if not captions:
-                raise GenlabError("--prompts single: this dataset has no single-object captions (shapes has)")
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise GenlabError(f"--prompts {spec!r} is neither 'val', 'single' nor a file of prompts")
-        captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not captions:
-            raise GenlabError(f"--prompts file {spec} has no prompts (one per line)")
-    if len(captions) >= n:
-        idx = [round(i * (len(captions) - 1) / max(1, n - 1)) for i in range(n)]
-        return [captions[i] for i in idx]
-    return [captions[i % len(captions)] for i in range(n)]
+    click.echo(f"wrote {path} and {page}")
 
 
 def _sampling(report: dict) -> str:
@@ -288,17 +223,15 @@ def data_floor(name: str, n: int, features: str, seed: int, image_size: int | No
     Example:
       genlab data floor mnist --n 500
     """
-    from genlab.data import DataConfig, load_splits
-    from genlab.evaluation.evaluation import real_data_floor
-    from genlab.evaluation.features import resolve_extractor
+    from genlab.data import DataConfig
+    from genlab.evaluation.evaluation import dataset_floor
 
-    cfg = DataConfig(name=name, split_seed=seed, image_size=image_size)
-    train, val = load_splits(cfg.name, cfg.split_seed, cfg.val_fraction, cfg.image_size)
-    extractor = resolve_extractor(features, cfg, log=echo)
-    result = real_data_floor(train, val, extractor, n)
+    result = dataset_floor(
+        DataConfig(name=name, split_seed=seed, image_size=image_size), n, features, log=echo
+    )
     fid, kid, pr = result["fid"], result["kid"], result["pr"]
-    click.echo(f"real {name}: {n} training images against {len(val)} validation images")
-    click.echo(f"features: {extractor.name}")
+    click.echo(f"real {name}: {n} training images against {fid['real']} validation images")
+    click.echo(f"features: {fid['features']}")
     click.echo(
         f"FID {fid['value']:.3f}, KID {kid['value']:.5f} +- {kid['std']:.5f}, "
         f"precision {pr['precision']:.3f}, recall {pr['recall']:.3f} (k=3)"

@@ -3,7 +3,7 @@ data when no pretrained network is given), sample quality during training (the m
 `genlab eval` report. The metrics themselves, pure functions of features and images, are genlab.metrics."""
 
 from genlab.evaluation.accuracy import conditional_accuracy, generate_samples
-from genlab.evaluation.evaluation import EvalConfig, evaluate_generator, real_data_floor
+from genlab.evaluation.evaluation import EvalConfig, EvalInputs, evaluate_generator, real_data_floor
 from genlab.evaluation.features import (
     FeatureExtractor,
     classifier_extractor,
@@ -13,6 +13,7 @@ from genlab.evaluation.features import (
 
 __all__ = [
     "EvalConfig",
+    "EvalInputs",
     "FeatureExtractor",
     "classifier_extractor",
     "conditional_accuracy",

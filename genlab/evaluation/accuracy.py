@@ -39,7 +39,7 @@ def generate_samples(
     """``n`` images from ``pipe`` and their labels: for a class model ``n // K`` of every class (at least
     one), class by class; for an unconditional one ``n`` images and no labels. Deterministic in ``seed``."""
     if n < 1:
-        raise GenlabError(f"--n must be at least 1 (got {n})")
+        raise GenlabError(f"`n` must be at least 1 (got {n})")
     k = pipe.num_classes
     labels = torch.arange(k).repeat_interleave(max(1, n // k)) if k else None
     total = len(labels) if labels is not None else n
@@ -78,10 +78,10 @@ def conditional_accuracy(
     """
     num_classes = pipe.num_classes
     if num_classes == 0:
-        raise GenlabError("accuracy needs a class-conditional model (trained with --cond class)")
+        raise GenlabError("accuracy needs a class-conditional model (trained with `cond` class)")
     check_judge(pipe, classifier)
     if per_class < 1:
-        raise GenlabError(f"--n must give at least one image per class (got {per_class} per class)")
+        raise GenlabError(f"`per_class` must be at least 1 (got {per_class})")
     images, labels = generate_samples(
         pipe, per_class * num_classes, steps, sampler, guidance_scale, seed, batch_size
     )

@@ -1,4 +1,5 @@
-"""Evaluate a generator: sample once, then score the samples with every metric asked for.
+"""Evaluate a generator: sample once, then score the samples with every metric asked for, one small
+function per metric, composed by evaluate_generator.
 
 Every number in the result names the features it was computed on and how many real and generated images
 went into it, so two reports can be compared only when they share both.
@@ -15,10 +16,10 @@ from typing import Any
 import torch
 
 from genlab.classification.evaluate import predict
-from genlab.data import ImageDataset, save_grid
-from genlab.errors import GenlabError
+from genlab.data import DataConfig, ImageDataset, load_splits, save_grid
+from genlab.errors import GenlabError, param
 from genlab.evaluation.accuracy import check_judge, class_accuracy, generate_samples
-from genlab.evaluation.features import FeatureExtractor, reference_features
+from genlab.evaluation.features import FeatureExtractor, reference_features, resolve_extractor
 from genlab.metrics.coverage import mode_coverage, nearest_neighbours
 from genlab.metrics.distances import fid_from_features, kernel_inception_distance
 from genlab.metrics.plots import plot_histogram, plot_sweep
@@ -46,12 +47,25 @@ class EvalConfig:
         unknown = sorted(set(self.metrics) - set(METRICS))
         if unknown or not self.metrics:
             raise GenlabError(
-                f"unknown --metrics {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
+                f"unknown `metrics` {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
             )
         if self.n < 2:
-            raise GenlabError(f"--n must be at least 2 to compare distributions (got {self.n})")
+            raise GenlabError(f"`n` must be at least 2 to compare distributions (got {self.n})")
         if self.steps < 1 or any(s < 1 for s in self.sweep_steps):
             raise GenlabError("sampling steps must be at least 1")
+
+
+@dataclass
+class EvalInputs:
+    """What the samples are scored against and with; a metric whose input is missing cannot be asked for."""
+
+    train: ImageDataset  # memorization, and the FID floor
+    val: ImageDataset  # the real images the distribution metrics compare with
+    extractor: FeatureExtractor | None = None  # features of FID, KID, precision/recall and the sweep
+    judge: torch.nn.Module | None = None  # a classifier: accuracy and coverage
+    prompts: list[str] | None = None  # text-to-image: one sample per prompt
+    clip: torch.nn.Module | None = None  # a CLIP model: the CLIP score
+    judge_name: str = "the classifier given"  # the judge's name in the report, unless the extractor's
 
 
 class _CallCounter:
@@ -64,90 +78,195 @@ class _CallCounter:
     def _hook(self, *_: Any) -> None:
         self.calls += 1
 
+    def per_batch(self, images: torch.Tensor, batch_size: int) -> int:
+        """Model evaluations per batch of ``images``: what one image costs, however many share a batch."""
+        return self.calls // max(1, -(-len(images) // batch_size))
 
-def _scores(real: torch.Tensor, fake: torch.Tensor, floor: torch.Tensor | None, wanted: set[str], name: str):
+
+def check_inputs(wanted: set[str], pipe: Any, inputs: EvalInputs) -> None:
+    """A one-line error for the first metric of ``wanted`` that ``pipe`` and ``inputs`` cannot serve."""
+    if wanted & TEXT_METRICS and inputs.prompts is None:
+        raise GenlabError(f"{'/'.join(sorted(wanted & TEXT_METRICS))} apply to text-to-image runs only")
+    if "clip" in wanted and inputs.clip is None:
+        raise GenlabError(f"the CLIP score needs a CLIP run: pass {param('clip')}")
+    if "accuracy" in wanted and not pipe.num_classes > 0:
+        raise GenlabError(f"accuracy needs a class-conditional model (trained with {param('cond')} class)")
+    if wanted & JUDGED_METRICS and inputs.judge is None:
+        raise GenlabError(
+            f"{'/'.join(sorted(wanted & JUDGED_METRICS))} need a classifier: pass {param('judge')}"
+        )
+    if wanted & FEATURE_METRICS and inputs.extractor is None:
+        raise GenlabError(f"fid/kid/pr need a feature extractor: pass {param('extractor')}")
+    if inputs.judge is not None:
+        check_judge(pipe, inputs.judge)
+
+
+def sample(
+    pipe: Any, cfg: EvalConfig, steps: int, sampler: str, prompts: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The samples to score and their labels: ``cfg.n`` images (evenly over the classes of a class
+    model), or one image per prompt and no labels; the same seeds at every ``steps`` and ``sampler``."""
+    if prompts is None:
+        return generate_samples(pipe, cfg.n, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size)
+    images = generate_from_prompts(
+        pipe, prompts, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size
+    )
+    return images, None
+
+
+def fid_score(real: torch.Tensor, fake: torch.Tensor, floor: torch.Tensor | None = None) -> dict[str, float]:
+    """FID (Heusel et al. 2017, eq. 6) of ``fake`` against ``real`` features; with ``floor``, the features
+    of as many real training images, the FID of real data at this sample size beside it."""
+    out = {"value": fid_from_features(real, fake)}
+    if floor is not None:
+        out["floor_real_train"] = fid_from_features(real, floor)
+    return out
+
+
+def kid_score(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """KID (Binkowski et al. 2018): the mean and spread over 100 subsets of half the smaller sample (at
+    most 1000, their size), so that the subsets differ and their spread says how far to trust the mean."""
+    subset = max(2, min(len(real), len(fake), 2000) // 2)
+    mean, std = kernel_inception_distance(real, fake, subset_size=subset)
+    return {"value": mean, "std": std, "subset_size": subset}
+
+
+def feature_scores(
+    real: torch.Tensor, fake: torch.Tensor, floor: torch.Tensor | None, wanted: set[str], name: str
+) -> dict[str, Any]:
+    """FID, KID and precision/recall (Kynkaanniemi et al. 2019, k=3), those of ``wanted``, each naming the
+    features ``name`` it was computed on and its image counts."""
     sizes = {"real": len(real), "generated": len(fake), "features": name}
     out: dict[str, Any] = {}
     if "fid" in wanted:
-        out["fid"] = {"value": fid_from_features(real, fake), **sizes}
-        if floor is not None:
-            out["fid"]["floor_real_train"] = fid_from_features(real, floor)
+        fid = fid_score(real, fake, floor)
+        out["fid"] = {"value": fid.pop("value"), **sizes, **fid}
     if "kid" in wanted:
-        # Subsets of half the smaller sample (at most 1000, Binkowski et al.'s size), so that the 100
-        # subsets differ and their spread says how far to trust the mean.
-        subset = max(2, min(len(real), len(fake), 2000) // 2)
-        mean, std = kernel_inception_distance(real, fake, subset_size=subset)
-        out["kid"] = {"value": mean, "std": std, "subset_size": subset, **sizes}
+        out["kid"] = {**kid_score(real, fake), **sizes}
     if "pr" in wanted:
         out["pr"] = {**precision_recall(real, fake), **sizes}
     return out
 
 
+def floor_features(extractor: FeatureExtractor, train: ImageDataset, n: int) -> torch.Tensor:
+    """Features of ``n`` real training images (a fixed random subset): the samples of the FID floor."""
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
+    return reference_features(extractor, train)[pick]
+
+
+def accuracy_score(
+    predicted: torch.Tensor, labels: torch.Tensor, names: list[str], judge: str
+) -> dict[str, Any]:
+    """How often the judge's ``predicted`` classes are the classes asked for, overall and per class."""
+    acc = class_accuracy(predicted, labels, len(names))
+    return {
+        "value": acc["accuracy"],
+        "per_class": dict(zip(names, acc["per_class_accuracy"], strict=True)),
+        "generated": len(predicted),
+        "judge": judge,
+    }
+
+
+def coverage_score(
+    predicted: torch.Tensor, names: list[str], judge: str, path: str | Path
+) -> tuple[dict[str, Any], str]:
+    """Mode coverage of the judge's ``predicted`` classes (of ``names``), and the file name of its
+    histogram, drawn to ``path``."""
+    cover = mode_coverage(predicted, len(names))
+    title = f"predicted classes of {len(predicted)} samples"
+    picture = plot_histogram(cover["histogram"], names, path, title).name
+    return {**cover, "classes": names, "judge": judge}, picture
+
+
+def memorization(images: torch.Tensor, train: ImageDataset, val: ImageDataset, path: Path) -> dict:
+    """Each sample's nearest training image in pixel space, beside what held-out real images get; a panel
+    of the closest pairs goes to ``path``."""
+    samples_nn = nearest_neighbours(images, train.images)
+    held_out_nn = nearest_neighbours(val.images, train.images)  # what "new, not copied" looks like
+    d = samples_nn["distances"]
+    order = d.argsort()[:8]
+    pairs = torch.stack([torch.stack([images[i], train.images[samples_nn["indices"][i]]]) for i in order])
+    captions = [c for i in order for c in (f"sample d={float(d[i]):.2f}", "nearest training")]
+    panel = save_grid(path, pairs.flatten(0, 1), captions, nrow=4)
+    return {
+        "median_distance": float(d.median()),
+        "min_distance": float(d.min()),
+        "held_out_median_distance": float(held_out_nn["distances"].median()),
+        "pixels": "L2 over pixels in [0, 1]",
+        "panel": str(panel),
+        "generated": len(images),
+        "training": len(train),
+    }
+
+
+def sampler_sweep(
+    pipe: Any,
+    cfg: EvalConfig,
+    inputs: EvalInputs,
+    real: torch.Tensor,
+    counter: _CallCounter,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """FID against the ``real`` features (and the judge's accuracy for a class model) at every step count
+    of ``cfg.sweep_steps`` for every sampler of ``cfg.sweep_samplers``, with the model evaluations per
+    image and the seconds each point costs."""
+    rows = []
+    for sampler in cfg.sweep_samplers or (cfg.sampler,):
+        for steps in cfg.sweep_steps:
+            counter.calls = 0
+            t0 = time.perf_counter()
+            x, y = sample(pipe, cfg, steps, sampler, inputs.prompts)
+            row = {
+                "sampler": sampler,
+                "steps": steps,
+                "nfe": counter.per_batch(x, cfg.batch_size),
+                "seconds": time.perf_counter() - t0,
+                "fid": fid_from_features(real, inputs.extractor(x)),
+            }
+            if inputs.judge is not None and y is not None:
+                predicted = predict(inputs.judge, x).argmax(1)
+                row["accuracy"] = class_accuracy(predicted, y, pipe.num_classes)["accuracy"]
+            rows.append(row)
+            log(
+                f"  sweep {sampler:>9} {steps:>3} steps: FID {row['fid']:.2f}"
+                + (f", accuracy {row['accuracy']:.1%}" if "accuracy" in row else "")
+            )
+    return rows
+
+
 def evaluate_generator(
     pipe: Any,
-    train: ImageDataset,
-    val: ImageDataset,
-    extractor: FeatureExtractor | None,
-    judge: torch.nn.Module | None,
     cfg: EvalConfig,
-    out_dir: str | Path,
+    inputs: EvalInputs,
+    out_dir: str | Path = ".",
     prefix: str = "eval",
     log: Callable[[str], None] = print,
-    prompts: list[str] | None = None,
-    clip: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Sample ``cfg.n`` images from ``pipe`` (one per prompt of ``prompts`` for a text-to-image pipeline)
-    and score them against the real ``val`` split.
+    """Sample ``cfg.n`` images from ``pipe`` (one per prompt of ``inputs.prompts`` for a text-to-image
+    pipeline) and score them with every metric of ``cfg.metrics`` against the real ``inputs.val`` split.
 
-    FID, KID and precision/recall use ``extractor``'s features; accuracy and coverage use ``judge``'s
-    predictions; memorization compares pixels with ``train``. The FID floor is the FID of as many real
-    training images as samples: no generator can expect to beat it with this many images. Pictures
-    (samples, coverage histogram, memorization panel, sweep plot) go to ``out_dir/{prefix}_*.png``.
-    With prompts, ``adherence`` reads each sample's scene back from its pixels (``shapes`` data) and
-    ``clip`` is the CLIP score of image and prompt under the CLIP run ``clip``.
+    FID, KID and precision/recall use ``inputs.extractor``'s features; accuracy and coverage the
+    predictions of ``inputs.judge``; memorization compares pixels with ``inputs.train``. The FID floor is
+    the FID of as many real training images as samples: no generator can expect to beat it with this many
+    images. Pictures (samples, coverage histogram, memorization panel, sweep plot) go to
+    ``out_dir/{prefix}_*.png``. With prompts, ``adherence`` reads each sample's scene back from its pixels
+    (``shapes`` data) and ``clip`` is the CLIP score of image and prompt under ``inputs.clip``.
     """
     wanted = set(cfg.metrics)
-    if wanted & TEXT_METRICS and prompts is None:
-        raise GenlabError(f"{'/'.join(sorted(wanted & TEXT_METRICS))} apply to text-to-image runs only")
-    if "clip" in wanted and clip is None:
-        raise GenlabError("the CLIP score needs a CLIP run: pass --clip RUN")
-    class_model = pipe.num_classes > 0
-    if "accuracy" in wanted and not class_model:
-        raise GenlabError("accuracy needs a class-conditional model (trained with --cond class)")
-    if wanted & JUDGED_METRICS and judge is None:
-        raise GenlabError(
-            f"{'/'.join(sorted(wanted & JUDGED_METRICS))} need a classifier: pass --classifier RUN"
-        )
-    if wanted & FEATURE_METRICS and extractor is None:
-        raise GenlabError("fid/kid/pr need a feature extractor: pass --features")
-    if judge is not None:
-        check_judge(pipe, judge)
-    out_dir = Path(out_dir)
+    check_inputs(wanted, pipe, inputs)
+    out_dir, extractor, judge, prompts = Path(out_dir), inputs.extractor, inputs.judge, inputs.prompts
     names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
-    settings = {
+    counter = _CallCounter(pipe.network)
+    t0 = time.perf_counter()
+    images, labels = sample(pipe, cfg, cfg.steps, cfg.sampler, prompts)
+    report: dict[str, Any] = {
+        "n": len(images),
         "sampler": cfg.sampler,
         "steps": cfg.steps,
         "guidance_scale": cfg.guidance_scale,
         "seed": cfg.seed,
-    }
-
-    def make(steps: int, sampler: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if prompts is None:
-            return generate_samples(pipe, cfg.n, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size)
-        return generate_from_prompts(
-            pipe, prompts, steps, sampler, cfg.guidance_scale, cfg.seed, cfg.batch_size
-        ), None
-
-    counter = _CallCounter(pipe.network)
-    t0 = time.perf_counter()
-    images, labels = make(cfg.steps, cfg.sampler)
-    seconds = time.perf_counter() - t0
-    batches = -(-len(images) // cfg.batch_size)
-    report: dict[str, Any] = {
-        "n": len(images),
-        **settings,
-        "nfe": counter.calls // max(1, batches),
-        "sampling_seconds": seconds,
+        "nfe": counter.per_batch(images, cfg.batch_size),
+        "sampling_seconds": time.perf_counter() - t0,
         "pictures": {},
     }
     if extractor is not None:
@@ -157,24 +276,14 @@ def evaluate_generator(
     predicted = None
     if judge is not None:
         predicted = predict(judge, images).argmax(1)
-        judge_names = list(judge.config.class_names) or [str(i) for i in range(judge.config.num_classes)]
+        verdict = _judge_name(inputs)
         if "accuracy" in wanted:
-            acc = class_accuracy(predicted, labels, pipe.num_classes)
-            report["accuracy"] = {
-                "value": acc["accuracy"],
-                "per_class": dict(zip(names, acc["per_class_accuracy"], strict=True)),
-                "generated": len(images),
-                "judge": _judge_name(judge, extractor),
-            }
+            report["accuracy"] = accuracy_score(predicted, labels, names, verdict)
         if "coverage" in wanted:
-            cover = mode_coverage(predicted, judge.config.num_classes)
-            report["coverage"] = {**cover, "classes": judge_names, "judge": _judge_name(judge, extractor)}
-            pictures["coverage"] = plot_histogram(
-                cover["histogram"],
-                judge_names,
-                out_dir / f"{prefix}_coverage.png",
-                f"predicted classes of {len(images)} samples",
-            ).name
+            path = out_dir / f"{prefix}_coverage.png"
+            report["coverage"], pictures["coverage"] = coverage_score(
+                predicted, _classes(judge), verdict, path
+            )
 
     grid = out_dir / f"{prefix}_samples.png"
     if prompts is not None:
@@ -187,46 +296,22 @@ def evaluate_generator(
         if "clip" in wanted:
             from genlab.metrics.clip_score import clip_score
 
-            report["clip"] = clip_score(clip, images, prompts)
+            report["clip"] = clip_score(inputs.clip, images, prompts)
     else:
         pictures["samples"] = _sample_grid(images, labels, predicted, names, judge, grid)
 
-    real = floor = None
     if wanted & FEATURE_METRICS or cfg.sweep_steps:
-        real = reference_features(extractor, val)
-        if "fid" in wanted:
-            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: len(images)]
-            floor = reference_features(extractor, train)[pick]
-        report.update(_scores(real, extractor(images), floor, wanted, extractor.name))
+        real = reference_features(extractor, inputs.val)
+        floor = floor_features(extractor, inputs.train, len(images)) if "fid" in wanted else None
+        report.update(feature_scores(real, extractor(images), floor, wanted, extractor.name))
 
     if "memorization" in wanted:
-        report["memorization"] = _memorization(images, train, val, out_dir / f"{prefix}_memorization.png")
+        path = out_dir / f"{prefix}_memorization.png"
+        report["memorization"] = memorization(images, inputs.train, inputs.val, path)
         pictures["memorization"] = Path(report["memorization"]["panel"]).name
 
     if cfg.sweep_steps:
-        samplers = cfg.sweep_samplers or (cfg.sampler,)
-        report["sweep"] = []
-        for sampler in samplers:
-            for steps in cfg.sweep_steps:
-                counter.calls = 0
-                t0 = time.perf_counter()
-                x, y = make(steps, sampler)
-                row = {
-                    "sampler": sampler,
-                    "steps": steps,
-                    "nfe": counter.calls // max(1, -(-len(x) // cfg.batch_size)),
-                    "seconds": time.perf_counter() - t0,
-                    "fid": fid_from_features(real, extractor(x)),
-                }
-                if judge is not None and y is not None:
-                    row["accuracy"] = class_accuracy(predict(judge, x).argmax(1), y, pipe.num_classes)[
-                        "accuracy"
-                    ]
-                report["sweep"].append(row)
-                log(
-                    f"  sweep {sampler:>9} {steps:>3} steps: FID {row['fid']:.2f}"
-                    + (f", accuracy {row['accuracy']:.1%}" if "accuracy" in row else "")
-                )
+        report["sweep"] = sampler_sweep(pipe, cfg, inputs, real, counter, log)
         floor = report.get("fid", {}).get("floor_real_train")
         pictures["sweep"] = plot_sweep(report["sweep"], out_dir / f"{prefix}_sweep.png", floor=floor).name
     counter.handle.remove()
@@ -253,10 +338,15 @@ def generate_from_prompts(
     )
 
 
-def _judge_name(judge: torch.nn.Module, extractor: FeatureExtractor | None) -> str:
-    if extractor is not None and extractor.classifier is judge:
+def _classes(judge: torch.nn.Module) -> list[str]:
+    return list(judge.config.class_names) or [str(i) for i in range(judge.config.num_classes)]
+
+
+def _judge_name(inputs: EvalInputs) -> str:
+    extractor = inputs.extractor
+    if extractor is not None and extractor.classifier is inputs.judge:
         return extractor.name.replace(", penultimate layer", "").split(" (")[0]
-    return "the classifier given with --classifier"
+    return inputs.judge_name
 
 
 def _sample_grid(images, labels, predicted, names, judge, path: Path) -> str:
@@ -269,32 +359,12 @@ def _sample_grid(images, labels, predicted, names, judge, path: Path) -> str:
         show, pick = 8, list(range(min(64, len(images))))
     captions = None
     if predicted is not None:
-        judged = list(judge.config.class_names) or [str(i) for i in range(judge.config.num_classes)]
+        judged = _classes(judge)
         captions = [
             (f"{names[int(labels[i])]} -> " if labels is not None else "") + judged[int(predicted[i])]
             for i in pick
         ]
     return save_grid(path, images[pick], captions, nrow=show).name
-
-
-def _memorization(images: torch.Tensor, train: ImageDataset, val: ImageDataset, path: Path) -> dict:
-    """Each sample's nearest training image in pixel space, beside what held-out real images get."""
-    samples_nn = nearest_neighbours(images, train.images)
-    held_out_nn = nearest_neighbours(val.images, train.images)  # what "new, not copied" looks like
-    d = samples_nn["distances"]
-    order = d.argsort()[:8]
-    pairs = torch.stack([torch.stack([images[i], train.images[samples_nn["indices"][i]]]) for i in order])
-    captions = [c for i in order for c in (f"sample d={float(d[i]):.2f}", "nearest training")]
-    panel = save_grid(path, pairs.flatten(0, 1), captions, nrow=4)
-    return {
-        "median_distance": float(d.median()),
-        "min_distance": float(d.min()),
-        "held_out_median_distance": float(held_out_nn["distances"].median()),
-        "pixels": "L2 over pixels in [0, 1]",
-        "panel": str(panel),
-        "generated": len(images),
-        "training": len(train),
-    }
 
 
 def real_data_floor(
@@ -303,8 +373,17 @@ def real_data_floor(
     """FID, KID and precision/recall of ``n`` real training images against the validation split: the
     score of a perfect generator at this sample size, the floor to read every other number against."""
     if not 2 <= n <= len(train):
-        raise GenlabError(f"--n must be between 2 and the {len(train)} training images (got {n})")
+        raise GenlabError(f"`n` must be between 2 and the {len(train)} training images (got {n})")
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     real = reference_features(extractor, val)
     fake = reference_features(extractor, train)[pick]
-    return {"n": n, **_scores(real, fake, None, FEATURE_METRICS, extractor.name)}
+    return {"n": n, **feature_scores(real, fake, None, FEATURE_METRICS, extractor.name)}
+
+
+def dataset_floor(
+    data: DataConfig, n: int = 500, features: str = "auto", log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """real_data_floor of the data set ``data`` on the ``features`` of resolve_extractor (auto, inception
+    or a classifier run): what a perfect generator scores with ``n`` samples."""
+    train, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
+    return real_data_floor(train, val, resolve_extractor(features, data, log=log), n)

@@ -5,7 +5,7 @@ use Inception-v3's pool features, trained on ImageNet photographs: on 28x28 digi
 those features say little. genlab's default is a classifier trained on the dataset itself, whose
 penultimate layer knows the strokes of a digit or the corners of a triangle; it is trained once per
 dataset and cached, with its validation accuracy recorded. Numbers on these features compare runs with
-one another, not with published FIDs (those need ``--features inception``).
+one another, not with published FIDs (those need the ``inception`` features).
 
 Cache: ``$GENLAB_CACHE`` or ``~/.cache/genlab``. Entries are named by content hashes (of the training
 images and recipe for an extractor, of the weights and images for reference features), so a changed
@@ -81,7 +81,7 @@ class FeatureExtractor:
             wants = "/".join(map(str, self.in_channels)) + size
             raise GenlabError(
                 f"the feature extractor ({self.name}) takes {wants} images, not {c}x{s}x{s}; "
-                "pass --features for this data (a classifier run trained on it, or inception)"
+                "pass `features` for this data (a classifier run trained on it, or inception)"
             )
 
 
@@ -128,7 +128,7 @@ def dataset_extractor(
     train, _ = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
     if train.labels is None:
         raise GenlabError(
-            f"data set {data.name} has no class labels to train a feature extractor on; pass --features "
+            f"data set {data.name} has no class labels to train a feature extractor on; pass `features` "
             "inception (pip install 'genlab[inception]') or a classifier run"
         )
     key = digest(train.images, train.labels, repr(sorted(recipe.items())), repr(asdict(data)))
@@ -185,19 +185,23 @@ def inception_extractor(device: str | torch.device = "cpu") -> FeatureExtractor:
 
 
 def resolve_extractor(
-    spec: str, data: DataConfig, device: str | torch.device = "cpu", progress: bool = True, log=print
+    features: str,
+    data: DataConfig,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> FeatureExtractor:
-    """``auto`` (the dataset's own classifier, trained and cached on first use), ``inception``, or the path
-    of a genlab classifier run."""
-    if spec == "auto":
+    """The extractor named by ``features``: ``auto`` (the dataset's own classifier, trained and cached on
+    first use), ``inception``, or the path of a genlab classifier run."""
+    if features == "auto":
         return dataset_extractor(data, progress=progress, log=log)
-    if spec == "inception":
+    if features == "inception":
         return inception_extractor(device)
-    if not Path(spec).is_dir():
+    if not Path(features).is_dir():
         raise GenlabError(
-            f"--features {spec!r} is neither 'auto', 'inception' nor a classifier run directory"
+            f"`features` {features!r} is neither 'auto', 'inception' nor a classifier run directory"
         )
-    return classifier_extractor(spec, device)
+    return classifier_extractor(features, device)
 
 
 def reference_features(

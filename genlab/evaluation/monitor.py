@@ -32,8 +32,8 @@ class MonitorConfig:
 
     def __post_init__(self) -> None:
         if self.samples < 0:
-            raise GenlabError(f"--eval-samples must be 0 (off) or positive (got {self.samples})")
-        check_range("--eval-samples", self.samples, 0, MAX_BATCH)
+            raise GenlabError(f"`samples` must be 0 (off) or positive (got {self.samples})")
+        check_range("samples", self.samples, 0, MAX_BATCH)
 
 
 def monitor_extractor(monitor: MonitorConfig, data: DataConfig, log: Callable[[str], None] = print):
