@@ -146,16 +146,11 @@ def count_numbers(cls: type, config: Any) -> int:
     return sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
 
 
-class PretrainedMixin:
-    """Mix into an ``nn.Module`` whose ``__init__`` takes one config dataclass stored as ``self.config``.
-
-    Every such network is sized before it is built (``__new__``): a config from a file or the command
-    line may ask for billions of parameters, and building them would only fail after trying to allocate
-    tens of gigabytes; beyond ``genlab.checks.MAX_PARAMETERS`` it is refused in one line instead.
-    """
-
-    kind: ClassVar[str]
-    config_class: ClassVar[type]
+class Sized:
+    """Mix into an ``nn.Module`` built from one config (its first argument): the network is sized before
+    it is built (``__new__``). A config from a file or the command line may ask for billions of
+    parameters, and building them would only fail after trying to allocate tens of gigabytes; beyond
+    ``genlab.checks.MAX_PARAMETERS`` it is refused in one line instead."""
 
     def __new__(cls, *args: Any, **kwargs: Any):
         config = args[0] if args else kwargs.get("config")
@@ -167,6 +162,15 @@ class PretrainedMixin:
                     f"the {MAX_PARAMETERS / 1e9:g} billion genlab builds; make it narrower or shallower"
                 )
         return super().__new__(cls)
+
+
+class PretrainedMixin(Sized):
+    """Mix into an ``nn.Module`` whose ``__init__`` takes one config dataclass stored as ``self.config``:
+    sized before it is built (``Sized``), saved and loaded as a genlab run (``save_pretrained`` /
+    ``from_pretrained``)."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
 
     def save_pretrained(self, run_dir: str | Path, ema: nn.Module | None = None, **sections: Any) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (and ``ema.safetensors`` when ``ema`` is given)."""

@@ -10,45 +10,22 @@ as it is: the parameter names are the checkpoint's own.
 
 from __future__ import annotations
 
-import threading
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.checks import MAX_PARAMETERS
 from genlab.errors import GenlabError
-from genlab.nn.pretrained import count_numbers
+from genlab.nn.pretrained import Sized
 
 ACTIVATIONS = ("silu", "swish")  # the same function under two names; SD uses SiLU everywhere
 ATTENTION_CHUNK = 2**25  # attention weights computed at once when they are kept: 128 MB in float32
 
-_sizing = threading.local()  # .active: inside count_numbers, so the copy on the meta device is not sized
 
-
-class SizedModule(nn.Module):
-    """A network built from one config, sized before it is built.
-
-    ``__new__`` counts the parameters on the meta device (no storage) and refuses a config beyond
-    ``genlab.checks.MAX_PARAMETERS`` in one line: a hostile ``config.json`` asking for 65536-wide blocks
-    fails before a byte is allocated (as genlab.nn.pretrained.PretrainedMixin does for genlab's runs).
-    """
-
-    def __new__(cls, config: Any, *args: Any, **kwargs: Any):
-        if not getattr(_sizing, "active", False):
-            _sizing.active = True
-            try:
-                numbers = count_numbers(cls, config)
-            finally:
-                _sizing.active = False
-            if numbers > MAX_PARAMETERS:
-                raise GenlabError(
-                    f"this {cls.__name__} config asks for {numbers / 1e9:.1f} billion parameters, more than "
-                    f"the {MAX_PARAMETERS / 1e9:g} billion genlab builds; check `block_out_channels`"
-                )
-        return super().__new__(cls)
+class SizedModule(Sized, nn.Module):
+    """A network built from one config, sized before it is built (genlab.nn.pretrained.Sized): a hostile
+    ``config.json`` asking for 65536-wide blocks fails before a byte is allocated."""
 
 
 class ResnetBlock(nn.Module):
