@@ -29,6 +29,8 @@ from genlab.nn.clip_text import CLIPTextConfig, CLIPTextTransformer, checkpoint_
 from genlab.nn.sd_unet import SDUNet, SDUNetConfig
 from genlab.nn.sd_vae import SDAutoencoder, SDVAEConfig, convert_legacy_attention
 
+TILE = 64  # latent pixels on a side of one decoded tile (512 image pixels)
+
 # diffusers' prediction_type -> genlab's parameterization (genlab.diffusion.parameterization)
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 BETA_SCHEDULES = {"scaled_linear": "scaled_linear", "linear": "linear"}
@@ -241,8 +243,11 @@ class StableDiffusion(nn.Module):
 
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images in [0, 1]."""
-        return ((self.vae.decode(z / self.vae.scaling_factor) + 1) / 2).clamp(0, 1)
+        """Scaled latents -> images in [0, 1]. Beyond 1024 pixels on a side the autoencoder decodes in
+        overlapping 512-pixel tiles (genlab.nn.sd_vae, as diffusers' ``enable_tiling``), so its memory stays
+        that of a 512 x 512 image; below, whole, exactly as the checkpoint's authors decode."""
+        tile = TILE if max(z.shape[-2:]) > 2 * TILE else None
+        return ((self.vae.decode(z / self.vae.scaling_factor, tile=tile) + 1) / 2).clamp(0, 1)
 
     def preview_latents(self, z: torch.Tensor) -> torch.Tensor:
         """A cheap RGB preview in [0, 1] of scaled latents at the latent resolution (a linear map of the
