@@ -251,3 +251,19 @@ def test_distilled_sampling_reads_trailing_timesteps_from_the_checkpoint(sd_chec
     got = pipe(PROMPT, num_inference_steps=steps, guidance_scale=1.0, sampler="euler", sigmas_kind="discrete",
                generator=torch.Generator().manual_seed(3), num_images=1).tensors  # fmt: skip
     assert (got - want).abs().max().item() < 1e-3
+
+
+def test_large_images_are_decoded_in_tiles(sd_checkpoints, monkeypatch):
+    from genlab.diffusion import stable_diffusion
+
+    pipe = load_pipeline(sd_checkpoints["sd15"], device="cpu", precision="fp32")
+    seen = []
+    decode = pipe.model.vae.decode
+    monkeypatch.setattr(
+        pipe.model.vae, "decode", lambda z, tile=None: seen.append(tile) or decode(z, tile=tile)
+    )
+    z = torch.randn(1, 4, 8, 12)
+    whole = pipe.model.decode_latents(z)
+    monkeypatch.setattr(stable_diffusion, "TILE", 4)  # now 12 latent pixels are "over twice a tile"
+    tiled = pipe.model.decode_latents(z)
+    assert seen == [None, 4] and tiled.shape == whole.shape == (1, 3, 64, 96)
