@@ -44,9 +44,7 @@ class AdversarialTrainingConfig:
         if self.norm not in NORMS:
             raise GenlabError(f"unknown norm '{self.norm}'; choose linf or l2")
         if not self.eps > 0 or self.steps < 1 or not 0 <= self.clean_weight <= 1:
-            raise GenlabError(
-                "adversarial training needs --eps > 0, --attack-steps >= 1, 0 <= --clean-weight <= 1"
-            )
+            raise GenlabError("adversarial training needs `eps` > 0, `steps` >= 1, 0 <= `clean_weight` <= 1")
 
 
 class AdversarialClassifierTask(ClassifierTask):

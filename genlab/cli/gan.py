@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from genlab.cli.common import data_fields, data_options, echo, is_main_process, monitor_options, train_options
+from genlab.cli.common import (
+    MONITOR_FLAGS,
+    data_fields,
+    data_options,
+    echo,
+    is_main_process,
+    monitor_options,
+    train_options,
+)
 from genlab.cli.gan_demos import GAN_LOSSES
 from genlab.cli.train import train
 from genlab.cli.training import choose_run_dir, report_training, run_training
@@ -19,7 +27,7 @@ GAME_OPTIONS = ("loss", "d_steps", "gp_weight", "d_lr_ratio", "r1", "mode_seekin
 MODEL_OPTIONS = ("arch", "z_dim", "width", "dropout", "pack", "minibatch_std", "spectral_norm", "clusters")
 
 
-@train.command("gan", context_settings={"show_default": True})
+@train.command("gan", flags=MONITOR_FLAGS, context_settings={"show_default": True})
 @data_options
 @click.option("--arch", default="dcgan", type=click.Choice(["mlp", "dcgan", "cgan"]))
 @click.option(
