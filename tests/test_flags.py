@@ -253,7 +253,6 @@ print("--not-a-message")
     assert [line for line, _ in flags_in_messages(source)] == [3, 6]
 
 
-@pytest.mark.xfail(strict=False, reason="the files of other helpers are being converted (issue 20)")
 def test_library_messages_name_parameters_not_options():
     """Library errors name parameters (`patch_size`); only genlab/cli/ knows the options that set them."""
     found = []
