@@ -148,3 +148,11 @@ def test_img2img_restores_and_its_commands(tmp_path, task):
     assert (tmp_path / "out.png").is_file()
     with pytest.raises(GenlabError, match="`task`"):
         RestorationConfig("colorize")
+
+
+@pytest.mark.parametrize("size", [16, 17, 21])
+def test_the_smallest_images_the_segmenter_allows_are_drawn(size):
+    """`size` may be as small as 16; cells as large as 11 pixels in radius must still fit inside."""
+    for seed in range(20):
+        image, instances = make_cell_image(CellsConfig(size=size), np.random.default_rng(seed))
+        assert image.shape == instances.shape == (size, size)

@@ -44,7 +44,7 @@ def make_cell_image(cfg: CellsConfig, rng: np.random.Generator) -> tuple[np.ndar
     instances = np.zeros((size, size), dtype=np.int32)
     centers: list[tuple[float, float, float]] = []
     for k in range(1, int(rng.integers(cfg.cells[0], cfg.cells[1] + 1)) + 1):
-        r = rng.uniform(*cfg.radius)
+        r = min(rng.uniform(*cfg.radius), size / 4)  # on a small image a cell must still fit inside
         if centers and rng.random() < cfg.touching:  # against an earlier cell, its edge on ours
             py, px, pr = centers[int(rng.integers(len(centers)))]
             angle = rng.uniform(0, 2 * math.pi)
