@@ -13,6 +13,7 @@ from genlab.nn.seg_unet import SegUNet, SegUNetConfig, fit_input, output_size
 from genlab.segmentation.augment import elastic_deform
 from genlab.segmentation.cells import (
     CellsConfig,
+    make_cell_image,
     make_cells,
     semantic_target,
     separated_pairs,
