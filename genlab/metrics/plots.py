@@ -156,4 +156,3 @@ def plot_diffusion_run(run: str | Path, path: str | Path | None = None) -> Path 
     config = read_config(run, kind="diffusion")
     out = path or Path(run) / "diagnostics.png"
     return plot_diffusion_training(read_metrics(run), out, config.get("class_names"))
-
