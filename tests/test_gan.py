@@ -773,6 +773,8 @@ def test_latent_arithmetic_draws_the_means_the_result_and_its_neighbours():
         latent_arithmetic(gan, "0", "1", "2", by="index", pool=0)
     with pytest.raises(GenlabError, match="needs a `classifier`"):
         latent_arithmetic(gan, "bright", "dark", "bright")
+    with pytest.raises(GenlabError, match=r"`exemplars` \(5\) are chosen from the `pool` \(4\)"):
+        latent_arithmetic(gan, "bright", "dark", "bright", exemplars=5, pool=4, classifier=classifier)
     cgan = _tiny_gan("cgan", num_classes=3)
     with pytest.raises(GenlabError, match="not a region of z: use `by` index$"):
         latent_arithmetic(cgan, "1", "2", "3", by="class", classifier=classifier)

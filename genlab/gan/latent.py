@@ -154,6 +154,8 @@ def latent_arithmetic(
     g = torch.Generator().manual_seed(seed)
     if pool < 1 or exemplars < 1:
         raise GenlabError("`pool` and `exemplars` must be at least 1")
+    if exemplars > pool:
+        raise GenlabError(f"`exemplars` ({exemplars}) are chosen from the `pool` ({pool}): raise `pool`")
     z = gan.latents(pool, g).cpu()
     k = gan.config.num_classes
     by = by or ("index" if k else "class")
