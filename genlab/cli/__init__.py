@@ -76,7 +76,7 @@ COMMANDS = {
     "diffusion": "diffusion",
     "edit": "edit",
     "eval": "evaluate",
-    "gan": "gan_demos",
+    "gan": "gan",
     "img2img": "img2img",
     "predict": "predict",
     "sample": "sample",

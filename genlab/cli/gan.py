@@ -1,5 +1,5 @@
-"""`genlab train gan`: GANs from the original game to DCGAN and WGAN-GP, on the shared engine, and the
-best of N seeds. The `genlab gan ...` demonstrations are genlab.cli.gan_demos."""
+"""`genlab gan ...`: a GAN run's diagnostics, toy distributions, the theory's -log 4, and walks through
+the latent space."""
 
 from __future__ import annotations
 
@@ -8,137 +8,161 @@ from typing import Any
 
 import click
 
-from genlab.cli.common import (
-    MONITOR_FLAGS,
-    data_fields,
-    data_options,
-    echo,
-    is_main_process,
-    monitor_options,
-    train_options,
-)
-from genlab.cli.gan_demos import GAN_LOSSES
-from genlab.cli.train import train
-from genlab.cli.training import choose_run_dir, report_training, run_training
-from genlab.recipes import GAN_DEFAULTS
+from genlab.cli import cli
+from genlab.cli.common import echo
 
-# the options that set GameConfig's and GANConfig's fields (and --d-norm, when given)
-GAME_OPTIONS = ("loss", "d_steps", "gp_weight", "d_lr_ratio", "r1", "mode_seeking", "augment")
-MODEL_OPTIONS = ("arch", "z_dim", "width", "dropout", "pack", "minibatch_std", "spectral_norm", "clusters")
+GAN_LOSSES = ("ns", "minimax", "wgan-gp", "hinge")  # genlab.gan.losses.LOSSES, without importing torch
 
 
-@train.command("gan", flags=MONITOR_FLAGS, context_settings={"show_default": True})
-@data_options
-@click.option("--arch", default="dcgan", type=click.Choice(["mlp", "dcgan", "cgan"]))
+@cli.group(context_settings={"show_default": True})
+def gan() -> None:
+    """GAN demonstrations: toy distributions, the theory's -log 4, latent interpolation and arithmetic."""
+
+
+@gan.command("plot")
+@click.argument("run", type=click.Path())
+@click.option("--out", default=None, help="PNG to write (default: RUN/diagnostics.png).")
+def plot_cmd(run: str, out: str | None) -> None:
+    """Draw a GAN run's diagnostics: D and G losses, D(x) and D(G(z)), FID, and the class shares of the
+    samples at every evaluation (mode collapse made visible).
+
+    \b
+    Example:
+      genlab gan plot runs/gan-mnist
+    """
+    from genlab.gan.plots import plot_run
+
+    echo(f"diagnostics: {plot_run(run, out)}")
+
+
+@gan.command("toy")
+@click.option("--data", default="ring", type=click.Choice(["ring", "ducks-cows"]))
+@click.option("--loss", default="ns", type=click.Choice(GAN_LOSSES))
+@click.option("--steps", default=20000, help="Generator steps.")
+@click.option("--minutes", default=None, type=float, help="Stop after this many minutes.")
+@click.option("--lr", default=1e-4)
+@click.option("--batch-size", default=256)
+@click.option("--d-steps", default=0, help="D steps per G step (0: the paper's).")
 @click.option(
-    "--loss",
-    default="ns",
-    type=click.Choice(GAN_LOSSES),
-    help="ns: non-saturating -log D(G(z)); minimax: log(1 - D(G(z))); wgan-gp; hinge.",
+    "--std", default=None, type=float, help="Std of each Gaussian (default: ring 0.02, ducks-cows 0.3)."
 )
-@click.option("--d-steps", default=0, help="D steps per G step (0: 5 for wgan-gp, else 1).")
-@click.option("--gp-weight", default=10.0, help="WGAN-GP's lambda.")
+@click.option("--seed", default=0)
+@click.option("--frames", default=60, help="Frames of the animation.")
 @click.option(
-    "--r1",
-    default=0.0,
-    help="gamma of the R1 penalty gamma/2 ||grad D(x)||^2 on real images (Mescheder et al. 2018); "
-    "makes D's norm default to none.",
+    "--out", default=None, help="Folder for the GIF, plot and history (default runs/gan-toy-DATA-LOSS)."
 )
-@click.option(
-    "--mode-seeking",
-    default=0.0,
-    help="Weight of the mode-seeking term (Mao et al. 2019) in G's loss: two latents of one class or "
-    "cluster must give two different images.",
-)
-@click.option("--d-lr-ratio", default=1.0, help="D's learning rate / G's.")
-@click.option(
-    "--augment",
-    default="none",
-    help="DiffAugment (Zhao et al. 2020) of every D input, real and generated alike: a comma list of "
-    "translation, cutout, color; keeps D from memorising a small data set.",
-)
-@click.option("--z-dim", default=100, help="Size of the latent z.")
-@click.option("--width", default=64, help="Channels of D's first conv layer.")
-@click.option(
-    "--d-norm",
-    default=None,
-    type=click.Choice(["batch", "layer", "none"]),
-    help="Normalisation in D (default: batch; layer for wgan-gp and none with --r1, whose penalties are "
-    "per sample).",
-)
-@click.option("--dropout", default=0.0, help="Dropout in D.")
-@click.option(
-    "--pack",
-    default=1,
-    help="PacGAN (Lin et al. 2018): D judges groups of N samples at once, which penalises mode collapse.",
-)
-@click.option(
-    "--spectral-norm", is_flag=True, help="Spectral normalisation of every D layer (Miyato et al. 2018)."
-)
-@click.option(
-    "--minibatch-std", is_flag=True, help="Give the DCGAN D the batch's feature spread (Karras et al. 2018)."
-)
-@click.option(
-    "--clusters",
-    default=0,
-    help="Self-conditioning (Liu et al. 2020): condition G and D on the k-means cluster of each training "
-    "image (no labels used); samples draw clusters by their sizes. Against mode dropping (0: off).",
-)
-@monitor_options(samples=500)
-@click.option(
-    "--restarts",
-    default=1,
-    help="Train N runs (seeds seed..seed+N-1, each as long as asked) and keep the one of best final FID.",
-)
-@train_options(**GAN_DEFAULTS)
-@click.pass_context
-def train_gan(ctx: click.Context, **params: Any) -> None:
-    """Train a GAN (Goodfellow et al. 2014) on the shared engine: k D steps per G step, an EMA of G,
-    and every --eval-every steps the FID and the histogram of generated classes (mode collapse shows as
-    classes dropping out); D(x), D(G(z)) and both losses go to metrics.jsonl.
+def toy_cmd(out: str | None, **options: Any) -> None:
+    """Train a small MLP GAN on a toy distribution and animate the generator's distribution moving onto
+    the data (in 1-D with D's curve, as in the paper's figure 1); report the modes covered over time.
 
     \b
     Examples:
-      genlab train gan --data mnist --arch dcgan --minutes 20
-      genlab train gan --data mnist --arch cgan --loss hinge --steps 2000
-      genlab train gan --clusters 50 --mode-seeking 0.1 --loss hinge --spectral-norm --d-norm none
-      genlab train gan --data mnist --arch mlp --loss minimax --steps 3000   # watch it saturate
-      genlab train gan --data shapes --loss wgan-gp --minutes 15
-      genlab train gan --data digits --restarts 3 --steps 1500
-      genlab train gan --out runs/gan-mnist --resume --steps 6000
+      genlab gan toy --data ring --loss ns --minutes 5
+      genlab gan toy --data ring --loss minimax      # the saturating loss, for comparison
+      genlab gan toy --data ducks-cows --steps 3000
     """
-    from genlab.data import DataConfig
-    from genlab.gan.models import check_pack
-    from genlab.gan.restarts import best_of_restarts, check_restarts
-    from genlab.gan.task import GameConfig, GANTask, MonitorConfig
+    from genlab.cli.common import fresh_run_dir
+    from genlab.gan.toy import ToyConfig, save_toy_run, train_toy
 
-    restarts = params["restarts"]
-    check_restarts(restarts, params["resume"], params["features"])
+    cfg = ToyConfig(**options)
+    folder = Path(out) if out else fresh_run_dir(f"runs/gan-toy-{cfg.data}-{cfg.loss}")
+    folder.mkdir(parents=True, exist_ok=True)
 
-    def build(cfg: Any) -> GANTask:
-        check_pack(params["pack"], cfg.batch_size)
-        data = DataConfig(**data_fields(params))
-        game = GameConfig(**{k: params[k] for k in GAME_OPTIONS})
-        model = {k: params[k] for k in MODEL_OPTIONS}
-        if params["d_norm"] is not None:  # else the loss's default (GANTask)
-            model["d_norm"] = params["d_norm"]
-        monitor = MonitorConfig(params["eval_samples"], params["features"])
-        return GANTask(data, game, monitor=monitor, log=echo, **model)
+    def show(record: dict) -> None:
+        echo(
+            f"step {record['step']:>6}: {record['modes_covered']}/{record['num_modes']} modes, "
+            f"{record['high_quality']:.0%} of samples within 3 std of a mode"
+        )
 
-    def rebuild(config: dict[str, Any]) -> GANTask:
-        return GANTask.from_run_config(config, log=echo)
+    result = train_toy(cfg, show)
+    gif, plot = save_toy_run(result, folder)
+    last = result.history[-1]
+    echo(
+        f"{last['modes_covered']}/{last['num_modes']} modes covered after {last['step']} steps "
+        f"({result.seconds / 60:.1f} min); animation {gif}, plot {plot}"
+    )
 
-    def train_one(seed: int, out: Path):
-        return run_training(ctx, dict(params, seed=seed, out=str(out)), "gan", build, rebuild)
 
-    if restarts == 1:
-        result = run_training(ctx, params, "gan", build, rebuild)
-        report_training(result, {"fid": "FID (evaluation features)", "modes_covered": "classes covered"})
-    else:
-        out = choose_run_dir(params["out"], False, "gan", params["data"])
-        result = best_of_restarts(train_one, out, params["seed"], restarts, log=echo)
-    if is_main_process():
-        from genlab.gan.plots import plot_run
+@gan.command("theory")
+def theory_cmd() -> None:
+    """Check Goodfellow et al.'s theorem 1 numerically on the ducks-and-cows density: with the optimal
+    discriminator D* = p_data / (p_data + p_g), V(D*, G) = -log 4 + 2 JSD(p_data || p_g), which is -log 4
+    exactly when the generator's density equals the data's."""
+    import math
 
-        echo(f"diagnostics (losses, D(x), D(G(z)), FID, class shares): {plot_run(result.run_dir)}")
-        echo(f"sample it: genlab sample {result.run_dir} --n 64 --out gan.png")
+    from genlab.gan.toy import theory_check
+
+    echo(f"-log 4 = {-math.log(4):.6f}")
+    echo("generator = data shifted by s    V(D*, G)    -log 4 + 2 JSD")
+    for row in theory_check():
+        echo(f"  s = {row['shift']:<4}{row['value']:>28.6f}{row['minus_log4_plus_2jsd']:>18.6f}")
+
+
+@gan.command("interpolate")
+@click.argument("run", type=click.Path())
+@click.option("--rows", default=4, help="Pairs of random endpoints.")
+@click.option("--steps", default=8, help="Images per row, ends included.")
+@click.option("--mode", default="slerp", type=click.Choice(["slerp", "lerp"]))
+@click.option("--seed", default=0)
+@click.option("--out", default="interpolation.png")
+@click.option("--device", default="auto")
+def interpolate_cmd(run: str, rows: int, steps: int, mode: str, seed: int, out: str, device: str) -> None:
+    """Walk the latent space between random points: smooth transitions mean the generator learned a
+    space, not a lookup table (Radford et al. 2016, section 6.1). A conditional GAN keeps each row's class.
+
+    \b
+    Example:
+      genlab gan interpolate runs/gan-mnist --rows 4 --steps 10 --out walk.png
+    """
+    from genlab.data import save_grid
+    from genlab.gan.latent import interpolation_grid
+    from genlab.pipelines.gan import GANPipeline
+
+    images = interpolation_grid(GANPipeline.from_pretrained(run, device=device).gan, rows, steps, mode, seed)
+    path = save_grid(out, images, nrow=steps)
+    echo(f"{rows} interpolations of {steps} images ({mode}): {path}")
+
+
+@gan.command("arithmetic")
+@click.argument("run", type=click.Path())
+@click.option("--a", required=True, help="A: a class name, or latent indices like 3,17,42 with --by index.")
+@click.option("--b", required=True, help="B: as --a.")
+@click.option("--c", required=True, help="C: as --a.")
+@click.option(
+    "--by",
+    default=None,
+    type=click.Choice(["class", "index"]),
+    help="Choose latents by the class a classifier sees (default for an unconditional GAN) or by index into "
+    "the pool (default, and the only way, for a conditional GAN).",
+)
+@click.option("--exemplars", default=3, help="Latents averaged per class.")
+@click.option(
+    "--classifier",
+    default=None,
+    type=click.Path(),
+    help="Classifier run that names the classes "
+    "of samples (default: the data's own, trained once and cached).",
+)
+@click.option("--pool", default=2000, help="Latents drawn to choose from.")
+@click.option("--seed", default=0, help="Seed of the latent pool.")
+@click.option("--out", default="arithmetic.png")
+@click.option("--device", default="auto")
+def arithmetic_cmd(run: str, classifier: str | None, out: str, device: str, **terms: Any) -> None:
+    """Vector arithmetic on latents, A - B + C (Radford et al. 2016, section 6.3): each of A, B, C is the
+    mean latent of the samples a classifier puts in a class (the most confident --exemplars of the pool),
+    or of the pool latents given by index (0..pool-1; a conditional GAN draws index i with class i mod K and
+    the result with C's class). Writes the three means' images, the result and four neighbours of it.
+
+    \b
+    Examples:
+      genlab gan arithmetic runs/gan-mnist --a 7 --b 1 --c 4
+      genlab gan arithmetic runs/gan-mnist --by index --a 3,11 --b 5 --c 8,9
+    """
+    from genlab.data import save_grid
+    from genlab.gan.latent import latent_arithmetic, run_classifier
+    from genlab.pipelines.gan import GANPipeline
+
+    model = GANPipeline.from_pretrained(run, device=device).gan
+    figure = latent_arithmetic(model, **terms, classifier=lambda: run_classifier(run, classifier, log=echo))
+    path = save_grid(out, figure.images, figure.captions, nrow=4)
+    echo(f"A - B + C from {', '.join(figure.captions[:3])}: {path}")

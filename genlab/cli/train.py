@@ -32,7 +32,7 @@ class TrainGroup(LazyGroup):
         "classifier": "genlab.cli.train_classifier",
         "clip": "genlab.cli.clip",
         "diffusion": "genlab.cli.train_diffusion",
-        "gan": "genlab.cli.gan",
+        "gan": "genlab.cli.train_gan",
         "vae": "genlab.cli.train_vae",
     },
 )
