@@ -105,18 +105,18 @@ def sample_cmd(
             )
         _sample_text(
             load_pipeline(run, device=device, precision=precision),
-            prompts,
-            negative_prompt,
-            attention_maps,
-            n,
-            steps,
-            sampler,
-            guidance,
-            seed,
-            out,
-            nrow,
-            trajectory,
-            kwargs,
+            prompts=prompts,
+            negative_prompt=negative_prompt,
+            maps_path=attention_maps,
+            n=n,
+            steps=steps,
+            sampler=sampler,
+            guidance=guidance,
+            seed=seed,
+            out=out,
+            nrow=nrow,
+            trajectory=trajectory,
+            kwargs=kwargs,
             progress=stable,
         )
         return
@@ -166,6 +166,7 @@ def _write_trajectory(path: str, frames, nrow: int | None) -> None:
 
 def _sample_text(
     pipe,
+    *,
     prompts,
     negative_prompt,
     maps_path,

@@ -166,11 +166,15 @@ class TextToImagePipeline:
         with the empty prompt's, or with ``negative_prompt``'s when one is given (it then takes the
         unconditional prediction's place, steering away from it); scale 1 is plain conditional sampling.
         ``height`` and ``width`` (pixels, divisible by 8) size a Stable Diffusion model's images; a
-        genlab run makes the size it was trained at.
+        genlab run makes the size it was trained at. A Stable Diffusion model samples its checkpoint's
+        own timesteps (``sigmas_kind="discrete"``, spaced as its scheduler config says; a distilled
+        model such as SD-Turbo needs them) unless ``sigmas_kind="karras"`` is asked for.
         """
         if num_images < 1:
             raise GenlabError(f"`num_images` must be at least 1 (got {num_images})")
         self._size(height, width)
+        if isinstance(self.model, StableDiffusion):  # its own timesteps (the scheduler's), as diffusers
+            sampler_kwargs.setdefault("sigmas_kind", "discrete")
         base = _as_prompts(prompt, "prompt")
         negative = _as_prompts("" if negative_prompt is None else negative_prompt, "negative_prompt")
         if len(negative) == 1:
