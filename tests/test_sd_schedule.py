@@ -46,3 +46,26 @@ def test_a_bad_spacing_or_offset_is_one_line():
         NoiseSchedule(ScheduleConfig(**SD, steps_offset=1000))
     with pytest.raises(GenlabError, match="timesteps must be an integer between 2 and"):
         NoiseSchedule(ScheduleConfig(**{**SD, "timesteps": 10**9}))
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            {"beta_schedule": "squaredcos_cap_v2"},
+            "`beta_schedule` 'squaredcos_cap_v2' is not one genlab knows",
+        ),
+        ({"trained_betas": [0.1, 0.2]}, "explicit `trained_betas` are not supported"),
+        ({"prediction_type": "flow"}, "`prediction_type` 'flow' is not one of"),
+        ({"timestep_spacing": "middle"}, "`timestep_spacing` 'middle' is not one of"),
+        ({"num_train_timesteps": "1000"}, "`num_train_timesteps` must be a whole number"),
+        ({"num_train_timesteps": 10**9}, "schedule timesteps must be an integer between 2 and"),
+    ],
+)
+def test_a_scheduler_config_genlab_cannot_follow_is_one_line(change, said):
+    from genlab.diffusion.stable_diffusion import schedule_from_config
+
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1}
+    assert schedule_from_config(config, "x")[0].spacing == "leading"  # diffusers' default spacing
+    with pytest.raises(GenlabError, match="^x: " + said.replace("(", "\\(").replace("[", "\\[")):
+        schedule_from_config(config | change, "x")

@@ -35,9 +35,9 @@ TILE = 64  # latent pixels on a side of one decoded tile (512 image pixels)
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 BETA_SCHEDULES = {"scaled_linear": "scaled_linear", "linear": "linear"}
 
-# A cheap latent -> RGB map for live previews: the per-channel colours of the SD 1.x/2.x autoencoder's
-# scaled latents, fitted by least squares on decoded images (Kevin Turner, "Decoding latents to RGB without
-# upscaling", Hugging Face forum, 2022). A preview at the latent's resolution, not the decoder.
+# A cheap latent -> RGB map for live previews: the colour each of the four channels of the SD 1.x/2.x
+# autoencoder's scaled latents stands for, as Kevin Turner published them for SD 1.4 (Hugging Face forum,
+# "Decoding latents to RGB without upscaling", 2022). A preview at the latent's resolution, not the decoder.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
 
 
