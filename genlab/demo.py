@@ -237,8 +237,8 @@ def _took(result: DemoResult, stage: str) -> str:
 def _data_pictures(result: DemoResult) -> None:
     from genlab.classification.task import ClassifierDataConfig, ClassifierTask
     from genlab.data import load_dataset, save_grid
+    from genlab.diffusion.config import DiffusionConfig
     from genlab.diffusion.pictures import noising_strip
-    from genlab.diffusion.task import DiffusionConfig
     from genlab.train import seed_step
 
     seed_step(0, -1)

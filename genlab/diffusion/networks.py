@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from genlab import rundir
+from genlab.diffusion.config import DiffusionConfig
 from genlab.errors import GenlabError
 from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.pretrained import PretrainedMixin, config_from_dict
@@ -24,7 +25,6 @@ from genlab.nn.text_unet import TextUNet, TextUNetConfig
 from genlab.nn.unet import UNet, UNetConfig
 from genlab.nn.vae import VAE, VAEConfig
 
-BACKBONES = ("unet", "dit")
 _NETWORKS: dict[str, tuple[type[nn.Module], type]] = {
     "unet": (UNet, UNetConfig),
     "dit": (DiT, DiTConfig),
@@ -161,8 +161,6 @@ def network_class(diffusion: Any) -> type[nn.Module]:
 
 def load_network(run_dir: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"):
     """(network, DiffusionConfig, config.json) of a diffusion run."""
-    from genlab.diffusion.task import DiffusionConfig
-
     config = rundir.read_config(run_dir, kind="diffusion")
     diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), f"{run_dir}/config.json")
     network = network_class(diffusion).from_pretrained(run_dir, use_ema=use_ema, device=device)

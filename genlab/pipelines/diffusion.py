@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from genlab.diffusion.config import DiffusionConfig
 from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
 from genlab.diffusion.networks import image_shape, load_network, num_classes, sample_shape
-from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
 from genlab.train.distributed import pick_device

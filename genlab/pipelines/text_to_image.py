@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
+from genlab.diffusion.config import DiffusionConfig
 from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
 from genlab.diffusion.networks import LatentDiffusion, image_shape, load_network, sample_shape
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.diffusion.stable_diffusion import StableDiffusion, is_checkpoint
-from genlab.diffusion.task import DiffusionConfig
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
 from genlab.nn.text import SPECIALS
