@@ -67,7 +67,7 @@ def test_a_shard_outside_the_folder_is_refused(tmp_path):
 
 
 def test_too_little_memory_is_said_before_loading(monkeypatch):
-    monkeypatch.setenv("GENLAB_ASSUME_MEMORY", str(2**30))
+    monkeypatch.setattr(sd_folder, "available_memory", lambda: 2**30)  # a smaller machine
     with pytest.raises(GenlabError, match="needs 4.0 GiB .* has 1.0 GiB available"):
         sd_folder.check_memory(4 * 2**30, "the U-Net")
     sd_folder.check_memory(2**29, "the U-Net")
@@ -80,3 +80,8 @@ def test_damaged_json_and_huge_json_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(sd_folder, "MAX_JSON_BYTES", 4)
     with pytest.raises(GenlabError, match="too large"):
         sd_folder.read_json(tmp_path / "config.json", "U-Net config")
+
+
+def test_the_machines_available_memory_is_read():
+    free = sd_folder.available_memory()
+    assert free is None or free > 2**20

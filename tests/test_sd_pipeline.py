@@ -268,3 +268,14 @@ def test_large_images_are_decoded_in_tiles(sd_checkpoints, monkeypatch):
     monkeypatch.setattr(stable_diffusion, "TILE", 4)  # now 12 latent pixels are "over twice a tile"
     tiled = pipe.model.decode_latents(z)
     assert seen == [None, 4] and tiled.shape == whole.shape == (1, 3, 64, 96)
+
+
+def test_too_little_memory_is_said_before_any_weight_is_read(sd_checkpoints, tmp_path, monkeypatch):
+    from genlab.nn import sd_folder
+
+    monkeypatch.setattr(sd_folder, "available_memory", lambda: 1000)
+    monkeypatch.setattr(sd_folder, "load_weights", lambda *a: pytest.fail("weights were read"))
+    result = CliRunner().invoke(
+        cli, ["sample", str(sd_checkpoints["sd15"]), PROMPT, "--out", str(tmp_path / "x.png")]
+    )
+    assert result.exit_code == 2 and "GiB available" in result.output and "Traceback" not in result.output

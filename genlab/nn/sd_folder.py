@@ -168,8 +168,6 @@ def available_memory() -> int | None:
 def check_memory(needed: int, what: str) -> None:
     """A one-line error when ``needed`` bytes exceed what the machine has available."""
     free = available_memory()
-    if os.environ.get("GENLAB_ASSUME_MEMORY"):  # tests: pretend to be a smaller machine
-        free = int(os.environ["GENLAB_ASSUME_MEMORY"])
     if free is not None and needed > free:
         raise GenlabError(
             f"{what} needs {needed / 2**30:.1f} GiB in float32 but this machine has {free / 2**30:.1f} GiB "
