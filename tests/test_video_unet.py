@@ -218,3 +218,17 @@ def test_bad_inputs_are_one_line_errors():
         net(x[:, :4], t, temporal=torch.tensor([True]))
     with pytest.raises(GenlabError, match="`t` must hold"):
         net(x[:, :4], torch.rand(2, 3))
+
+
+def test_joint_training_images_leave_the_temporal_weights_alone():
+    torch.manual_seed(0)
+    net = VideoUNet(_config())
+    _perturb(net, seed=8)
+    x, t = torch.randn(2, 3, 3, 8, 8), torch.tensor([20.0, 200.0])
+    net(x, t, temporal=torch.tensor([False, False])).square().mean().backward()
+    temporal = [p for name, p in net.named_parameters() if "_time." in name]
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) == 0 for p in temporal)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.unet.conv_in.parameters())
+    net.zero_grad()
+    net(x, t, temporal=torch.tensor([True, False])).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in temporal)  # the video clip trains them
