@@ -23,6 +23,7 @@ MAX_TOKENS = 8192  # tokens in a prompt
 MAX_TIMESTEPS = 100_000  # T of a diffusion process (the lectures: 1000)
 MAX_PARAMETERS = 2_000_000_000  # numbers (weights and buffers) in one network: 8 GB in float32
 MAX_BATCH = 1_000_000  # images in one batch or one evaluation
+MAX_FRAMES = 1024  # frames of one clip, for data and networks
 MAX_PIXELS = 2_000_000_000  # numbers in the images of one dataset held in memory: 8 GB in float32
 
 

@@ -27,13 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.checks import MAX_WIDTH, check_range
+from genlab.checks import MAX_FRAMES, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
 from genlab.nn.attention import masked_mean
 from genlab.nn.pretrained import PretrainedMixin
 from genlab.nn.unet import UNet, UNetConfig, with_coordinates
-
-MAX_FRAMES = 1024  # frames in one clip a network takes, or in the clip-length settings of a config
 
 
 @dataclass
