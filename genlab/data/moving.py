@@ -167,12 +167,14 @@ def _motion(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarra
     return rng.integers(0, len(DIRECTIONS), size=shape), rng.integers(0, len(SPEEDS), size=shape)
 
 
-def _bounces(track: np.ndarray, velocity: float) -> int:
-    """How often a 1-D track reverses: the steps whose sign differs from the previous moving one."""
-    if velocity == 0:
-        return 0
-    signs = np.sign(np.round(np.diff(track), 9))
-    return int(np.count_nonzero(signs[1:] * signs[:-1] < 0))
+def bounces(
+    start: np.ndarray, velocity: np.ndarray, lo: np.ndarray, hi: np.ndarray, frames: int
+) -> np.ndarray:
+    """How many times the motion of ``bounce`` hits a wall within ``frames`` frames: the number of walls
+    the unfolded path x0 + v t crosses (..., summed over nothing: per axis)."""
+    span = np.maximum(np.asarray(hi, dtype=np.float64) - lo, 1e-9)
+    end = np.asarray(start, dtype=np.float64) - lo + np.asarray(velocity, dtype=np.float64) * (frames - 1)
+    return np.abs(np.floor(end / span) - np.floor((np.asarray(start) - lo) / span)).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------ moving shapes
@@ -229,8 +231,9 @@ def load_moving_shapes(
 
     rgb = np.clip(np.array(list(COLORS.values()))[color] + color_jitter, 0.0, 1.0).astype(np.float32)
     clips = _render_shapes(tracks, kind, radius, rgb, background, two, image_size)
+    hits = bounces(start, velocity, lo, hi, frames).sum(axis=-1)  # (N, 2 objects)
     captions, attributes = _describe_shapes(
-        two, kind, color, size, radius, direction, speed, velocity, tracks, background
+        two, kind, color, size, radius, direction, speed, velocity, tracks, hits, background
     )
     return ClipDataset(
         name="moving-shapes",
@@ -277,7 +280,7 @@ def _render_shapes(
 
 
 def _describe_shapes(
-    two, kind, color, size, radius, direction, speed, velocity, tracks, background
+    two, kind, color, size, radius, direction, speed, velocity, tracks, hits, background
 ) -> tuple[list[str], list[dict]]:
     """Captions and JSON-ready ground truth of every clip."""
     color_names, size_names, speed_names = list(COLORS), list(SIZES), list(SPEEDS)
@@ -295,7 +298,7 @@ def _describe_shapes(
                     "speed": speed_names[speed[i, s]],
                     "velocity": [round(float(v), 4) for v in velocity[i, s]],
                     "radius": round(float(radius[i, s]), 3),
-                    "bounces": sum(_bounces(track[a], velocity[i, s, a]) for a in (0, 1)),
+                    "bounces": int(hits[i, s]),
                     "track": [[round(float(x), 3), round(float(y), 3)] for x, y in track.T],
                 }
             )
@@ -338,6 +341,7 @@ def load_moving_mnist(
     lo, hi = np.zeros((count, 2)), np.full((count, 2), float(image_size - MNIST_SIZE))
     start = np.floor(_starts(rng, velocity.astype(np.float64), lo, hi))
     corner = np.round(bounce(start, velocity, lo, hi, frames)).astype(np.int64)  # (N, 2 axes, T)
+    hits = bounces(start, velocity, lo, hi, frames).sum(axis=-1)
 
     clips = np.zeros((count, frames, 1, image_size, image_size), dtype=np.float32)
     steps = np.arange(MNIST_SIZE)
@@ -364,7 +368,7 @@ def load_moving_mnist(
                         "direction": name,
                         "speed": pace,
                         "velocity": [int(v) for v in velocity[i]],
-                        "bounces": sum(_bounces(corner[i, a], velocity[i, a]) for a in (0, 1)),
+                        "bounces": int(hits[i]),
                         "track": [[float(x), float(y)] for x, y in track.T],
                     }
                 ]

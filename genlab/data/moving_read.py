@@ -27,6 +27,7 @@ READ_STEADY = 0.5  # pixels (per 32 px of side) of root-mean-square misfit a ste
 READ_STEP = 0.05  # pixels (per 32 px of side) between the velocities and starts the fit tries
 READ_MAX_SPEED = 0.25  # the fastest motion the fit tries, in image sides a frame
 READ_START_SLACK = 1.5  # pixels (per 32 px) the fitted start may differ from the first measured centre
+READ_TIE = 1e-4  # squared pixels: breaks exact ties between fits, nothing more
 SCORE_KEYS = ("color", "shape", "size", "direction", "speed")
 
 
@@ -133,22 +134,30 @@ def fit_motion(centres: np.ndarray, radius: float, side: int) -> tuple[np.ndarra
     if len(seen) < 2:
         return np.zeros(2), float("inf")
     times = seen - seen[0]
-    lo, hi = min(radius, side / 2), max(side - radius, side / 2)
     step = READ_STEP * side / 32
     speeds = np.arange(-READ_MAX_SPEED * side, READ_MAX_SPEED * side + step / 2, step)
     offsets = np.arange(-READ_START_SLACK, READ_START_SLACK + step / 2, step) * side / 32
     velocity, squares = np.zeros(2), 0.0
     for axis in (0, 1):
         measured = centres[seen, axis]
+        # The walls the centre reflects off: r and side - r, moved out to any centre seen beyond them (the
+        # radius read from anti-aliased pixels may be a little too large, and a wall the object passed
+        # would fold its track back too early).
+        lo = min(radius, side / 2, float(measured.min()))
+        hi = max(side - radius, side / 2, float(measured.max()))
         starts = np.clip(measured[0] + offsets, lo, hi)
         v, x0 = np.meshgrid(speeds, starts, indexing="ij")
         model = bounce(x0, v, lo, hi, int(times[-1]) + 1)[..., times]  # (speeds, starts, seen frames)
         error = np.square(model - measured).sum(axis=-1)
-        # Ties (a start at a wall fits either sign) go to the slower motion: the search order prefers it.
+        # A start at a wall fits both signs alike (out and back, or away); the data never bounces in its
+        # first steps, so a hair's penalty on a first step that bounces breaks the tie for the one that does
+        # not. Remaining ties go to the slower motion (the search order).
+        first = x0 + v * (times[1] if len(times) > 1 else 1)
+        error = error + READ_TIE * ((first < lo) | (first > hi))
         order = np.argsort(np.abs(speeds), kind="stable")
         best = order[error[order].min(axis=1).argmin()]
         velocity[axis] = speeds[best]
-        squares += float(error[best].min())
+        squares += float(np.square(model[best] - measured).sum(axis=-1).min())
     return velocity, float(np.sqrt(squares / (2 * len(seen))))
 
 
