@@ -215,3 +215,37 @@ def test_one_line_errors(real, read):
         with pytest.raises(GenlabError) as caught:
             call()
         assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_clip_data_sets_are_listed_split_and_shown(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from genlab.cli import cli
+    from genlab.data import is_clips, list_datasets, load_clips, load_dataset
+
+    names = {info.name for info in list_datasets()}
+    assert {"moving-shapes", "moving-mnist"} <= names and is_clips("moving-shapes") and not is_clips("shapes")
+    train, val = load_clips("moving-mnist", "train"), load_clips("moving-mnist", "val")
+    assert len(train) + len(val) == 1000 and train.clips.shape[1:] == (8, 1, 48, 48)
+    infos = {info.name: info for info in list_datasets()}  # the catalogue says what loads
+    clips = load_clips("moving-shapes", "all")
+    info = infos["moving-shapes"]
+    assert (info.channels, info.image_size, info.num_classes, info.size) == (
+        3,
+        32,
+        clips.num_classes,
+        len(clips),
+    )
+    with pytest.raises(GenlabError, match="holds clips, not images"):
+        load_dataset("moving-shapes")
+    result = CliRunner().invoke(
+        cli, ["data", "show", "moving-shapes", "--n", "4", "--out", str(tmp_path / "c.gif")]
+    )
+    assert result.exit_code == 0, result.output
+    gif = Image.open(tmp_path / "c.gif")
+    assert gif.n_frames == 8  # one GIF frame per clip frame
+    result = CliRunner().invoke(
+        cli, ["data", "show", "moving-mnist", "--n", "2", "--out", str(tmp_path / "c.png")]
+    )
+    assert result.exit_code == 0 and "wrote 2 clips of 8 frames" in result.output

@@ -44,12 +44,16 @@ def data_show(
       genlab data show mnist --out mnist.png
       genlab data show shapes --n 16 --split val
       genlab data show folder:./my_images --image-size 64
+      genlab data show moving-shapes --n 8 --out clips.gif    # clips: a GIF, or a PNG of their frames
     """
-    from genlab.data import load_dataset, save_grid
+    from genlab.data import is_clips, load_dataset, save_grid
     from genlab.errors import GenlabError
 
     if n < 1:
         raise GenlabError(f"--n must be at least 1 (got {n})")
+    if is_clips(name):
+        _show_clips(name, out, n, split, seed, nrow)
+        return
     ds = load_dataset(name, split, seed=seed, image_size=image_size)
     preview = ds.spread(n)
     k = len(preview)
@@ -59,3 +63,17 @@ def data_show(
         f"{ds.name} ({split}: {len(ds)} images, {ds.channels}x{ds.image_size}x{ds.image_size}): "
         f"wrote {k} to {path}"
     )
+
+
+def _show_clips(name: str, out: str | None, n: int, split: str, seed: int, nrow: int) -> None:
+    """A clip data set: an animated GIF of N clips side by side, or a PNG with one row of frames per clip."""
+    from genlab.data import load_clips, save_gif, save_grid
+
+    ds = load_clips(name, split, seed=seed).spread(n)
+    out = out or f"{name}.gif"
+    if out.lower().endswith(".gif"):
+        path = save_gif(out, [ds.clips[:, t] for t in range(ds.frames)], nrow=min(nrow, len(ds)))
+    else:
+        captions = [c if t == 0 else "" for c in ds.captions for t in range(ds.frames)]
+        path = save_grid(out, ds.clips.flatten(0, 1), captions, nrow=ds.frames)
+    click.echo(f"{name} ({split}): wrote {len(ds)} clips of {ds.frames} frames to {path}")

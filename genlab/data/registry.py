@@ -11,6 +11,15 @@ from genlab.data.base import DatasetInfo, ImageDataset, split_indices
 from genlab.data.digits import DIGITS_COUNT, DIGITS_SIZE, load_digits
 from genlab.data.folder import FOLDER_IMAGE_SIZE, load_folder
 from genlab.data.mnist import MNIST_COUNT, MNIST_SIZE, load_mnist
+from genlab.data.moving import (
+    DIRECTION_NAMES,
+    MOVING_FRAMES,
+    MOVING_MNIST_SIZE,
+    MOVING_SHAPES_SIZE,
+    ClipDataset,
+    load_moving_mnist,
+    load_moving_shapes,
+)
 from genlab.data.shapes import SHAPE_NAMES, SHAPES_COUNT, SHAPES_SIZE, load_shapes
 from genlab.errors import GenlabError
 
@@ -21,6 +30,13 @@ _LOADERS: dict[str, Callable[[int | None], ImageDataset]] = {
     "mnist": load_mnist,
     "digits": load_digits,
     "shapes": load_shapes,
+}
+
+# The clip data sets (issue 22): generated whole, like shapes, then split as the image data sets are
+CLIP_COUNT = 1000
+_CLIP_LOADERS: dict[str, Callable[..., ClipDataset]] = {
+    "moving-shapes": load_moving_shapes,
+    "moving-mnist": load_moving_mnist,
 }
 
 _CATALOGUE = (
@@ -49,6 +65,22 @@ _CATALOGUE = (
         size=SHAPES_COUNT,
     ),
     DatasetInfo(
+        name="moving-shapes",
+        description=f"{MOVING_FRAMES}-frame clips of a shape moving, bouncing: 'a red circle moving right'",
+        channels=3,
+        image_size=MOVING_SHAPES_SIZE,
+        num_classes=len(DIRECTION_NAMES),
+        size=CLIP_COUNT,
+    ),
+    DatasetInfo(
+        name="moving-mnist",
+        description=f"{MOVING_FRAMES}-frame clips of an mnist digit moving, bouncing: 'a 7 moving down'",
+        channels=1,
+        image_size=MOVING_MNIST_SIZE,
+        num_classes=10,
+        size=CLIP_COUNT,
+    ),
+    DatasetInfo(
         name=FOLDER_PREFIX + "PATH",
         description="your own images; captions from metadata.jsonl, class sub-folders or file names",
         channels=3,  # 1 when every image is grayscale
@@ -64,6 +96,26 @@ def list_datasets() -> list[DatasetInfo]:
     return list(_CATALOGUE)
 
 
+def is_clips(spec: str) -> bool:
+    """Whether ``spec`` names a data set of clips (N, T, C, H, W) rather than of images."""
+    return spec.strip().lower() in _CLIP_LOADERS
+
+
+def load_clips(spec: str, split: str = "train", seed: int = 0, val_fraction: float = 0.1) -> ClipDataset:
+    """One split of a clip data set ("moving-shapes", "moving-mnist"): its CLIP_COUNT clips generated
+    from seed 0, then split by ``seed`` as load_dataset splits images."""
+    loader = _CLIP_LOADERS.get(spec.strip().lower())
+    if loader is None:
+        raise GenlabError(f"unknown clip data set {spec!r}; choose one of {', '.join(_CLIP_LOADERS)}")
+    if split not in SPLITS:
+        raise GenlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    clips = loader(CLIP_COUNT)
+    if split == "all":
+        return clips
+    train, val = split_indices(len(clips), val_fraction, seed)
+    return clips.subset(train if split == "train" else val)
+
+
 def _valid_names() -> str:
     return ", ".join([*_LOADERS, FOLDER_PREFIX + "PATH"])
 
@@ -76,6 +128,8 @@ def _load_all(spec: str, image_size: int | None) -> ImageDataset:
             raise GenlabError("'folder:' needs a path after the colon, e.g. folder:./my_images")
         return load_folder(path, image_size=image_size)
     loader = _LOADERS.get(text.lower())
+    if text.lower() in _CLIP_LOADERS:
+        raise GenlabError(f"{text} holds clips, not images: a video model reads it (genlab.data.load_clips)")
     if loader is None:
         hint = f"; to use the folder {text}, write folder:{text}" if text and Path(text).is_dir() else ""
         raise GenlabError(f"unknown dataset {spec!r}; choose one of {_valid_names()}{hint}")
