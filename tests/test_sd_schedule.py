@@ -23,16 +23,19 @@ def test_scaled_linear_betas_are_squares_of_a_linear_ramp():
 @pytest.mark.parametrize("steps", [1, 4, 20, 50])
 def test_spacings_equal_diffusers_euler_sigmas(spacing, offset, steps):
     diffusers = pytest.importorskip("diffusers")
-    if spacing == "linspace" and steps == 1:
-        pytest.skip("diffusers' one linspace step is timestep 0 (no noise); genlab's is T - 1")
     ref = diffusers.EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         timestep_spacing=spacing, steps_offset=offset,
     )  # fmt: skip
     ref.set_timesteps(steps)
-    ours = get_sigmas_discrete(
-        NoiseSchedule(ScheduleConfig(**SD, spacing=spacing, steps_offset=offset)), steps
-    )
+    schedule = NoiseSchedule(ScheduleConfig(**SD, spacing=spacing, steps_offset=offset))
+    ours = get_sigmas_discrete(schedule, steps)
+    if (
+        spacing == "linspace" and steps == 1
+    ):  # diffusers' one step starts at timestep 0 (no noise), ours at T-1
+        assert ref.sigmas[0].item() == pytest.approx(schedule.sigmas[0].item(), rel=1e-5)
+        assert ours[0].item() == pytest.approx(schedule.sigma_max)
+        return
     # diffusers interpolates sigma linearly between timesteps, genlab log sigma (k-diffusion): the
     # fractional timesteps of "linspace" differ by that alone
     tol = 2e-3 if spacing == "linspace" else 1e-5
