@@ -33,7 +33,8 @@ def test_spacings_equal_diffusers_euler_sigmas(spacing, offset, steps):
     if (
         spacing == "linspace" and steps == 1
     ):  # diffusers' one step starts at timestep 0 (no noise), ours at T-1
-        assert ref.sigmas[0].item() == pytest.approx(schedule.sigmas[0].item(), rel=1e-4)  # its betas: float32
+        # (diffusers' betas are float32)
+        assert ref.sigmas[0].item() == pytest.approx(schedule.sigmas[0].item(), rel=1e-4)
         assert ours[0].item() == pytest.approx(schedule.sigma_max)
         return
     # diffusers interpolates sigma linearly between timesteps, genlab log sigma (k-diffusion): the
