@@ -30,10 +30,8 @@ def test_spacings_equal_diffusers_euler_sigmas(spacing, offset, steps):
     ref.set_timesteps(steps)
     schedule = NoiseSchedule(ScheduleConfig(**SD, spacing=spacing, steps_offset=offset))
     ours = get_sigmas_discrete(schedule, steps)
-    if (
-        spacing == "linspace" and steps == 1
-    ):  # diffusers' one step starts at timestep 0 (no noise), ours at T-1
-        # (diffusers' betas are float32)
+    # One linspace step: diffusers' starts at timestep 0 (no noise), ours at T-1 (its betas are float32)
+    if spacing == "linspace" and steps == 1:
         assert ref.sigmas[0].item() == pytest.approx(schedule.sigmas[0].item(), rel=1e-4)
         assert ours[0].item() == pytest.approx(schedule.sigma_max)
         return
