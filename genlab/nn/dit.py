@@ -152,14 +152,18 @@ class DiT(PretrainedMixin, nn.Module):
             c = c + self.context_emb(masked_mean(context, mask))
         return c
 
+    def transform(self, h, c, context=None, context_mask=None) -> torch.Tensor:
+        """Embedded tokens (N, L, width) -> output patches (N, L, C_out * p * p): the blocks and the final
+        layer, whatever the tokens are (image patches here, spacetime patches in genlab.nn.video_dit)."""
+        for block in self.blocks:
+            h = block(h, c, context, context_mask)
+        shift, scale = self.ada_out(c).chunk(2, dim=1)
+        return self.out(modulate(self.norm_out(h), shift, scale))
+
     def forward(self, x, t, class_labels=None, context=None, context_mask=None) -> torch.Tensor:
         cfg = self.config
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         c = self.condition(t, class_labels, context, context_mask)
-        h = self.embed(patchify(x, cfg.patch_size)) + self.pos
-        for block in self.blocks:
-            h = block(h, c, context, context_mask)
-        shift, scale = self.ada_out(c).chunk(2, dim=1)
-        h = self.out(modulate(self.norm_out(h), shift, scale))
+        h = self.transform(self.embed(patchify(x, cfg.patch_size)) + self.pos, c, context, context_mask)
         return unpatchify(h, cfg.patch_size, cfg.out_channels or cfg.in_channels, cfg.image_size)
