@@ -110,7 +110,7 @@ class VideoDiT(PretrainedMixin, nn.Module):
     """``forward(x, t, class_labels=None, context=None, context_mask=None)`` with ``x`` (N, T, C, H, W)
     -> (N, T, C_out, H, W); T at most ``frames`` and a multiple of ``tubelet``."""
 
-    kind = "diffusion"
+    kind = "video"  # as genlab.nn.video_unet.VideoUNet: a video run, not an image one
     config_class = VideoDiTConfig
 
     def __init__(self, config: VideoDiTConfig):
