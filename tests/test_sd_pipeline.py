@@ -279,3 +279,14 @@ def test_too_little_memory_is_said_before_any_weight_is_read(sd_checkpoints, tmp
         cli, ["sample", str(sd_checkpoints["sd15"]), PROMPT, "--out", str(tmp_path / "x.png")]
     )
     assert result.exit_code == 2 and "GiB available" in result.output and "Traceback" not in result.output
+
+
+def test_weights_that_do_not_fit_their_config_are_one_line(sd_checkpoints, tmp_path):
+    import json
+    import shutil
+
+    folder = shutil.copytree(sd_checkpoints["sd15"], tmp_path / "sd")
+    config_file = folder / "unet" / "config.json"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"cross_attention_dim": 16}))
+    result = CliRunner().invoke(cli, ["sample", str(folder), PROMPT, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "do not fit the model in its config.json" in result.output

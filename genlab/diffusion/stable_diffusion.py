@@ -26,6 +26,7 @@ from genlab.errors import GenlabError
 from genlab.nn import sd_folder
 from genlab.nn.bpe import CLIPTokenizer
 from genlab.nn.clip_text import CLIPTextConfig, CLIPTextTransformer, checkpoint_state
+from genlab.nn.pretrained import load_state
 from genlab.nn.sd_unet import SDUNet, SDUNetConfig
 from genlab.nn.sd_vae import SDAutoencoder, SDVAEConfig, convert_legacy_attention
 
@@ -270,19 +271,7 @@ def _load(cls: type[nn.Module], config: Any, files: list[Path], convert, meta: b
     config is a one-line error."""
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = cls(config)
-    state = convert(sd_folder.load_weights(files))
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        detail = "; ".join(
-            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad))
-            if keys
-        )
-        raise GenlabError(f"the weights in {files[0].parent} do not fit its config.json ({detail})")
-    model.load_state_dict(state, assign=True)
+    load_state(model, convert(sd_folder.load_weights(files)), files[0].parent, assign=True)
     return model.eval()
 
 

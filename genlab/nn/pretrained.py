@@ -196,9 +196,11 @@ class PretrainedMixin(Sized):
         return model.to(device).eval()
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """``load_state_dict`` with a one-line error when the weights do not fit the architecture."""
-    missing, unexpected = [], []
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, assign: bool = False
+) -> None:
+    """``load_state_dict`` with a one-line error when the weights do not fit the architecture; with
+    ``assign`` the model takes the tensors themselves (a model built on the meta device)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -210,4 +212,4 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
             if keys
         )
         raise GenlabError(f"weights in {source} do not fit the model in its config.json ({detail})")
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=assign)
