@@ -127,34 +127,20 @@ def write_tokenizer(folder: Path, merges: list[tuple[str, str]], pad: str, **ove
 # The SD 1.5 / SD 2.1 U-Net fields with widths shrunk (320/640/1280/1280 -> 8/16/32/32, 32 groups -> 4,
 # 768/1024 text widths -> 12/16); SD 2.1 has per-block heads, linear projections, upcast attention and a
 # v-prediction, "leading"-spaced scheduler
+SD15_UNET = {
+    "sample_size": 8,
+    "block_out_channels": [8, 16, 32, 32],
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "cross_attention_dim": 12,
+    "attention_head_dim": 2,
+}
 UNET = {
-    "sd15": {
-        "sample_size": 8,
-        "block_out_channels": [8, 16, 32, 32],
-        "down_block_types": [
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
-        ],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "layers_per_block": 1,
-        "norm_num_groups": 4,
-        "cross_attention_dim": 12,
-        "attention_head_dim": 2,
-    },
-    "sd21": {
-        "sample_size": 8,
-        "block_out_channels": [8, 16, 32, 32],
-        "down_block_types": [
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
-        ],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "layers_per_block": 1,
-        "norm_num_groups": 4,
+    "sd15": SD15_UNET,
+    "sd21": SD15_UNET
+    | {
         "cross_attention_dim": 16,
         "attention_head_dim": [1, 2, 4, 4],
         "use_linear_projection": True,

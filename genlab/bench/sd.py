@@ -30,6 +30,8 @@ PEER = "diffusers"
 
 # runwayml/stable-diffusion-v1-5, unet/config.json (as diffusers 0.6 wrote it)
 SD15_UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "_diffusers_version": "0.6.0",
     "act_fn": "silu",
     "attention_head_dim": 8,
     "block_out_channels": [320, 640, 1280, 1280],
