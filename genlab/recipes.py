@@ -103,3 +103,17 @@ GAN_DEFAULTS: dict[str, Any] = dict(
     sample_every=500,
     checkpoint_every=500,
 )
+
+
+# Text-to-video on moving-shapes, 2 CPU cores (README, video): clips of 8 frames, 16 to a batch.
+VIDEO_DEFAULTS: dict[str, Any] = dict(
+    minutes=20.0,
+    batch_size=16,
+    lr=1e-3,
+    warmup_steps=100,
+    ema_decay=0.0,
+    grad_clip=1.0,
+    eval_every=250,
+    sample_every=250,
+    checkpoint_every=250,
+)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from genlab.data.registry import CLIP_COUNT
 from genlab.data.moving import ClipDataset, load_moving_mnist, load_moving_shapes
 from genlab.data.moving_read import parse_motion_caption, read_clips, score_clip
 from genlab.errors import GenlabError
@@ -227,7 +228,7 @@ def test_the_clip_data_sets_are_listed_split_and_shown(tmp_path):
     names = {info.name for info in list_datasets()}
     assert {"moving-shapes", "moving-mnist"} <= names and is_clips("moving-shapes") and not is_clips("shapes")
     train, val = load_clips("moving-mnist", "train"), load_clips("moving-mnist", "val")
-    assert len(train) + len(val) == 1000 and train.clips.shape[1:] == (8, 1, 48, 48)
+    assert len(train) + len(val) == CLIP_COUNT and train.clips.shape[1:] == (8, 1, 48, 48)
     infos = {info.name: info for info in list_datasets()}  # the catalogue says what loads
     clips = load_clips("moving-shapes", "all")
     info = infos["moving-shapes"]

@@ -67,13 +67,8 @@ def data_show(
 
 def _show_clips(name: str, out: str | None, n: int, split: str, seed: int, nrow: int) -> None:
     """A clip data set: an animated GIF of N clips side by side, or a PNG with one row of frames per clip."""
-    from genlab.data import load_clips, save_gif, save_grid
+    from genlab.data import load_clips, save_clips
 
     ds = load_clips(name, split, seed=seed).spread(n)
-    out = out or f"{name}.gif"
-    if out.lower().endswith(".gif"):
-        path = save_gif(out, [ds.clips[:, t] for t in range(ds.frames)], nrow=min(nrow, len(ds)))
-    else:
-        captions = [c if t == 0 else "" for c in ds.captions for t in range(ds.frames)]
-        path = save_grid(out, ds.clips.flatten(0, 1), captions, nrow=ds.frames)
+    path = save_clips(out or f"{name}.gif", ds.clips, ds.captions, nrow=nrow)
     click.echo(f"{name} ({split}): wrote {len(ds)} clips of {ds.frames} frames to {path}")

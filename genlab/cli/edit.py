@@ -24,8 +24,11 @@ def _diffusion_pipeline(run: str, device: str):
     from genlab.pipelines import kind_of, load_pipeline
 
     kind = kind_of(run)
-    if kind == "gan":
-        raise GenlabError(f"{run} is a GAN; editing needs a diffusion run (it denoises a noised image)")
+    if kind in ("gan", "video"):
+        what = "a GAN" if kind == "gan" else "a video run"
+        raise GenlabError(
+            f"{run} is {what}; editing needs an image diffusion run (it denoises a noised image)"
+        )
     return load_pipeline(run, device=device), kind == "text-to-image"
 
 

@@ -33,6 +33,10 @@ from genlab.cli.common import precision_option, sampling_options
 @click.option(
     "--trajectory", default=None, help="Also write the denoising trajectory: .gif animation or .png strip."
 )
+@click.option(
+    "--frames", default=None, type=int, help="Video: frames per clip (default: the training clips')."
+)
+@click.option("--first-frame", default=None, help="Video: an image the clips start from (image-to-video).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 def sample_cmd(
@@ -51,6 +55,8 @@ def sample_cmd(
     out: str,
     nrow: int | None,
     trajectory: str | None,
+    frames: int | None,
+    first_frame: str | None,
     device: str,
     precision: str,
 ) -> None:
@@ -67,6 +73,7 @@ def sample_cmd(
       genlab sample runs/t2i-shapes "a small red circle at the top left" --negative-prompt "blue" --n 8
       genlab sample runs/t2i-shapes "a large green square on the right" --attention-maps maps.png
       genlab sample runs/gan-mnist --n 64 --seed 1 --out gan.png
+      genlab sample runs/video-moving-shapes "a red circle moving right" --frames 16 --out clip.gif
       genlab sample SD_FOLDER "a photograph of an astronaut riding a horse" --seed 0 --steps 20
         --sampler dpmpp-2m --guidance 7.5 --negative-prompt "blue" --size 512x512
     """
@@ -92,7 +99,18 @@ def sample_cmd(
                 "--size applies to Stable Diffusion checkpoints; a genlab run makes its own size"
             )
         kwargs["height"], kwargs["width"] = parse_size(size)
-    n = n if n is not None else 1 if stable else 16
+    n = n if n is not None else 1 if stable else 4 if kind == "video" else 16
+    if kind == "video":
+        if negative_prompt is not None or attention_maps is not None:
+            raise GenlabError(f"{run} is a video run: --negative-prompt and --attention-maps are for images")
+        from genlab.cli.sample_video import sample_video
+
+        video = dict(prompts=prompts, class_=class_, n=n, frames=frames, first_frame=first_frame, nrow=nrow)
+        return sample_video(
+            run, device, precision, steps, sampler, guidance, seed, out, trajectory, kwargs, **video
+        )
+    if frames is not None or first_frame is not None:
+        raise GenlabError(f"{run} makes images: --frames and --first-frame are for video runs")
     gan = kind == "gan"
     if gan and (prompts or negative_prompt or attention_maps or trajectory or eta is not None):
         raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")

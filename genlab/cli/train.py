@@ -34,6 +34,7 @@ class TrainGroup(LazyGroup):
         "diffusion": "genlab.cli.train_diffusion",
         "gan": "genlab.cli.train_gan",
         "vae": "genlab.cli.train_vae",
+        "video": "genlab.cli.train_video",
     },
 )
 def train() -> None:

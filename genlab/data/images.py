@@ -258,6 +258,20 @@ def save_gif(
     return _write_atomic(pictures[0], Path(path), "GIF", **options)
 
 
+def save_clips(
+    path: str | os.PathLike, clips: torch.Tensor, captions: list[str] | None = None, nrow: int | None = None
+) -> Path:
+    """Write clips (N, T, C, H, W) in [0, 1]: a ``.gif`` plays them side by side (``nrow`` to a row), any
+    other path is a PNG with one row of frames per clip and its caption under the first frame."""
+    if clips.ndim != 5:
+        raise GenlabError(f"clips must be (N, T, C, H, W), got a tensor of shape {tuple(clips.shape)}")
+    n, frames = clips.shape[:2]
+    if str(path).lower().endswith(".gif"):
+        return save_gif(path, [clips[:, t] for t in range(frames)], nrow=min(nrow or 8, n))
+    labels = [c if t == 0 else "" for c in captions for t in range(frames)] if captions else None
+    return save_grid(path, clips.flatten(0, 1), labels, nrow=frames)
+
+
 def render_grid(
     images: torch.Tensor | Sequence[torch.Tensor],
     captions: list[str] | None = None,

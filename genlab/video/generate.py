@@ -1,0 +1,168 @@
+"""From noise to clips: the video networks under every sampler, with classifier-free guidance on the prompt,
+the class and the first frame.
+
+A clip (N, T, C, H, W) is one sample to the samplers and to the denoiser wrappers of
+``genlab.diffusion.denoiser``, which work on any shape. Image-to-video conditions on a known first frame the
+way the network was trained to take it (``VideoConfig.frame_cond``): that frame enters the network clean, at
+timestep 0, while the others are noisy (a per-frame noise level, as in Ho et al. 2022's conditional
+sampling by training rather than by reconstruction guidance), and the sampler's estimate of it is the known
+frame itself, so the clip starts exactly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from genlab.diffusion.denoiser import ClampedDenoiser, InpaintingDenoiser, VPDenoiser
+from genlab.diffusion.generate import check_class_labels, check_sampling_args, conditions, guided
+from genlab.diffusion.parameterization import network_input
+from genlab.diffusion.samplers import sample
+from genlab.diffusion.schedules import NoiseSchedule
+from genlab.errors import GenlabError
+from genlab.nn.pixels import to_images, to_model_space
+from genlab.nn.precision import autocast, resolve_precision
+
+
+def with_first_frame(
+    net: Callable,
+    parameterization: str,
+    abar0: float,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    first_frame: torch.Tensor | None,
+    frame_given: torch.Tensor | None,
+    **cond: Any,
+) -> torch.Tensor:
+    """``net(x, t, **cond)`` on clips x (N, T, C, H, W) at timesteps t (N,), where the clips with
+    ``frame_given`` (N,) bool are shown their ``first_frame`` (N, C, H, W, model space [-1, 1]) clean: frame 0
+    of the input is that frame as the network takes it at timestep 0 (noise level ``abar0``), and frame 0's
+    timestep is 0. Training and sampling both call this, so they condition alike."""
+    if first_frame is None or frame_given is None or not bool(frame_given.any()):
+        return net(x, t, **cond)
+    n, frames = x.shape[:2]
+    given = frame_given.to(x.device)
+    clean = network_input(parameterization, first_frame.to(x.dtype), torch.full((n,), abar0, device=x.device))
+    x = x.clone()
+    x[:, 0] = torch.where(given[:, None, None, None], clean, x[:, 0])
+    per_frame = t.reshape(-1, 1).expand(n, frames).clone() if t.ndim < 2 else t.clone()
+    per_frame[:, 0] = torch.where(given, torch.zeros_like(per_frame[:, 0]), per_frame[:, 0])
+    return net(x, per_frame, **cond)
+
+
+class FrameConditioned(nn.Module):
+    """A video network that also takes ``first_frame`` and ``frame_given`` keywords (``with_first_frame``);
+    its ``config`` and parameters are the network's, so the pipelines and ``generate_clips`` see it as the
+    network."""
+
+    def __init__(self, net: nn.Module, parameterization: str, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        self.net = net
+        self.parameterization = parameterization
+        self.abar0 = float(schedule.abar(torch.zeros(1, dtype=torch.long))[0])
+
+    @property
+    def config(self) -> Any:
+        return self.net.config
+
+    def forward(self, x, t, first_frame=None, frame_given=None, **cond) -> torch.Tensor:
+        return with_first_frame(
+            self.net, self.parameterization, self.abar0, x, t, first_frame, frame_given, **cond
+        )
+
+
+@torch.no_grad()
+def generate_clips(
+    net: nn.Module,
+    schedule: NoiseSchedule,
+    parameterization: str,
+    shape: tuple[int, int, int, int, int],
+    *,
+    class_labels: torch.Tensor | None = None,
+    cond: dict[str, torch.Tensor] | None = None,
+    uncond: dict[str, torch.Tensor] | None = None,
+    first_frame: torch.Tensor | None = None,
+    steps: int = 20,
+    sampler: str = "dpmpp-2m",
+    guidance_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    sigmas_kind: str | None = None,
+    clip_denoised: bool = True,
+    precision: str = "fp32",
+    **sampler_kwargs: Any,
+) -> torch.Tensor:
+    """Sample ``shape`` = (N, T, C, H, W) clips in [0, 1] from a video network.
+
+    As ``genlab.diffusion.generate.generate`` for images: the sampler sees the network's VP adapter,
+    guided between ``cond`` and ``uncond`` (or class labels and "no class", Ho & Salimans 2022), the
+    estimate clamped to the data range. With ``first_frame`` (N, C, H, W) in [0, 1] the clips continue it
+    (image-to-video): it is part of the conditional side only, so guidance pushes toward it as toward the
+    prompt (with nothing else to guide by, toward the frame alone), and every estimate of frame 0 is the
+    frame itself.
+    """
+    check_sampling_args(sampler, steps, guidance_scale)
+    if len(shape) != 5:
+        raise GenlabError(f"clips are (N, T, C, H, W), got a shape of {len(shape)} numbers")
+    device = next(net.parameters()).device
+    n = shape[0]
+    num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
+    check_class_labels(class_labels, num_classes)
+    precision = resolve_precision(precision, device)
+    wrapped = FrameConditioned(net, parameterization, schedule)
+    cond, uncond, guidance_scale = conditions(
+        num_classes, n, device, class_labels, cond, uncond, None, guidance_scale
+    )
+    known = None
+    if first_frame is not None:
+        if tuple(first_frame.shape) != (n, *shape[2:]):
+            raise GenlabError(
+                f"the first frame must be (N, C, H, W) = {(n, *shape[2:])}, got {tuple(first_frame.shape)}"
+            )
+        frame = to_model_space(first_frame.to(device))
+        cond = {
+            **(cond or {}),
+            "first_frame": frame,
+            "frame_given": torch.ones(n, dtype=torch.bool, device=device),
+        }
+        unframed = {
+            "first_frame": torch.zeros_like(frame),
+            "frame_given": torch.zeros(n, dtype=torch.bool, device=device),
+        }
+        uncond = {**(uncond or {}), **unframed}
+        known = torch.zeros(shape, device=device)
+        known[:, 0] = frame
+    denoiser = guided(
+        VPDenoiser(wrapped, schedule, parameterization, precision), cond, uncond, guidance_scale
+    )
+    if known is not None:
+        mask = torch.zeros((1, shape[1], 1, 1, 1), device=device)
+        mask[:, 0] = 1.0
+        denoiser = InpaintingDenoiser(denoiser, known, mask)
+    if clip_denoised:
+        denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
+    noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu").to(
+        device
+    )
+    if callback is not None:  # the start, as genlab.diffusion.generate reports it
+        sigma_max = schedule.sigma_max
+        callback({"i": -1, "x": noise * sigma_max, "sigma": None, "sigma_next": sigma_max, "denoised": None})
+    with autocast(device, precision):
+        x = sample(
+            sampler,
+            denoiser,
+            noise,
+            schedule,
+            steps,
+            callback=callback,
+            generator=generator,
+            sigmas_kind=sigmas_kind,
+            **sampler_kwargs,
+        )
+    clips = to_images(x)
+    if first_frame is not None:
+        clips[:, 0] = first_frame.to(clips)
+    return clips

@@ -1,0 +1,310 @@
+"""Training a video diffusion model on the shared engine: Ho et al. (2020) Algorithm 1 on whole clips
+(one noise level per clip), with the joint image training and first-frame conditioning of
+``VideoConfig``, and condition dropout for classifier-free guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genlab.data import DataConfig, load_clips, save_clips
+from genlab.diffusion.config import DiffusionConfig
+from genlab.diffusion.parameterization import get_parameterization, network_input
+from genlab.diffusion.task import DiffusionTask, draw_noise_levels, noised, text_encoder_config
+from genlab.errors import GenlabError
+from genlab.nn.pixels import to_model_space
+from genlab.nn.pretrained import config_from_dict
+from genlab.nn.text_unet import TextUNetConfig, TextVideoNet
+from genlab.nn.unet import UNetConfig
+from genlab.nn.video_dit import VideoDiTConfig
+from genlab.nn.video_unet import VideoUNetConfig
+from genlab.train.engine import Batch
+from genlab.video.config import VideoConfig
+from genlab.video.evaluate import motion_adherence, single_object_motion_prompts
+from genlab.video.generate import generate_clips, with_first_frame
+from genlab.video.networks import clip_shape, takes_frames, video_network_class
+
+VIDEO_OPTIONS = ("temporal", "temporal_levels", "temporal_head_dim", "max_distance", "max_frames")
+
+
+class VideoDiffusionTask(DiffusionTask):
+    """A DiffusionTask whose samples are clips: it shares the image task's conditions (class labels and
+    prompts with dropout, the text encoders) and its noise levels, and replaces the data, the loss and
+    what is drawn and scored."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        data: DataConfig,
+        diffusion: DiffusionConfig,
+        video: VideoConfig | None = None,
+        model_config: TextUNetConfig | VideoUNetConfig | VideoDiTConfig | None = None,
+        text_encoder: str = "joint",
+        text_options: dict[str, Any] | None = None,
+        dit_options: dict[str, Any] | None = None,
+        samples: int = 0,
+        log: Callable[[str], None] = print,
+        **unet_options: Any,
+    ):
+        """Load the clips and build a video denoiser fitted to them (or exactly ``model_config``).
+
+        The denoiser is the factorised space-time U-Net (``unet_options``, with the temporal ones of
+        ``VIDEO_OPTIONS``) or, with ``backbone`` dit, the transformer on spacetime patches
+        (``dit_options``: tubelet, patch_size, width, depth, heads); with ``cond`` text it reads the
+        captions through ``text_encoder`` as the image task's does. ``samples`` > 0: every evaluation
+        draws that many clips for held-out prompts and scores them from the pixels (moving-shapes).
+        """
+        self.data, self.diffusion, self.video = data, diffusion, video or VideoConfig()
+        self.log, self.samples = log, samples
+        if data.image_size is not None:
+            raise GenlabError("clips keep the size they are made at: drop `image_size`")
+        self.train_data = load_clips(data.name, "train", data.split_seed, data.val_fraction)
+        self.val_data = load_clips(data.name, "val", data.split_seed, data.val_fraction)
+        if diffusion.cond == "class" and self.train_data.labels is None:
+            raise GenlabError(f"`cond` class needs class labels, and {data.name} has none")
+        cls = video_network_class(diffusion)
+        if model_config is None:
+            self.model = self._new_video_network(
+                text_encoder, text_options or {}, dit_options or {}, unet_options
+            )
+        else:
+            self.model = cls(model_config)
+        if (self.video.image_share or self.video.frame_cond) and not takes_frames(self.model):
+            raise GenlabError(
+                "`image_share` and `frame_cond` need a noise level per frame, which the video U-Net has and "
+                "the DiT (whose tubelets mix frames) does not: use `backbone` unet or set them to 0"
+            )
+        self.schedule = diffusion.noise_schedule()
+        self.latents: dict[str, Any] = {}
+        self._extractor = False  # FID's image features are not what a video run is scored on
+
+    def _new_video_network(
+        self,
+        text_encoder: str,
+        text_options: dict[str, Any],
+        dit_options: dict[str, Any],
+        unet_options: dict[str, Any],
+    ) -> nn.Module:
+        d, data = self.diffusion, self.train_data
+        classes = data.num_classes if d.cond == "class" else 0
+        channels, side = data.channels, data.image_size
+        temporal = {k: unet_options.pop(k) for k in VIDEO_OPTIONS if k in unet_options}
+        if "temporal_levels" in temporal and temporal["temporal_levels"] is not None:
+            temporal["temporal_levels"] = tuple(temporal["temporal_levels"])
+        config: VideoUNetConfig | VideoDiTConfig
+        if d.backbone == "dit":
+            frames = max(dit_options.pop("frames", 0), data.frames, self.video.sample_frames)
+            config = VideoDiTConfig(
+                in_channels=channels, image_size=side, frames=frames, num_classes=classes, **dit_options
+            )
+        else:
+            unet = UNetConfig(in_channels=channels, image_size=side, num_classes=classes, **unet_options)
+            config = VideoUNetConfig(unet=unet, **temporal)
+        if d.cond != "text":
+            return video_network_class(d)(config)
+        text, tokens, weights = text_encoder_config(text_encoder, text_options, data.captions)
+        if isinstance(config, VideoDiTConfig):
+            config.context_dim = text.width
+            text_config = TextUNetConfig(
+                UNetConfig(in_channels=channels, image_size=side, context_dim=text.width),
+                text,
+                tokens,
+                text_encoder != "joint",
+                text_encoder,
+                video_dit=VideoDiTConfig(**asdict(config)),
+            )
+        else:
+            config.unet.context_dim = text.width
+            text_config = TextUNetConfig(
+                config.unet,
+                text,
+                tokens,
+                text_encoder != "joint",
+                text_encoder,
+                video=config_from_dict(VideoUNetConfig, asdict(config), "the video U-Net"),
+            )
+        net = TextVideoNet(text_config)
+        if weights is not None:
+            net.text_encoder.load_state_dict(weights)
+        return net
+
+    @classmethod
+    def from_run_config(
+        cls, config: dict[str, Any], log: Callable[[str], None] = print
+    ) -> VideoDiffusionTask:
+        """Rebuild the task of a saved run (for --resume) from its config.json."""
+        diffusion = config_from_dict(DiffusionConfig, config.get("diffusion", {}), "config.json 'diffusion'")
+        model_class = video_network_class(diffusion).config_class  # type: ignore[attr-defined]
+        return cls(
+            config_from_dict(DataConfig, config.get("data", {}), "config.json 'data'"),
+            diffusion,
+            config_from_dict(VideoConfig, config.get("video", {}), "config.json 'video'"),
+            model_config=config_from_dict(model_class, config["model"], "config.json 'model'"),
+            samples=int(config.get("monitor", {}).get("samples", 0)),
+            log=log,
+        )
+
+    def config_sections(self) -> dict[str, Any]:
+        sections: dict[str, Any] = {
+            "data": asdict(self.data),
+            "diffusion": asdict(self.diffusion),
+            "video": asdict(self.video),
+            "monitor": {"samples": self.samples},
+        }
+        if self.train_data.class_names is not None:
+            sections["class_names"] = list(self.train_data.class_names)
+        return sections
+
+    def _forward(
+        self, model: nn.Module, x0: torch.Tensor, labels, captions, generator: torch.Generator, train: bool
+    ) -> torch.Tensor:
+        """The loss of one batch of clips ``x0`` (N, T, C, H, W) in model space: Ho et al. (2020) Algorithm 1
+        with one noise level per clip; image rows (``image_share``) draw one per frame and see no other
+        frame; clips given their first frame (``frame_cond``) see it clean and are not scored on it."""
+        d, v = self.diffusion, self.video
+        n, frames = x0.shape[:2]
+        device = x0.device
+        t, abar = draw_noise_levels(d, self.schedule, n, generator)
+        t, abar = t[:, None].expand(n, frames).clone(), abar[:, None].expand(n, frames).clone()
+        images = (
+            torch.rand(n, generator=generator) < v.image_share if train else torch.zeros(n, dtype=torch.bool)
+        )
+        if images.any():  # independent images: a noise level for each frame
+            t_img, abar_img = draw_noise_levels(d, self.schedule, int(images.sum()) * frames, generator)
+            t[images], abar[images] = t_img.reshape(-1, frames), abar_img.reshape(-1, frames)
+        given = (torch.rand(n, generator=generator) < v.frame_cond) & ~images
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        flat = x0.flatten(0, 1)
+        abar_flat = abar.flatten().to(device)
+        x_t = noised(flat, noise.flatten(0, 1), abar_flat)
+        inp = network_input(d.parameterization, x_t, abar_flat).unflatten(0, (n, frames))
+        drop = torch.rand(n, generator=generator) < d.cond_dropout if train else None
+        cond = self._label_condition(labels, captions, drop)
+        extra: dict[str, Any] = {}
+        if takes_frames(self.model):
+            extra["temporal"] = ~images.to(device) if images.any() else True
+        else:  # one noise level per clip
+            t = t[:, 0]
+        abar0 = float(self.schedule.abar(torch.zeros(1, dtype=torch.long))[0])
+        out = with_first_frame(
+            model, d.parameterization, abar0, inp, t.to(device), x0[:, 0], given.to(device), **cond, **extra
+        )
+        p = get_parameterization(d.parameterization)
+        target = p.target(flat, noise.flatten(0, 1), abar_flat)
+        per_frame = (out.flatten(0, 1).float() - target.float()).square().flatten(1).mean(1)
+        if d.min_snr_gamma > 0:
+            per_frame = per_frame * p.min_snr_weight(abar_flat.float(), d.min_snr_gamma)
+        scored = torch.ones(n, frames, dtype=torch.bool)
+        scored[:, 0] = ~given
+        scored = scored.flatten().to(device)
+        return (per_frame * scored).sum() / scored.sum()
+
+    def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        x0 = to_model_space(batch.images)
+        return self._forward(model, x0, batch.labels, batch.captions, generator, train=True), {}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Loss on (up to 200) validation clips at fixed noise levels; with ``samples``, the motion
+        adherence of that many clips drawn for held-out single-object prompts, read from the pixels."""
+        data = self.val_data.spread(200)
+        g = torch.Generator().manual_seed(1234)
+        device = next(model.parameters()).device
+        total = 0.0
+        for i in range(0, len(data), 50):
+            x0 = to_model_space(data.clips[i : i + 50]).to(device)
+            labels = data.labels[i : i + 50].to(device) if self.diffusion.cond == "class" else None
+            loss = self._forward(model, x0, labels, data.captions[i : i + 50], g, train=False)
+            total += float(loss) * len(x0)
+        out: dict[str, Any] = {"val_loss": total / len(data)}
+        if self.samples:
+            out.update(self.sample_quality(model))
+        return out
+
+    def held_out_prompts(self, n: int) -> list[str]:
+        """``n`` single-object prompts of held-out clips (cycled when there are fewer)."""
+        pool = single_object_motion_prompts(self.val_data.captions)
+        if not pool:
+            raise GenlabError(f"{self.data.name} has no single-object moving-shapes captions to score")
+        return [pool[i % len(pool)] for i in range(n)]
+
+    def sample_quality(self, model: nn.Module) -> dict[str, Any]:
+        if self.diffusion.cond != "text" or self.data.name != "moving-shapes":
+            return {}
+        prompts = self.held_out_prompts(self.samples)
+        clips = self.draw(model, torch.Generator().manual_seed(0), prompts=prompts)
+        scores = motion_adherence(clips, prompts)
+        return {
+            f"adherence_{k}" if k != "motion" else "adherence": v
+            for k, v in scores.items()
+            if k not in ("per_clip", "count")
+        }
+
+    def sample(self, model: nn.Module, path: Path) -> Path:
+        """A strip of frames per clip (fixed seed): eight held-out prompts, or the classes, or eight
+        unconditional clips; an animated GIF of them beside it."""
+        g = torch.Generator().manual_seed(0)
+        spread = self.val_data.spread(8)
+        if self.diffusion.cond == "text":
+            captions = spread.captions
+            clips = self.draw(model, g, prompts=captions)
+        elif self.diffusion.cond == "class":
+            k = self.train_data.num_classes
+            labels = torch.arange(k)
+            clips = self.draw(model, g, labels=labels)
+            names = self.train_data.class_names
+            captions = [names[int(i)] for i in labels] if names else None
+        else:
+            clips, captions = self.draw(model, g, n=8), None
+        save_clips(path.with_suffix(".gif"), clips)
+        return save_clips(path, clips, captions)
+
+    @torch.no_grad()
+    def draw(
+        self,
+        model: nn.Module,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        prompts: list[str] | None = None,
+        n: int = 0,
+        batch_size: int = 50,
+        first_frames: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Clips (N, T, C, H, W) in [0, 1] on the CPU, drawn as the run's grids are (``sample_steps`` steps
+        of ``sample_sampler`` at guidance ``sample_guidance``, ``sample_frames`` frames)."""
+        d = self.diffusion
+        count = len(labels) if labels is not None else len(prompts) if prompts is not None else n
+        out = []
+        for i in range(0, count, batch_size):
+            size = min(batch_size, count - i)
+            kwargs: dict[str, Any] = {}
+            if labels is not None:
+                kwargs = dict(class_labels=labels[i : i + size], guidance_scale=d.sample_guidance)
+            elif prompts is not None:
+                cond, _ = model.encode_prompts(prompts[i : i + size])
+                uncond, _ = model.encode_prompts([""] * size)
+                kwargs = dict(cond=cond, uncond=uncond, guidance_scale=d.sample_guidance)
+            if first_frames is not None:
+                kwargs["first_frame"] = first_frames[i : i + size]
+                kwargs.setdefault("guidance_scale", d.sample_guidance)
+            shape = (size, *clip_shape(model, self.video.sample_frames))
+            out.append(
+                generate_clips(
+                    model,
+                    self.schedule,
+                    d.parameterization,
+                    shape,
+                    steps=d.sample_steps,
+                    sampler=d.sample_sampler,
+                    generator=generator,
+                    precision="auto",
+                    **kwargs,
+                ).cpu()
+            )
+        return torch.cat(out)
