@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,30 @@ def _words(name: str) -> str:
     return words or name
 
 
-def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
+def _image_problem(root: Path, path: Path) -> str | None:
+    """Why ``path``, named by metadata.jsonl, cannot be an image sample (None when it can)."""
+    if not path.is_file():
+        return f"does not exist in {root}; file names are relative to that folder"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"is not an image ({', '.join(IMAGE_EXTENSIONS)})"
+    return None
+
+
+def _metadata_entries(
+    root: Path,
+    metadata: Path,
+    problem: Callable[[Path, Path], str | None] = _image_problem,
+    example: str = _EXAMPLE_LINE,
+    noun: str = "image",
+) -> list[_Entry]:
+    """The samples metadata.jsonl names; ``problem`` says why a named path cannot be one (the clip
+    folder, genlab.data.folder_clips, lets it name frame folders too)."""
+
     def fail(lineno: int, problem: str) -> GenlabError:
         return GenlabError(f"{metadata}, line {lineno}: {problem}")
 
-    def malformed(lineno: int, problem: str) -> GenlabError:
-        return fail(lineno, f"{problem}; each line must look like {_EXAMPLE_LINE}")
+    def malformed(lineno: int, what: str) -> GenlabError:
+        return fail(lineno, f"{what}; each line must look like {example}")
 
     try:
         lines = metadata.read_text(encoding="utf-8").splitlines()
@@ -99,12 +118,9 @@ def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
                 f"{file_name!r} points outside {root}; name files inside the folder, relative to it "
                 "(no '..', no absolute paths, no links to files elsewhere)",
             )
-        if not image.is_file():
-            raise fail(
-                lineno, f"{file_name!r} does not exist in {root}; file names are relative to that folder"
-            )
-        if image.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise fail(lineno, f"{file_name!r} is not an image ({', '.join(IMAGE_EXTENSIONS)})")
+        wrong = problem(root, image)
+        if wrong is not None:
+            raise fail(lineno, f"{file_name!r} {wrong}")
         if file_name in seen:
             raise fail(lineno, f"{file_name!r} is already listed on line {seen[file_name]}")
         seen[file_name] = lineno
@@ -119,8 +135,8 @@ def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
         entries.append(_Entry(image, text.strip(), label, lineno))
     if not entries:
         raise GenlabError(
-            f"{metadata} is empty; add one line per image like {_EXAMPLE_LINE}, "
-            "or delete it to caption images by their file names"
+            f"{metadata} is empty; add one line per {noun} like {example}, "
+            f"or delete it to caption {noun}s by their file names"
         )
     kinds = {type(e.label) for e in entries}
     if type(None) in kinds and len(kinds) > 1:
@@ -136,7 +152,7 @@ def _metadata_entries(root: Path, metadata: Path) -> list[_Entry]:
             raise fail(
                 largest.line,
                 f'"label" {largest.label} is too large: integer labels are class indices 0..N-1, and '
-                f"{len(entries)} images have at most {limit} classes; renumber them, or use class names",
+                f"{len(entries)} {noun}s have at most {limit} classes; renumber them, or use class names",
             )
     return entries
 

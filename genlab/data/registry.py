@@ -10,6 +10,7 @@ from genlab.checks import MAX_SIDE, check_pixels, check_range
 from genlab.data.base import DatasetInfo, ImageDataset, split_indices
 from genlab.data.digits import DIGITS_COUNT, DIGITS_SIZE, load_digits
 from genlab.data.folder import FOLDER_IMAGE_SIZE, load_folder
+from genlab.data.folder_clips import is_clip_folder, load_clip_folder
 from genlab.data.mnist import MNIST_COUNT, MNIST_SIZE, load_mnist
 from genlab.data.moving import (
     DIRECTION_NAMES,
@@ -25,6 +26,7 @@ from genlab.errors import GenlabError
 
 SPLITS = ("train", "val", "all")
 FOLDER_PREFIX = "folder:"
+CLIPS_PREFIX = "clips:"  # a folder of clips: animated GIFs or frame folders (genlab.data.folder_clips)
 
 _LOADERS: dict[str, Callable[[int | None], ImageDataset]] = {
     "mnist": load_mnist,
@@ -97,23 +99,42 @@ def list_datasets() -> list[DatasetInfo]:
 
 
 def is_clips(spec: str) -> bool:
-    """Whether ``spec`` names a data set of clips (N, T, C, H, W) rather than of images."""
-    return spec.strip().lower() in _CLIP_LOADERS
+    """Whether ``spec`` names a data set of clips (N, T, C, H, W) rather than of images: a clip data set,
+    ``clips:PATH``, or a ``folder:PATH`` whose samples are animated GIFs (see genlab.data.folder_clips)."""
+    text = spec.strip()
+    if text.lower().startswith(CLIPS_PREFIX):
+        return True
+    if text.lower().startswith(FOLDER_PREFIX):
+        return is_clip_folder(text[len(FOLDER_PREFIX) :])
+    return text.lower() in _CLIP_LOADERS
 
 
 def load_clips(spec: str, split: str = "train", seed: int = 0, val_fraction: float = 0.1) -> ClipDataset:
-    """One split of a clip data set ("moving-shapes", "moving-mnist"): its CLIP_COUNT clips generated
-    from seed 0, then split by ``seed`` as load_dataset splits images."""
-    loader = _CLIP_LOADERS.get(spec.strip().lower())
-    if loader is None:
-        raise GenlabError(f"unknown clip data set {spec!r}; choose one of {', '.join(_CLIP_LOADERS)}")
+    """One split of a clip data set ("moving-shapes", "moving-mnist": its CLIP_COUNT clips generated from
+    seed 0; "clips:PATH" or "folder:PATH": the folder's clips), split by ``seed`` as load_dataset splits
+    images."""
     if split not in SPLITS:
         raise GenlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    clips = loader(CLIP_COUNT)
+    clips = _load_all_clips(spec)
     if split == "all":
         return clips
     train, val = split_indices(len(clips), val_fraction, seed)
     return clips.subset(train if split == "train" else val)
+
+
+def _load_all_clips(spec: str) -> ClipDataset:
+    text = spec.strip()
+    for prefix, frame_folders in ((CLIPS_PREFIX, True), (FOLDER_PREFIX, False)):
+        if text.lower().startswith(prefix):
+            path = text[len(prefix) :]
+            if not path:
+                raise GenlabError(f"'{prefix}' needs a path after the colon, e.g. {prefix}./my_clips")
+            return load_clip_folder(path, frame_folders=frame_folders)
+    loader = _CLIP_LOADERS.get(text.lower())
+    if loader is None:
+        names = ", ".join([*_CLIP_LOADERS, CLIPS_PREFIX + "PATH"])
+        raise GenlabError(f"unknown clip data set {spec!r}; choose one of {names}")
+    return loader(CLIP_COUNT)
 
 
 def _valid_names() -> str:
@@ -128,7 +149,7 @@ def _load_all(spec: str, image_size: int | None) -> ImageDataset:
             raise GenlabError("'folder:' needs a path after the colon, e.g. folder:./my_images")
         return load_folder(path, image_size=image_size)
     loader = _LOADERS.get(text.lower())
-    if text.lower() in _CLIP_LOADERS:
+    if text.lower() in _CLIP_LOADERS or text.lower().startswith(CLIPS_PREFIX):
         raise GenlabError(f"{text} holds clips, not images: a video model reads it (genlab.data.load_clips)")
     if loader is None:
         hint = f"; to use the folder {text}, write folder:{text}" if text and Path(text).is_dir() else ""
