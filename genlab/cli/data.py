@@ -45,6 +45,7 @@ def data_show(
       genlab data show shapes --n 16 --split val
       genlab data show folder:./my_images --image-size 64
       genlab data show moving-shapes --n 8 --out clips.gif    # clips: a GIF, or a PNG of their frames
+      genlab data show clips:./my_clips                        # animated GIFs or frame folders
     """
     from genlab.data import is_clips, load_dataset, save_grid
     from genlab.errors import GenlabError
@@ -57,7 +58,7 @@ def data_show(
     ds = load_dataset(name, split, seed=seed, image_size=image_size)
     preview = ds.spread(n)
     k = len(preview)
-    out = out or f"{name.split(':', 1)[-1].rstrip('/').split('/')[-1] or 'data'}.png"
+    out = out or f"{_stem(name)}.png"
     path = save_grid(out, preview.images, preview.captions, nrow=min(nrow, k))
     click.echo(
         f"{ds.name} ({split}: {len(ds)} images, {ds.channels}x{ds.image_size}x{ds.image_size}): "
@@ -65,10 +66,15 @@ def data_show(
     )
 
 
+def _stem(name: str) -> str:
+    """The default file name of a data set's preview: "folder:~/my_clips/" -> "my_clips"."""
+    return name.split(":", 1)[-1].rstrip("/").split("/")[-1] or "data"
+
+
 def _show_clips(name: str, out: str | None, n: int, split: str, seed: int, nrow: int) -> None:
     """A clip data set: an animated GIF of N clips side by side, or a PNG with one row of frames per clip."""
     from genlab.data import load_clips, save_clips
 
     ds = load_clips(name, split, seed=seed).spread(n)
-    path = save_clips(out or f"{name}.gif", ds.clips, ds.captions, nrow=nrow)
+    path = save_clips(out or f"{_stem(name)}.gif", ds.clips, ds.captions, nrow=nrow)
     click.echo(f"{name} ({split}): wrote {len(ds)} clips of {ds.frames} frames to {path}")
