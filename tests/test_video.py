@@ -1,0 +1,251 @@
+"""Video diffusion end to end: the training loss (one noise level per clip, image rows, first frames given
+and left out of the loss), image-to-video conditioning, generate_clips, the pipeline and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from genlab.cli import cli
+from genlab.data import DataConfig
+from genlab.diffusion.config import DiffusionConfig
+from genlab.errors import GenlabError
+from genlab.nn.video_unet import VideoUNet
+from genlab.train.engine import Batch
+from genlab.video.config import VideoConfig
+from genlab.video.generate import FrameConditioned, generate_clips, with_first_frame
+from genlab.video.task import VideoDiffusionTask
+
+TINY = dict(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), head_dim=8, groups=4)
+SHORT = ["--steps", "2", "--eval-every", "0", "--sample-every", "0", "--eval-samples", "0", "--no-progress"]
+NET = ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1", "--temporal-levels", "1"]
+
+
+def _task(cond: str = "text", video: VideoConfig | None = None, **kw) -> VideoDiffusionTask:
+    torch.manual_seed(0)
+    options = {**TINY, "temporal_levels": (0, 1), **kw}
+    diffusion = DiffusionConfig(cond=cond, sample_steps=2)
+    return VideoDiffusionTask(
+        DataConfig("moving-shapes"),
+        diffusion,
+        video,
+        text_options=dict(width=16, layers=1, heads=2),
+        **options,
+    )
+
+
+def _batch(task: VideoDiffusionTask, n: int = 3) -> Batch:
+    d = task.train_data.subset(range(n))
+    return Batch(d.clips, d.labels, d.captions, torch.arange(n))
+
+
+class Recorder(torch.nn.Module):
+    """Stands in for a network: records what it is called with and returns a fixed output."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = torch.nn.Parameter(out)
+        self.calls: list[dict] = []
+
+    def forward(self, x, t, **cond):
+        self.calls.append({"x": x.detach().clone(), "t": t.detach().clone(), **cond})
+        return self.out
+
+
+def test_with_first_frame_shows_given_clips_their_frame_clean_at_timestep_zero():
+    x = torch.randn(2, 4, 3, 8, 8)
+    net = Recorder(torch.zeros(2, 4, 3, 8, 8))
+    frame = torch.rand(2, 3, 8, 8)
+    given = torch.tensor([True, False])
+    with_first_frame(net, "eps", 0.9999, x, torch.tensor([500.0, 700.0]), frame, given)
+    seen = net.calls[0]
+    assert torch.equal(seen["x"][0, 0], frame[0])  # eps networks take x_t itself: the clean frame
+    assert torch.equal(seen["x"][1], x[1]) and torch.equal(seen["x"][0, 1:], x[0, 1:])
+    assert seen["t"].tolist() == [[0.0, 500.0, 500.0, 500.0], [700.0] * 4]
+    with_first_frame(net, "eps", 0.9999, x, torch.tensor([500.0, 700.0]), frame, torch.tensor([False, False]))
+    assert net.calls[1]["t"].tolist() == [500.0, 700.0]  # nothing given: the network's own call
+
+
+def test_the_loss_leaves_a_given_first_frame_out():
+    task = _task(cond="none", video=VideoConfig(frame_cond=0.999))  # every clip given its first frame
+    net = Recorder(torch.zeros(3, 8, 3, 32, 32))
+    loss, _ = task.loss(net, _batch(task), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.count_nonzero(net.out.grad[:, 0]) == 0 and torch.count_nonzero(net.out.grad[:, 1:]) > 0
+    assert (net.calls[0]["t"][:, 0] == 0).all() and (net.calls[0]["t"][:, 1] > 0).all()
+
+
+def test_image_rows_draw_a_noise_level_per_frame_and_see_no_other_frame():
+    task = _task(cond="none", video=VideoConfig(image_share=0.999))
+    net = Recorder(torch.zeros(3, 8, 3, 32, 32))
+    task.loss(net, _batch(task), torch.Generator().manual_seed(0))
+    seen = net.calls[0]
+    assert seen["temporal"].tolist() == [False, False, False]
+    assert all(len(set(row.tolist())) > 1 for row in seen["t"])  # independent images, own noise levels
+    task = _task(cond="none")
+    net = Recorder(torch.zeros(3, 8, 3, 32, 32))
+    task.loss(net, _batch(task), torch.Generator().manual_seed(0))
+    assert net.calls[0]["temporal"] is True and all(len(set(r.tolist())) == 1 for r in net.calls[0]["t"])
+
+
+def test_training_steps_lower_the_loss_of_a_text_to_video_network():
+    task = _task()
+    batch, g = _batch(task, 4), torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(task.model.parameters(), 3e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = task.loss(task.model, batch, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+    del g
+
+
+def test_generated_clips_start_exactly_at_a_given_first_frame_and_guidance_sees_it():
+    task = _task(cond="none")
+    net = task.model
+    frame = torch.rand(2, 3, 32, 32)
+    shape = (2, 5, 3, 32, 32)
+    clips = generate_clips(net, task.schedule, "eps", shape, first_frame=frame, steps=2, guidance_scale=2.0)
+    assert clips.shape == shape and torch.equal(clips[:, 0], frame)
+    assert clips.min() >= 0 and clips.max() <= 1
+    wrapped = FrameConditioned(net, "eps", task.schedule)
+    assert wrapped.config is net.config and list(wrapped.parameters())
+    with pytest.raises(GenlabError, match="first frame must be"):
+        generate_clips(net, task.schedule, "eps", shape, first_frame=frame[:1], steps=2)
+    with pytest.raises(GenlabError, match=r"\(N, T, C, H, W\)"):
+        generate_clips(net, task.schedule, "eps", (2, 3, 32, 32), steps=2)
+
+
+def test_the_same_seed_gives_the_same_clips_and_frames_are_not_copies():
+    task = _task(cond="none")
+    from genlab.nn.video_unet import VideoUNet as _V
+
+    assert isinstance(task.model, _V)
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    shape = (1, 4, 3, 32, 32)
+    a = generate_clips(
+        task.model, task.schedule, "eps", shape, steps=3, generator=torch.Generator().manual_seed(3)
+    )
+    b = generate_clips(
+        task.model, task.schedule, "eps", shape, steps=3, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(a, b) and not torch.equal(a[0, 0], a[0, 1])
+
+
+def test_the_ablation_has_no_temporal_layers_and_denoises_frames_alone():
+    task = _task(cond="none", temporal=False)
+    net = task.model
+    assert isinstance(net, VideoUNet) and not [n for n, _ in net.named_parameters() if "_time" in n]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.1)
+    x, t = torch.randn(1, 4, 3, 32, 32), torch.tensor([300.0])
+    y = x.clone()
+    y[:, 3] += 1.0
+    assert torch.allclose(net(x, t)[:, :3], net(y, t)[:, :3])  # frame 3 reaches no other frame
+
+
+def test_dit_backbone_refuses_per_frame_options():
+    with pytest.raises(GenlabError, match="noise level per frame"):
+        VideoDiffusionTask(
+            DataConfig("moving-shapes"),
+            DiffusionConfig(cond="none", backbone="dit"),
+            VideoConfig(frame_cond=0.2),
+            dit_options=dict(width=32, depth=1, heads=2, patch_size=4),
+        )
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _fail(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("video") / "run"
+    result = _invoke("train", "video", *NET, "--frame-cond", "0.3", "--out", str(run), *SHORT)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_train_video_writes_a_video_run_that_resumes(text_run):
+    config = json.loads((text_run / "config.json").read_text())
+    assert config["kind"] == "video" and config["video"]["frame_cond"] == 0.3
+    assert config["model"]["video"]["unet"]["base_channels"] == 16
+    result = _invoke("train", "video", "--out", str(text_run), "--resume", "--steps", "3", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "finished at step 3" in result.output
+
+
+def test_sample_writes_a_gif_a_strip_and_a_trajectory(text_run, tmp_path):
+    out, traj = tmp_path / "clip.gif", tmp_path / "traj.png"
+    result = _invoke("sample", str(text_run), "a small red circle moving right", "--frames", "6", "--n", "2",
+                     "--steps", "2", "--out", str(out), "--trajectory", str(traj))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    gif = Image.open(out)
+    assert gif.n_frames == 6
+    strip = Image.open(out.with_suffix(".png"))
+    assert strip.width > strip.height  # one row of 6 frames per clip
+    assert traj.is_file() and "2 clips of 6 frames" in result.output
+    first = tmp_path / "first.png"
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(first)
+    result = _invoke("sample", str(text_run), "a small red circle moving right", "--n", "1", "--steps", "2",
+                     "--first-frame", str(first), "--out", str(tmp_path / "i2v.png"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_video_pipeline_checks_its_inputs(text_run):
+    from genlab.pipelines import VideoPipeline, load_pipeline
+
+    pipe = load_pipeline(text_run)
+    assert isinstance(pipe, VideoPipeline) and pipe.text
+    out = pipe("a large blue square moving up", num_frames=4, num_clips=2, num_inference_steps=2)
+    assert out.clips.shape == (2, 4, 3, 32, 32) and out.prompts == ["a large blue square moving up"] * 2
+    assert len(out.frames[0]) == 4
+    with pytest.raises(GenlabError, match="give a prompt"):
+        pipe(num_inference_steps=2)
+    with pytest.raises(GenlabError, match="num_frames"):
+        pipe("a red circle moving up", num_frames=65, num_inference_steps=2)
+    with pytest.raises(GenlabError, match="first frame must be"):
+        pipe("a red circle moving up", first_frame=torch.rand(3, 16, 16), num_inference_steps=2)
+
+
+def test_cli_errors_are_one_line(text_run, tmp_path):
+    assert "give a prompt" in _fail("sample", str(text_run), "--steps", "2", "--out", str(tmp_path / "x.gif"))
+    assert "video run" in _fail(
+        "sample", str(text_run), "a red circle moving up", "--negative-prompt", "blue"
+    )
+    assert "without classes" in _fail("sample", str(text_run), "a red circle moving up", "--class", "3")
+    assert "editing needs" in _fail("edit", "img2img", str(text_run), str(tmp_path / "none.png"))
+    assert "moving-shapes" in _fail("train", "video", "--data", "mnist", "--out", str(tmp_path / "r"), *SHORT)
+
+
+def test_a_class_run_without_frame_conditioning_refuses_a_first_frame(tmp_path):
+    run = tmp_path / "class"
+    result = _invoke(
+        "train", "video", *NET, "--data", "moving-mnist", "--cond", "class", "--out", str(run), *SHORT
+    )
+    assert result.exit_code == 0, result.output
+    from genlab.pipelines import load_pipeline
+
+    pipe = load_pipeline(run)
+    assert pipe.num_classes == 10 and pipe.class_names[7] == "7"
+    out = pipe(class_labels=[7, 1], num_inference_steps=2, num_frames=3)
+    assert out.clips.shape == (2, 3, 1, 48, 48) and out.class_labels.tolist() == [7, 1]
+    with pytest.raises(GenlabError, match="frame_cond"):
+        pipe(class_labels=[7], first_frame=torch.rand(1, 48, 48), num_inference_steps=2)
