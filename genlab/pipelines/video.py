@@ -140,7 +140,8 @@ class VideoPipeline:
         if first_frame is not None:
             if not takes_frames(self.model) or not self.video.frame_cond:
                 raise GenlabError(
-                    "this run was not trained to continue a first frame: train it with `frame_cond` (a U-Net run)"
+                    "this run was not trained to continue a first frame: "
+                    "train it with `frame_cond` (a U-Net run)"
                 )
             image = first_frame if first_frame.ndim == 4 else first_frame[None]
             if tuple(image.shape[1:]) != shape[2:]:
