@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 @dataclass
 class ServerLimits:
     max_images: int = 8  # per generation request
+    max_clips: int = 4  # per generation request of a video run: a clip costs its frames' worth of images
+    max_frames: int = 32  # frames of a clip (and at most the run's own limit)
     max_steps: int = 100  # sampling steps, and PGD steps
     max_prompt_chars: int = 200
     max_upload_bytes: int = 1_000_000
@@ -36,8 +38,8 @@ class ServerLimits:
 
     def __post_init__(self) -> None:
         positive = (
-            "max_images", "max_steps", "max_prompt_chars", "max_upload_bytes", "max_side", "burst",
-            "max_running", "max_jobs_per_client",
+            "max_images", "max_clips", "max_steps", "max_prompt_chars", "max_upload_bytes", "max_side",
+            "burst", "max_running", "max_jobs_per_client",
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
@@ -50,6 +52,8 @@ class ServerLimits:
             )
         if not math.isfinite(self.max_eps) or not 0 < self.max_eps <= 1:
             raise GenlabError(f"{param('max_eps')} must be in (0, 1] (got {self.max_eps})")
+        if self.max_frames < 2:  # a clip needs two frames to move
+            raise GenlabError(f"{param('max_frames')} must be at least 2 (got {self.max_frames})")
         if self.max_waiting < 0:
             raise GenlabError(f"{param('max_waiting')} must be >= 0 (got {self.max_waiting})")
 

@@ -14,7 +14,7 @@ from genlab import rundir
 from genlab.errors import GenlabError, param
 from genlab.pipelines.auto import PIPELINE_KINDS, load_pipeline, pipeline_kind
 
-GENERATORS = PIPELINE_KINDS  # the kinds that make images; classifiers are the other kind served
+GENERATORS = PIPELINE_KINDS  # the kinds that make images or clips; classifiers are the other kind served
 FOLDER_PREFIX = "folder:"
 
 
@@ -22,14 +22,20 @@ FOLDER_PREFIX = "folder:"
 class Entry:
     name: str
     run: Path
-    kind: str  # diffusion | text-to-image | gan | classifier
+    kind: str  # diffusion | text-to-image | gan | video | classifier
     model: Any  # a pipeline, or the classifier network
     class_names: list[str] = field(default_factory=list)
     data: Any = None  # a classifier's held-out images, for the attack playground (None: none served)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "classes": self.class_names}
-        if self.kind in GENERATORS:
+        if self.kind == "video":
+            pipe = self.model
+            channels, side, _ = pipe.frame_shape
+            conditioning = "text" if pipe.text else "class" if pipe.num_classes else "none"
+            out.update(channels=channels, image_size=side, steps=True, conditioning=conditioning)
+            out.update(frames=pipe.video.sample_frames, max_frames=pipe.max_frames)
+        elif self.kind in GENERATORS:
             channels, side = self.model.image_shape
             out.update(channels=channels, image_size=side, steps=self.kind != "gan")
             if self.kind == "diffusion":
@@ -91,12 +97,12 @@ def _load(run: Path, device: torch.device, data_roots: tuple[Path, ...], notes: 
             f"directory; {param('data_roots')} FOLDER serves data inside FOLDER); uploads still work"
         )
         return Entry(run.name, run, "classifier", model, names, None)
-    if kind in ("gan", "diffusion"):
+    if kind in ("gan", "diffusion", "video"):
         pipe = load_pipeline(run, device=device)
         served = pipeline_kind(config, run)
         offers = served != "text-to-image" and pipe.num_classes  # unconditional models offer no classes
         return Entry(run.name, run, served, pipe, names if offers else [])
-    raise GenlabError(f"{run} is a {kind} run; the server shows diffusion, GAN and classifier runs")
+    raise GenlabError(f"{run} is a {kind} run; the server shows diffusion, video, GAN and classifier runs")
 
 
 class Registry:

@@ -1,5 +1,6 @@
 """Generation: a request checked against the model it names and the server's limits, run as a job, and
-answered at once or streamed as server-sent events (a preview at every step)."""
+answered at once or streamed as server-sent events (a preview at every step). Image runs answer images as
+PNGs; video runs answer clips, each an animated GIF and a strip of its frames."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from typing import Annotated, Any
 import torch
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from genlab.diffusion.generate import check_sampling_args
 from genlab.errors import GenlabError
-from genlab.server.encoding import Name, Text, png_data_url
+from genlab.server.encoding import Name, Text, gif_data_url, png_data_url, strip_data_url
 from genlab.server.errors import INTERNAL, Rejected, error_responses
 from genlab.server.limits import Cancelled, ServerLimits
 from genlab.server.registry import GENERATORS, Entry
@@ -47,7 +48,9 @@ EVENT = {
 
 
 class GenerateRequest(BaseModel):
-    """What to generate: a prompt for a text-to-image model, or a class (by name) for a class model."""
+    """What to generate: a prompt for a text-to-image or text-to-video model, or a class (by name) for a
+    class model. For a video run ``num_images`` counts clips and ``num_frames`` sets their length (None:
+    the run's own, within the server's limit); image runs take no ``num_frames``."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -60,55 +63,89 @@ class GenerateRequest(BaseModel):
     guidance: float = 3.0
     seed: int = 0
     num_images: int = 4
+    num_frames: int | None = Field(None, description="Frames of a clip (video runs only; None: the run's)")
 
 
 class EventStream(StreamingResponse):
     media_type = "text/event-stream"
 
 
-def _check_generate(req: GenerateRequest, entry: Entry, limits: ServerLimits) -> torch.Tensor | None:
-    """The request's range checks (types are pydantic's); returns the class labels to draw, if any."""
+def _bad(message: str) -> Rejected:
+    return Rejected(422, message)
 
-    def bad(message: str) -> Rejected:
-        return Rejected(422, message)
 
-    if not 1 <= req.num_images <= limits.max_images:
-        raise bad(f"num_images must be between 1 and {limits.max_images} (got {req.num_images})")
+def _clip_length(req: GenerateRequest, entry: Entry, limits: ServerLimits) -> int:
+    """The frames of a video request's clips: as asked, or the run's own length, within both the server's
+    limit and the longest clip the run's network takes."""
+    pipe = entry.model
+    longest = min(limits.max_frames, pipe.max_frames)
+    if req.num_frames is None:
+        return max(2, min(pipe.video.sample_frames, longest))
+    if not 2 <= req.num_frames <= longest:
+        why = f"the longest clip {entry.name} takes" if longest < limits.max_frames else "this server's limit"
+        raise _bad(f"num_frames must be between 2 and {longest} ({why}; got {req.num_frames})")
+    return req.num_frames
+
+
+def _check_generate(
+    req: GenerateRequest, entry: Entry, limits: ServerLimits
+) -> tuple[GenerateRequest, torch.Tensor | None]:
+    """The request's range checks (types are pydantic's); returns the request as it will run (a video
+    request with its number of frames) and the class labels to draw, if any."""
+    video = entry.kind == "video"
+    most, what = (limits.max_clips, "clips of a video run; ") if video else (limits.max_images, "")
+    if not 1 <= req.num_images <= most:
+        raise _bad(f"num_images must be between 1 and {most} ({what}got {req.num_images})")
+    if video:
+        req = req.model_copy(update={"num_frames": _clip_length(req, entry, limits)})
+    elif req.num_frames is not None:
+        raise _bad(f"{entry.name} makes images, not clips: leave num_frames out")
     if not 1 <= req.steps <= limits.max_steps:
-        raise bad(f"steps must be between 1 and {limits.max_steps} (got {req.steps})")
+        raise _bad(f"steps must be between 1 and {limits.max_steps} (got {req.steps})")
     if not 0 <= req.seed <= MAX_SEED:
-        raise bad(f"seed must be between 0 and {MAX_SEED} (got {req.seed})")
+        raise _bad(f"seed must be between 0 and {MAX_SEED} (got {req.seed})")
     if not (0 <= req.guidance <= MAX_GUIDANCE) or math.isnan(req.guidance):
-        raise bad(f"guidance must be between 0 and {MAX_GUIDANCE} (got {req.guidance})")
+        raise _bad(f"guidance must be between 0 and {MAX_GUIDANCE} (got {req.guidance})")
     longest = max(len(req.prompt), len(req.negative_prompt))
     if longest > limits.max_prompt_chars:
-        raise bad(f"prompts are limited to {limits.max_prompt_chars} characters (got {longest})")
+        raise _bad(f"prompts are limited to {limits.max_prompt_chars} characters (got {longest})")
     if entry.kind != "gan":
         try:
             check_sampling_args(req.sampler, req.steps, req.guidance)
         except GenlabError as e:
-            raise bad(str(e)) from None
-    if entry.kind == "text-to-image":
+            raise _bad(str(e)) from None
+    if entry.kind == "text-to-image" or (video and entry.model.text):
+        task = "text-to-video" if video else "text-to-image"
         if not req.prompt.strip():
-            raise bad(f"{entry.name} is a text-to-image model: give a prompt")
+            raise _bad(f"{entry.name} is a {task} model: give a prompt")
         if req.class_name:
-            raise bad(f"{entry.name} takes a prompt, not a class")
-        return None
+            raise _bad(f"{entry.name} takes a prompt, not a class")
+        if video and req.negative_prompt:
+            raise _bad(f"{entry.name} takes no negative prompt (video runs are guided by the prompt alone)")
+        return req, None
     if req.prompt or req.negative_prompt:
-        raise bad(f"{entry.name} takes no prompt (it was not trained on captions); give a class_name")
+        instead = "leave it out" if video and not entry.model.num_classes else "give a class_name"
+        raise _bad(f"{entry.name} takes no prompt (it was not trained on captions); {instead}")
     if entry.kind == "diffusion" and entry.model.upscale:
-        raise bad(f"{entry.name} is an upscaler: it sharpens images, it does not make them")
+        raise _bad(f"{entry.name} is an upscaler: it sharpens images, it does not make them")
     if req.class_name is None or req.class_name == "":
-        return None
+        return req, None
     if not entry.model.num_classes:
-        raise bad(f"{entry.name} has no classes; leave class_name out")
+        raise _bad(f"{entry.name} has no classes; leave class_name out")
     try:
         index = entry.model.class_index(req.class_name)
     except GenlabError as e:
-        raise bad(str(e)) from None
+        raise _bad(str(e)) from None
     if not 0 <= index < entry.model.num_classes:
-        raise bad(f"class {index} is out of range: {entry.name} knows 0..{entry.model.num_classes - 1}")
-    return torch.tensor([index])
+        raise _bad(f"class {index} is out of range: {entry.name} knows 0..{entry.model.num_classes - 1}")
+    return req, torch.tensor([index])
+
+
+def _preview(entry: Entry, estimate: torch.Tensor) -> list[str]:
+    """A step's estimate as the page shows it: each image, or each clip's strip of frames."""
+    if entry.kind == "video":
+        return [strip_data_url(clip) for clip in estimate]
+    return [png_data_url(x) for x in estimate]
 
 
 def _generate(
@@ -130,25 +167,37 @@ def _generate(
             )  # fmt: skip
         elif entry.kind == "gan":
             out = pipe(req.num_images, labels, generator=g)
+        elif entry.kind == "video":
+            out = pipe(
+                req.prompt if pipe.text else None, labels, req.num_frames, req.num_images, req.steps,
+                req.guidance, req.sampler, generator=g, on_step=on_step,
+            )  # fmt: skip
         else:
             out = pipe(
                 req.num_images, labels, req.steps, req.guidance, req.sampler, generator=g, on_step=on_step
             )
-    settings = req.model_dump()
-    if entry.kind == "gan":
-        settings.update(steps=1, sampler="generator", guidance=1.0)
-    return {
-        "images": [png_data_url(x) for x in out.tensors],
-        "settings": settings,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    if entry.kind == "video":  # the GIFs play in an <img>; the strips show every frame at once
+        clips = out.clips
+        result = {
+            "images": [gif_data_url(c) for c in clips],
+            "strips": [strip_data_url(c) for c in clips],
+            "settings": req.model_dump(),
+        }
+    else:
+        settings = req.model_dump(exclude={"num_frames"})
+        if entry.kind == "gan":
+            settings.update(steps=1, sampler="generator", guidance=1.0)
+        result = {"images": [png_data_url(x) for x in out.tensors], "settings": settings}
+    return {**result, "seconds": round(time.perf_counter() - start, 3)}
 
 
 @router.post("/api/generate", responses=error_responses(403, 404, 422, 429, 503))
 async def generate(req: GenerateRequest, request: Request, state: State) -> dict[str, Any]:
-    """Generate ``num_images`` images (base64 PNG data URLs) with their settings."""
+    """Generate ``num_images`` images (base64 PNG data URLs) with their settings; of a video run,
+    ``num_images`` clips of ``num_frames`` frames: ``images`` holds each as an animated GIF data URL,
+    ``strips`` as a PNG of its frames in a row."""
     entry = state.registry.get(req.model, GENERATORS)
-    labels = _check_generate(req, entry, state.limits)
+    req, labels = _check_generate(req, entry, state.limits)
     job = state.admit(request)
     return await run_watched(job, request, _generate, entry, req, labels)
 
@@ -163,15 +212,16 @@ async def generate(req: GenerateRequest, request: Request, state: State) -> dict
 )
 async def generate_stream(req: GenerateRequest, request: Request, state: State) -> EventStream:
     """The same, as server-sent events: ``progress`` (step, total, and the images the model now
-    predicts) at every step, then ``done`` with the result, or ``error``."""
+    predicts, or for a video run the strips of the clips it now predicts) at every step, then ``done``
+    with the result, or ``error``."""
     entry = state.registry.get(req.model, GENERATORS)
-    labels = _check_generate(req, entry, state.limits)
+    req, labels = _check_generate(req, entry, state.limits)
     job = state.admit(request)  # before the response starts, so that a refusal is a real 429
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
 
     def on_step(step: int, total: int, frames: torch.Tensor) -> None:
-        data = {"step": step, "total": total, "preview": [png_data_url(f) for f in frames]}
+        data = {"step": step, "total": total, "preview": _preview(entry, frames)}
         loop.call_soon_threadsafe(events.put_nowait, ("progress", data))
 
     async def produce() -> None:

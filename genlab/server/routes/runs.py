@@ -55,6 +55,8 @@ def models(state: State) -> dict[str, Any]:
         "models": [e.describe() for e in state.registry.entries.values()],
         "limits": {
             "max_images": limits.max_images,
+            "max_clips": limits.max_clips,
+            "max_frames": limits.max_frames,
             "max_steps": limits.max_steps,
             "max_prompt_chars": limits.max_prompt_chars,
             "max_upload_bytes": limits.max_upload_bytes,
