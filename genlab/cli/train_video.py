@@ -49,6 +49,13 @@ VIDEO_FLAGS = {
     "'minilm' (frozen pretrained MiniLM).",
 )
 @click.option(
+    "--tokenizer",
+    default="word",
+    show_default=True,
+    type=click.Choice(["word", "byte"]),
+    help="With --text-encoder joint: whole words, or bytes (no word is unknown).",
+)
+@click.option(
     "--cond-dropout", default=0.1, show_default=True, type=float, help="Share trained unconditional."
 )
 @click.option(
@@ -148,6 +155,7 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             diffusion,
             video,
             text_encoder=params["text_encoder"],
+            text_options=dict(tokenizer=params["tokenizer"]),
             samples=params["eval_samples"],
             log=echo,
             base_channels=params["base_channels"],
