@@ -29,6 +29,12 @@ FLAGS = {"data_roots": "--data-root"}
     "--max-images", default=_LIMITS.max_images, show_default=True, type=int, help="Images per request."
 )
 @click.option(
+    "--max-clips", default=_LIMITS.max_clips, show_default=True, type=int, help="Video: clips per request."
+)
+@click.option(
+    "--max-frames", default=_LIMITS.max_frames, show_default=True, type=int, help="Video: frames per clip."
+)
+@click.option(
     "--max-steps", default=_LIMITS.max_steps, show_default=True, type=int, help="Sampling and PGD steps."
 )
 @click.option("--max-prompt-chars", default=_LIMITS.max_prompt_chars, show_default=True, type=int)
@@ -77,10 +83,10 @@ FLAGS = {"data_roots": "--data-root"}
     help="A folder whose images a classifier run's held-out split may show (repeatable). By default only "
     "built-in datasets and folders inside the run directory.",
 )  # fmt: skip
-def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max_upload_bytes,
+def serve(runs, host, port, device, max_images, max_clips, max_frames, max_steps, max_prompt_chars, max_upload_bytes,
           rate_per_minute, burst, max_waiting, max_jobs_per_client, allowed_host, forwarded_allow_ips,
           data_root) -> None:  # fmt: skip
-    """Serve RUNS (diffusion, text-to-image, GAN and classifier runs, and Stable Diffusion checkpoint
+    """Serve RUNS (diffusion, text-to-image, video, GAN and classifier runs, and Stable Diffusion checkpoint
     folders) in a web page at http://HOST:PORT/:
     generate with a live preview, a gallery, training curves and an attack playground; the REST API is
     documented at /docs. Clients choose among these runs by name only. There is no authentication: who
@@ -90,11 +96,14 @@ def serve(runs, host, port, device, max_images, max_steps, max_prompt_chars, max
     Examples:
       genlab serve runs/diffusion-mnist runs/t2i-shapes runs/classifier-mnist
       genlab serve runs/demo/diffusion-mnist --port 8080 --rate-per-minute 20
+      genlab serve runs/video-moving-shapes --max-clips 2 --max-frames 16   # clips, played live
       genlab serve runs/classifier-pets --data-root ~/pets     # show the held-out pets in the playground
       genlab serve ~/models/stable-diffusion-v1-5 --max-images 1   # the real model, previewed live
     """
     limits = ServerLimits(
         max_images=max_images,
+        max_clips=max_clips,
+        max_frames=max_frames,
         max_steps=max_steps,
         max_prompt_chars=max_prompt_chars,
         max_upload_bytes=max_upload_bytes,
