@@ -83,7 +83,8 @@ FLAGS = {"data_roots": "--data-root"}
     help="A folder whose images a classifier run's held-out split may show (repeatable). By default only "
     "built-in datasets and folders inside the run directory.",
 )  # fmt: skip
-def serve(runs, host, port, device, max_images, max_clips, max_frames, max_steps, max_prompt_chars, max_upload_bytes,
+def serve(runs, host, port, device, max_images, max_clips, max_frames, max_steps, max_prompt_chars,
+          max_upload_bytes,
           rate_per_minute, burst, max_waiting, max_jobs_per_client, allowed_host, forwarded_allow_ips,
           data_root) -> None:  # fmt: skip
     """Serve RUNS (diffusion, text-to-image, video, GAN and classifier runs, and Stable Diffusion checkpoint
