@@ -328,7 +328,10 @@ def test_load_dataset_rejects_bad_arguments(kwargs, pattern):
 
 def test_list_datasets_describes_what_loads(mnist, digits, shapes):
     infos = {info.name: info for info in list_datasets()}
-    assert set(infos) == {"mnist", "digits", "shapes", "moving-shapes", "moving-mnist", "folder:PATH"}
+    assert set(infos) == {
+        "mnist", "digits", "shapes", "moving-shapes", "moving-mnist", "moving-shapes-frames",
+        "moving-mnist-frames", "folder:PATH",
+    }  # fmt: skip
     assert all(isinstance(info, DatasetInfo) and info.description for info in infos.values())
     for ds in (mnist, digits, shapes):
         info = infos[ds.name]

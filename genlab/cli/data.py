@@ -18,10 +18,11 @@ def data_list() -> None:
     from genlab.data import list_datasets
 
     infos = list_datasets()
-    click.echo(f"{'name':<14}{'images':>8}{'size':>7}{'chan':>6}{'classes':>9}  description")
+    width = max(14, *(len(info.name) + 2 for info in infos))
+    click.echo(f"{'name':<{width}}{'images':>8}{'size':>7}{'chan':>6}{'classes':>9}  description")
     for info in infos:
         click.echo(
-            f"{info.name:<14}{info.size:>8}{info.image_size:>7}{info.channels:>6}{info.num_classes:>9}  "
+            f"{info.name:<{width}}{info.size:>8}{info.image_size:>7}{info.channels:>6}{info.num_classes:>9}  "
             f"{info.description}"
         )
 

@@ -96,16 +96,22 @@ def eval_cmd(
     dataset, trained on first use and cached in $GENLAB_CACHE or ~/.cache/genlab): they compare runs
     judged on the same features, not numbers from papers, which use Inception (--features inception).
     Each number names its features and image counts. The FID floor is that of real training images.
+    A video run: FVD, per-frame FID, recognition and motion adherence of --n clips (default 200).
 
     \b
     Examples:
       genlab eval runs/diffusion-mnist --n 500 --steps 20
       genlab eval runs/diffusion-mnist --metrics fid --n 250 --sweep-steps 5,10,20,50
       genlab eval runs/diffusion-mnist --classifier runs/classifier-mnist --features inception
+      genlab eval runs/video-shapes --n 200 --steps 20
     """
     from genlab.evaluation.run import RunEvalOptions, evaluate_run, read_run, run_eval_config
-    from genlab.pipelines import load_pipeline
+    from genlab.pipelines import kind_of, load_pipeline
 
+    if kind_of(run) == "video":
+        from genlab.cli.evaluate_video import eval_video
+
+        return eval_video(click.get_current_context(), run)
     info = read_run(run)
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics is not None else None
     sweep = number_list(sweep_steps, "--sweep-steps")

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from numbers import Integral
 from pathlib import Path
 
+import torch
+
 from genlab.checks import MAX_SIDE, check_pixels, check_range
 from genlab.data.base import DatasetInfo, ImageDataset, split_indices
 from genlab.data.digits import DIGITS_COUNT, DIGITS_SIZE, load_digits
@@ -21,7 +23,7 @@ from genlab.data.moving import (
     load_moving_mnist,
     load_moving_shapes,
 )
-from genlab.data.shapes import SHAPE_NAMES, SHAPES_COUNT, SHAPES_SIZE, load_shapes
+from genlab.data.shapes import COLORS, SHAPE_NAMES, SHAPES_COUNT, SHAPES_SIZE, load_shapes
 from genlab.errors import GenlabError
 
 SPLITS = ("train", "val", "all")
@@ -40,6 +42,12 @@ _CLIP_LOADERS: dict[str, Callable[..., ClipDataset]] = {
     "moving-shapes": load_moving_shapes,
     "moving-mnist": load_moving_mnist,
 }
+
+# Every frame of a clip data set as an image (issue 22's per-frame FID and recognition): the clips are split
+# first, so no clip has frames on both sides. Labels: what one frame shows, the first object's colour and
+# shape ("red circle") for moving-shapes, the digit for moving-mnist.
+_FRAME_SETS = {"moving-shapes-frames": "moving-shapes", "moving-mnist-frames": "moving-mnist"}
+SHAPE_CLASS_NAMES = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPE_NAMES)
 
 _CATALOGUE = (
     DatasetInfo(
@@ -81,6 +89,22 @@ _CATALOGUE = (
         image_size=MOVING_MNIST_SIZE,
         num_classes=10,
         size=CLIP_COUNT,
+    ),
+    DatasetInfo(
+        name="moving-shapes-frames",
+        description="every frame of moving-shapes as an image, labelled by colour and shape: 'red circle'",
+        channels=3,
+        image_size=MOVING_SHAPES_SIZE,
+        num_classes=len(SHAPE_CLASS_NAMES),
+        size=CLIP_COUNT * MOVING_FRAMES,
+    ),
+    DatasetInfo(
+        name="moving-mnist-frames",
+        description="every frame of moving-mnist as an image, labelled by its digit",
+        channels=1,
+        image_size=MOVING_MNIST_SIZE,
+        num_classes=10,
+        size=CLIP_COUNT * MOVING_FRAMES,
     ),
     DatasetInfo(
         name=FOLDER_PREFIX + "PATH",
@@ -138,11 +162,58 @@ def _load_all_clips(spec: str) -> ClipDataset:
 
 
 def _valid_names() -> str:
-    return ", ".join([*_LOADERS, FOLDER_PREFIX + "PATH"])
+    return ", ".join([*_LOADERS, FOLDER_PREFIX + "PATH", *_FRAME_SETS])
+
+
+def clip_frames(clips: ClipDataset, name: str, ids: torch.Tensor) -> ImageDataset:
+    """Every frame of ``clips`` as an image of the data set ``name``, clip after clip (a view of the clips'
+    pixels, no copy). ``ids`` numbers the clips (their index in the whole clip set); each frame's attributes
+    keep it with the frame's index and its objects' words and centre in that frame."""
+    n, t = len(clips), clips.frames
+    digits = clips.name == "moving-mnist"  # else moving-shapes: its first object's colour and shape
+    images = clips.clips.reshape(n * t, *clips.clips.shape[2:])
+    labels, captions, attributes = [], [], []
+    for clip_id, truth in zip(ids.tolist(), clips.attributes, strict=True):
+        objects = truth["objects"]
+        first = objects[0]
+        if digits:
+            label = int(first["digit"])
+            caption = f"{'an' if label == 8 else 'a'} {label}"
+            words = ("digit",)
+        else:
+            label = SHAPE_CLASS_NAMES.index(f"{first['color']} {first['shape']}")
+            caption = " and ".join(f"a {o['size']} {o['color']} {o['shape']}" for o in objects)
+            words = ("color", "shape", "size")
+        labels += [label] * t
+        captions += [caption] * t
+        for f in range(t):
+            seen = [{**{k: o[k] for k in words}, "center": o["track"][f]} for o in objects]
+            attributes.append({"clip": clip_id, "frame": f, "objects": seen})
+    return ImageDataset(
+        name=name,
+        images=images,
+        captions=captions,
+        labels=torch.tensor(labels, dtype=torch.long),
+        class_names=[str(d) for d in range(10)] if digits else list(SHAPE_CLASS_NAMES),
+        attributes=attributes,
+    )
+
+
+def _frame_clips(name: str, image_size: int | None) -> ClipDataset:
+    """The clips whose frames the frame data set ``name`` holds (at their own size only)."""
+    info = next(i for i in _CATALOGUE if i.name == name)
+    if image_size not in (None, info.image_size):
+        raise GenlabError(
+            f"{name} comes at {info.image_size} px, the size of its clips: leave `image_size` unset"
+        )
+    return _CLIP_LOADERS[_FRAME_SETS[name]](CLIP_COUNT)
 
 
 def _load_all(spec: str, image_size: int | None) -> ImageDataset:
     text = spec.strip()
+    if text.lower() in _FRAME_SETS:
+        clips = _frame_clips(text.lower(), image_size)
+        return clip_frames(clips, text.lower(), torch.arange(len(clips)))
     if text.lower().startswith(FOLDER_PREFIX):
         path = text[len(FOLDER_PREFIX) :]
         if not path:
@@ -150,7 +221,10 @@ def _load_all(spec: str, image_size: int | None) -> ImageDataset:
         return load_folder(path, image_size=image_size)
     loader = _LOADERS.get(text.lower())
     if text.lower() in _CLIP_LOADERS or text.lower().startswith(CLIPS_PREFIX):
-        raise GenlabError(f"{text} holds clips, not images: a video model reads it (genlab.data.load_clips)")
+        frames = f"; {text}-frames holds its frames as images" if text.lower() in _CLIP_LOADERS else ""
+        raise GenlabError(
+            f"{text} holds clips, not images: a video model reads it (genlab.data.load_clips){frames}"
+        )
     if loader is None:
         hint = f"; to use the folder {text}, write folder:{text}" if text and Path(text).is_dir() else ""
         raise GenlabError(f"unknown dataset {spec!r}; choose one of {_valid_names()}{hint}")
@@ -164,7 +238,8 @@ def load_dataset(
     val_fraction: float = 0.1,
     image_size: int | None = None,
 ) -> ImageDataset:
-    """Load a dataset by name ("mnist", "digits", "shapes" or "folder:PATH") and return one split.
+    """Load a dataset by name ("mnist", "digits", "shapes", "moving-shapes-frames", "moving-mnist-frames" or
+    "folder:PATH") and return one split.
 
     ``split`` is "train", "val" or "all"; which images land in val is fixed by ``seed`` (see
     split_indices). ``image_size`` None keeps the dataset's own size (folder: 32); otherwise shapes are
@@ -181,13 +256,28 @@ def load_dataset(
 def load_splits(
     spec: str, seed: int = 0, val_fraction: float = 0.1, image_size: int | None = None
 ) -> tuple[ImageDataset, ImageDataset]:
-    """(train, val) of a dataset, loading (or generating) it once; the split is the one of load_dataset."""
+    """(train, val) of a dataset, loading (or generating) it once; the split is the one of load_dataset.
+    A frame data set splits its clips (as load_clips does), then takes their frames."""
+    name = spec.strip().lower()
+    if name in _FRAME_SETS:
+        _check_sizes(spec, val_fraction, image_size)
+        clips = _frame_clips(name, image_size)
+        train_idx, val_idx = split_indices(len(clips), val_fraction, seed)
+        return (
+            clip_frames(clips.subset(train_idx), name, train_idx),
+            clip_frames(clips.subset(val_idx), name, val_idx),
+        )
     data = _load_checked(spec, val_fraction, image_size)
     train_idx, val_idx = split_indices(len(data), val_fraction, seed)
     return data.subset(train_idx), data.subset(val_idx)
 
 
 def _load_checked(spec: str, val_fraction: float, image_size: int | None) -> ImageDataset:
+    _check_sizes(spec, val_fraction, image_size)
+    return _load_all(spec, None if image_size is None else int(image_size))
+
+
+def _check_sizes(spec: str, val_fraction: float, image_size: int | None) -> None:
     if not 0.0 <= val_fraction < 1.0:
         raise GenlabError(f"val_fraction must be in [0, 1), got {val_fraction}; e.g. 0.1 keeps 10% for val")
     if image_size is not None and (
@@ -198,4 +288,3 @@ def _load_checked(spec: str, val_fraction: float, image_size: int | None) -> Ima
     if info is not None and image_size is not None:  # a folder is checked once its images are counted
         check_range("image_size", image_size, 1, MAX_SIDE)
         check_pixels(info.size, info.channels, int(image_size))
-    return _load_all(spec, None if image_size is None else int(image_size))
