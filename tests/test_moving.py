@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.data.registry import CLIP_COUNT
 from genlab.data.moving import ClipDataset, load_moving_mnist, load_moving_shapes
 from genlab.data.moving_read import parse_motion_caption, read_clips, score_clip
+from genlab.data.registry import CLIP_COUNT
 from genlab.errors import GenlabError
 
 # Written out here rather than imported, so a mix-up in genlab.data.moving cannot hide.
