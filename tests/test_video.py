@@ -268,3 +268,4 @@ def test_the_video_bench_compares_per_clip_with_the_image_unet():
     assert video["parameters"] > image["parameters"] and video["gflops_per_clip"] > image["gflops_per_clip"]
     assert result["ratio_video_over_image"]["parameters"] == video["parameters"] / image["parameters"]
     assert "training step" in format_video_table(result)
+    assert video["activation_mb_per_clip"] > image["activation_mb_per_clip"] > 0

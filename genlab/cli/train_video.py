@@ -178,7 +178,5 @@ def train_video(ctx: click.Context, **params: Any) -> None:
 
     result = run_training(ctx, params, "video", build, rebuild)
     report_training(result, VIDEO_REPORT)
-    echo(
-        f'sample it: genlab sample {result.run_dir} "a small red circle moving right" --frames 16 '
-        "--out clip.gif"
-    )
+    what = {"text": '"a small red circle moving right" ', "class": "--class all "}.get(params["cond"], "")
+    echo(f"sample it: genlab sample {result.run_dir} {what}--frames 16 --out clip.gif")
