@@ -236,6 +236,32 @@ def generate(
         denoiser = InpaintingDenoiser(denoiser, init, grid)
     if clip_denoised and not latent:  # latents have no fixed range
         denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
+    x = run_sampler(
+        denoiser, schedule, shape, device, sampler, steps, generator, callback, precision, sigmas_kind,
+        x0=init, start=start, **sampler_kwargs,
+    )  # fmt: skip
+    images = net.decode_latents(x) if latent else to_images(x)
+    if mask is not None:  # the kept region returned exactly, at full size
+        images = mask * init_images.to(device) + (1 - mask) * images
+    return images
+
+
+def run_sampler(
+    denoiser: Callable,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    device: torch.device,
+    sampler: str,
+    steps: int,
+    generator: torch.Generator | None,
+    callback: Callable[[dict[str, Any]], None] | None,
+    precision: str,
+    sigmas_kind: str | None,
+    **sampler_kwargs: Any,
+) -> torch.Tensor:
+    """Integrate from unit noise of ``shape`` (drawn by ``generator`` on its own device, so a seed gives
+    the same start on every device) with ``denoiser``: the sampler's result in model space. ``callback``
+    sees the start first (i = -1, x at sigma_max), then each step as the samplers report it."""
     noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
     noise = noise.to(device)
     if callback is not None:  # the starting point, as the samplers report the x after each step
@@ -244,7 +270,7 @@ def generate(
     # One autocast region for the whole run, so the weights are cast to bf16 once, not at every step
     # (the denoiser's own region nests inside it); the samplers' arithmetic is elementwise and stays fp32.
     with autocast(device, precision):
-        x = sample(
+        return sample(
             sampler,
             denoiser,
             noise,
@@ -253,11 +279,5 @@ def generate(
             callback=callback,
             generator=generator,
             sigmas_kind=sigmas_kind,
-            x0=init,
-            start=start,
             **sampler_kwargs,
         )
-    images = net.decode_latents(x) if latent else to_images(x)
-    if mask is not None:  # the kept region returned exactly, at full size
-        images = mask * init_images.to(device) + (1 - mask) * images
-    return images

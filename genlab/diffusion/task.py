@@ -423,18 +423,22 @@ class DiffusionTask(Task):
                 cond, _ = model.encode_prompts(prompts[i : i + size])
                 uncond, _ = model.encode_prompts([""] * size)
                 kwargs = dict(cond=cond, uncond=uncond, guidance_scale=d.sample_guidance)
-            shape = (size, *sample_shape(model))
-            images.append(
-                generate(
-                    model,
-                    self.schedule,
-                    d.parameterization,
-                    shape,
-                    steps=d.sample_steps,
-                    sampler=d.sample_sampler,
-                    generator=generator,
-                    precision="auto",
-                    **kwargs,
-                ).cpu()
-            )
+            images.append(self._generate(model, size, generator, kwargs).cpu())
         return torch.cat(images)
+
+    def _generate(
+        self, model: nn.Module, n: int, generator: torch.Generator, kwargs: dict[str, Any]
+    ) -> torch.Tensor:
+        """``n`` samples as the run draws them, with the condition ``kwargs`` (``draw``'s one call)."""
+        d = self.diffusion
+        return generate(
+            model,
+            self.schedule,
+            d.parameterization,
+            (n, *sample_shape(model)),
+            steps=d.sample_steps,
+            sampler=d.sample_sampler,
+            generator=generator,
+            precision="auto",
+            **kwargs,
+        )

@@ -18,13 +18,18 @@ import torch
 from torch import nn
 
 from genlab.diffusion.denoiser import ClampedDenoiser, InpaintingDenoiser, VPDenoiser
-from genlab.diffusion.generate import check_class_labels, check_sampling_args, conditions, guided
+from genlab.diffusion.generate import (
+    check_class_labels,
+    check_sampling_args,
+    conditions,
+    guided,
+    run_sampler,
+)
 from genlab.diffusion.parameterization import network_input
-from genlab.diffusion.samplers import sample
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.errors import GenlabError
 from genlab.nn.pixels import to_images, to_model_space
-from genlab.nn.precision import autocast, resolve_precision
+from genlab.nn.precision import resolve_precision
 
 
 def with_first_frame(
@@ -144,24 +149,10 @@ def generate_clips(
         denoiser = InpaintingDenoiser(denoiser, known, mask)
     if clip_denoised:
         denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
-    noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu").to(
-        device
-    )
-    if callback is not None:  # the start, as genlab.diffusion.generate reports it
-        sigma_max = schedule.sigma_max
-        callback({"i": -1, "x": noise * sigma_max, "sigma": None, "sigma_next": sigma_max, "denoised": None})
-    with autocast(device, precision):
-        x = sample(
-            sampler,
-            denoiser,
-            noise,
-            schedule,
-            steps,
-            callback=callback,
-            generator=generator,
-            sigmas_kind=sigmas_kind,
-            **sampler_kwargs,
-        )
+    x = run_sampler(
+        denoiser, schedule, shape, device, sampler, steps, generator, callback, precision, sigmas_kind,
+        **sampler_kwargs,
+    )  # fmt: skip
     clips = to_images(x)
     if first_frame is not None:
         clips[:, 0] = first_frame.to(clips)

@@ -265,46 +265,19 @@ class VideoDiffusionTask(DiffusionTask):
         save_clips(path.with_suffix(".gif"), clips)
         return save_clips(path, clips, captions)
 
-    @torch.no_grad()
-    def draw(
-        self,
-        model: nn.Module,
-        generator: torch.Generator,
-        labels: torch.Tensor | None = None,
-        prompts: list[str] | None = None,
-        n: int = 0,
-        batch_size: int = 50,
-        first_frames: torch.Tensor | None = None,
+    def _generate(
+        self, model: nn.Module, n: int, generator: torch.Generator, kwargs: dict[str, Any]
     ) -> torch.Tensor:
-        """Clips (N, T, C, H, W) in [0, 1] on the CPU, drawn as the run's grids are (``sample_steps`` steps
-        of ``sample_sampler`` at guidance ``sample_guidance``, ``sample_frames`` frames)."""
+        """``n`` clips of ``sample_frames`` frames, drawn as the image task draws images (its ``draw``)."""
         d = self.diffusion
-        count = len(labels) if labels is not None else len(prompts) if prompts is not None else n
-        out = []
-        for i in range(0, count, batch_size):
-            size = min(batch_size, count - i)
-            kwargs: dict[str, Any] = {}
-            if labels is not None:
-                kwargs = dict(class_labels=labels[i : i + size], guidance_scale=d.sample_guidance)
-            elif prompts is not None:
-                cond, _ = model.encode_prompts(prompts[i : i + size])
-                uncond, _ = model.encode_prompts([""] * size)
-                kwargs = dict(cond=cond, uncond=uncond, guidance_scale=d.sample_guidance)
-            if first_frames is not None:
-                kwargs["first_frame"] = first_frames[i : i + size]
-                kwargs.setdefault("guidance_scale", d.sample_guidance)
-            shape = (size, *clip_shape(model, self.video.sample_frames))
-            out.append(
-                generate_clips(
-                    model,
-                    self.schedule,
-                    d.parameterization,
-                    shape,
-                    steps=d.sample_steps,
-                    sampler=d.sample_sampler,
-                    generator=generator,
-                    precision="auto",
-                    **kwargs,
-                ).cpu()
-            )
-        return torch.cat(out)
+        return generate_clips(
+            model,
+            self.schedule,
+            d.parameterization,
+            (n, *clip_shape(model, self.video.sample_frames)),
+            steps=d.sample_steps,
+            sampler=d.sample_sampler,
+            generator=generator,
+            precision="auto",
+            **kwargs,
+        )
