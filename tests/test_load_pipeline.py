@@ -49,7 +49,7 @@ def test_edit_loads_through_it_and_refuses_a_gan(served_runs, tmp_path):
 
     image = save_grid(tmp_path / "in.png", torch.rand(1, 1, 8, 8), scale=1)
     result = CliRunner().invoke(cli, ["edit", "img2img", str(served_runs / "gan"), str(image)])
-    assert result.exit_code != 0 and "is a GAN; editing needs a diffusion run" in result.output
+    assert result.exit_code != 0 and "is a GAN; editing needs an image diffusion run" in result.output
     out = tmp_path / "edit.png"
     args = ["edit", "img2img", str(served_runs / "diffusion"), str(image), "--class", "3", "--n", "2"]
     result = CliRunner().invoke(cli, [*args, "--steps", "2", "--out", str(out)])
