@@ -235,6 +235,9 @@ class VideoDiffusionTask(DiffusionTask):
         return [pool[i % len(pool)] for i in range(n)]
 
     def sample_quality(self, model: nn.Module) -> dict[str, Any]:
+        """For text runs on moving-shapes: the motion adherence of ``samples`` clips drawn for held-out
+        prompts, read from the pixels; ``adherence`` is direction, colour and shape right together, and
+        ``adherence_KEY`` each attribute (genlab.video.evaluate.motion_adherence)."""
         if self.diffusion.cond != "text" or self.data.name != "moving-shapes":
             return {}
         prompts = self.held_out_prompts(self.samples)
