@@ -252,6 +252,35 @@ def test_a_class_run_without_frame_conditioning_refuses_a_first_frame(tmp_path):
         pipe(class_labels=[7], first_frame=torch.rand(1, 48, 48), num_inference_steps=2)
 
 
+def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_frame_options(tmp_path):
+    run = tmp_path / "stacked"
+    stack = [
+        "--stack-frames",
+        "8",
+        "--base-channels",
+        "16",
+        "--channel-mults",
+        "1,2",
+        "--attention-levels",
+        "1",
+    ]
+    result = _invoke("train", "video", *stack, "--out", str(run), *SHORT)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["model"]["video"]["stack_frames"] == 8
+    out = tmp_path / "clip.gif"
+    result = _invoke("sample", str(run), "a small red circle moving right", "--frames", "8", "--n", "1",
+                     "--steps", "2", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).n_frames == 8
+    assert "exactly 8 frames; got 6" in _fail(
+        "sample", str(run), "a small red circle moving right", "--frames", "6", "--steps", "2",
+        "--out", str(tmp_path / "six.gif"),
+    )  # fmt: skip
+    assert "noise level per frame" in _fail(
+        "train", "video", *stack, "--frame-cond", "0.3", "--out", str(tmp_path / "r"), *SHORT
+    )
+
+
 @pytest.mark.parametrize("sampler", __import__("genlab.diffusion.samplers", fromlist=["SAMPLERS"]).SAMPLERS)
 def test_every_sampler_draws_clips(sampler):
     task = _task(cond="none")

@@ -122,7 +122,7 @@ def test_position_bias_breaks_the_symmetry_between_frame_orders():
 
 def test_position_bias_is_one_learned_value_per_clipped_offset():
     net = VideoUNet(_config())
-    attn = net.mid_time
+    attn = net.mid_time.attn
     with torch.no_grad():
         attn.bias.copy_(torch.arange(attn.bias.numel(), dtype=torch.float32).reshape(attn.bias.shape))
     bias = attn.position_bias(6)  # max_distance 3: offsets -3..3 are columns 0..6
@@ -232,3 +232,55 @@ def test_joint_training_images_leave_the_temporal_weights_alone():
     net.zero_grad()
     net(x, t, temporal=torch.tensor([True, False])).square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in temporal)  # the video clip trains them
+
+
+def test_temporal_conv_starts_as_identity_and_reaches_one_frame_each_way():
+    from genlab.nn.video_unet import TemporalConv
+
+    torch.manual_seed(0)
+    layer = TemporalConv(4, groups=2)
+    x = torch.randn(2 * 5, 4, 6, 6)  # two clips of 5 frames, folded
+    assert torch.equal(layer(x, 5), x)  # zero-initialised: the identity
+    _perturb(layer, seed=9)
+    base = layer(x, 5)
+    poked = x.clone()
+    poked[2, :, 3, 3] += 1.0  # clip 0, frame 2, pixel (3, 3)
+    change = (layer(poked, 5) - base).abs().amax(dim=1)  # (N * T, H, W)
+    assert change[1, 2:5, 2:5].min() > 0 and change[3, 2:5, 2:5].min() > 0  # frames 1 and 3
+    assert change[0].amax() == 0 and change[4].amax() == 0  # two frames away: out of the kernel's reach
+    assert change[5:].amax() == 0  # the other clip
+    keep = torch.tensor([True, False])
+    assert torch.equal(layer(x, 5, keep)[5:], x[5:])  # a clip of images passes through
+
+
+def test_temporal_conv_layers_follow_each_temporal_attention_and_go_with_temporal_off():
+    torch.manual_seed(0)
+    cfg = _config()
+    cfg.temporal_conv = True
+    net = VideoUNet(cfg).eval()
+    convs = [m for m in net.modules() if type(m).__name__ == "TemporalConv"]
+    attns = [m for m in net.modules() if hasattr(m, "position_bias")]
+    assert len(convs) == len(attns) == 7
+    _perturb(net.unet, seed=1)
+    x, t = torch.randn(2, 4, 3, 8, 8), torch.tensor([3.0, 300.0])
+    assert torch.equal(net(x, t), _per_frame(_image_unet(net), x, t))  # new layers: the image U-Net
+    _perturb(net, seed=2)
+    assert torch.equal(net(x, t, temporal=False), _per_frame(_image_unet(net), x, t))
+
+
+def test_stacked_frames_are_one_image_of_all_frames():
+    torch.manual_seed(0)
+    unet = UNetConfig(
+        in_channels=3, image_size=8, base_channels=8, channel_mults=(1, 2), head_dim=8, groups=4
+    )
+    net = VideoUNet(VideoUNetConfig(unet=unet, stack_frames=4)).eval()
+    _perturb(net, seed=10)
+    x, t = torch.randn(2, 4, 3, 8, 8), torch.tensor([3.0, 300.0])
+    out = net(x, t)
+    assert out.shape == x.shape
+    assert torch.equal(out.flatten(1, 2), net.stacked(x.flatten(1, 2), t))  # frame i is channels 3i..3i+2
+    changed = x.clone()
+    changed[:, 3] += 1.0
+    assert (net(changed, t)[:, 0] - out[:, 0]).abs().amax() > 1e-3  # the last frame reaches the first
+    with pytest.raises(GenlabError, match="exactly 4 frames; got 3"):
+        net(x[:, :3], t)

@@ -84,6 +84,13 @@ VIDEO_FLAGS = {
     "--min-snr-gamma", default=5.0, show_default=True, type=float, help="Min-SNR-gamma weighting; 0: MSE."
 )
 @click.option("--parameterization", default="eps", show_default=True, type=click.Choice(["eps", "v", "x0"]))
+@click.option("--stack-frames", default=0, type=int, help="Frames stacked as channels (0: factorised).")
+@click.option(
+    "--temporal-conv/--no-temporal-conv",
+    default=False,
+    show_default=True,
+    help="3-D convs after each temporal attention.",
+)
 @click.option("--base-channels", default=16, show_default=True, type=int, help="U-Net width at full size.")
 @click.option("--channel-mults", default="1,4,4", show_default=True, help="Width multiplier of each level.")
 @click.option(
@@ -163,6 +170,8 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             attention_levels=number_list(params["attention_levels"], "--attention-levels"),
             coordinates=True,
             temporal=params["temporal"],
+            stack_frames=params["stack_frames"],
+            temporal_conv=params["temporal_conv"],
             temporal_levels=number_list(params["temporal_levels"], "--temporal-levels"),
             dit_options=dict(
                 tubelet=params["tubelet"],

@@ -10,6 +10,7 @@ layers so that each block starts as the identity. The network knows nothing of n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -199,13 +200,7 @@ class UNet(PretrainedMixin, nn.Module):
         [-1, 1], resized to x's size and concatenated to it (SR3, Saharia et al. 2022, section 2)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = self.embed(t, class_labels)
-        if self.context_emb is not None:
-            if context is None:
-                raise GenlabError("this U-Net is text-conditional: it needs the prompt's token states")
-            if context_mask is None:
-                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
-            emb = emb + self.context_emb(masked_mean(context, context_mask))
+        emb, context_mask = self.condition(t, class_labels, context, context_mask)
         if self.config.lowres_channels:
             if lowres is None or lowres.shape[1] != self.config.lowres_channels:
                 raise GenlabError(
@@ -213,11 +208,44 @@ class UNet(PretrainedMixin, nn.Module):
                     "channels (lowres=...)"
                 )
             x = torch.cat([x, F.interpolate(lowres.to(x), size=x.shape[-2:], mode="bicubic")], dim=1)
+        return self.trunk(x, emb, context, context_mask)
+
+    def condition(
+        self,
+        t: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embedding every ResBlock adds (timestep, class and pooled prompt) and the prompt's mask
+        (all tokens when none is given)."""
+        emb = self.embed(t, class_labels)
+        if self.context_emb is not None:
+            if context is None:
+                raise GenlabError("this U-Net is text-conditional: it needs the prompt's token states")
+            if context_mask is None:
+                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            emb = emb + self.context_emb(masked_mean(context, context_mask))
+        return emb, context_mask
+
+    def trunk(
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
+        mix: Callable[[torch.Tensor, str, int, int], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The network from ``conv_in`` to ``conv_out`` given the conditioning of ``condition``. ``mix(h,
+        path, level, block)`` runs after every block (path "down", "mid" or "up"; in the middle after its
+        attention): the video U-Net mixes its frames there (genlab.nn.video_unet)."""
         h = self.conv_in(with_coordinates(x) if self.config.coordinates else x)
         hs = [h]
         for i, level in enumerate(self.down):
             for j, block in enumerate(level.blocks):
                 h = level.attend(j, block(h, emb), context, context_mask)
+                if mix is not None:
+                    h = mix(h, "down", i, j)
                 hs.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
@@ -225,10 +253,14 @@ class UNet(PretrainedMixin, nn.Module):
         h = self.mid_attn(self.mid1(h, emb))
         if self.mid_cross is not None:
             h = self.mid_cross(h, context, context_mask)
+        if mix is not None:
+            h = mix(h, "mid", 0, 0)
         h = self.mid2(h, emb)
         for i, level in enumerate(self.up):
             for j, block in enumerate(level.blocks):
                 h = level.attend(j, block(torch.cat([h, hs.pop()], dim=1), emb), context, context_mask)
+                if mix is not None:
+                    h = mix(h, "up", i, j)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -21,7 +21,7 @@ row ``n * T + i`` of the folded batch (``frames_to_batch``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,8 @@ from torch import nn
 
 from genlab.checks import MAX_FRAMES, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
-from genlab.nn.attention import masked_mean
 from genlab.nn.pretrained import PretrainedMixin
-from genlab.nn.unet import UNet, UNetConfig, with_coordinates
+from genlab.nn.unet import UNet, UNetConfig
 
 
 @dataclass
@@ -46,13 +45,22 @@ class VideoUNetConfig:
     # each temporal attention has channels / temporal_head_dim heads, as the spatial ones do
     max_distance: int = 8  # frame offsets beyond +-max_distance share the bias of +-max_distance
     # False: no temporal layers at all, the image U-Net on every frame alone (the ablation that measures
-    # what the temporal attention buys)
+    # what the temporal layers buy)
     temporal: bool = True
+    # A residual 3x3x3 convolution over (frames, rows, columns) after each temporal attention: it moves
+    # features from frame to frame *and* across pixels, which a motion needs and attention at one pixel
+    # cannot do alone (the 3-D conv temporal layers of Blattmann et al. 2023, section 3.1)
+    temporal_conv: bool = False
+    # > 0: the clip's frames stacked as channels of one image (Voleti et al. 2022, "MCVD", section 3): a 2-D
+    # U-Net of stack_frames * in_channels channels sees every frame at once; clips have exactly this many
+    # frames and there are no temporal layers
+    stack_frames: int = 0
 
     def __post_init__(self) -> None:
         check_range("max_frames", self.max_frames, 1, MAX_FRAMES)
+        check_range("stack_frames", self.stack_frames, 0, self.max_frames)
         levels = len(self.unet.channel_mults)
-        for level in self.temporal_levels or ():
+        for level in () if self.stack_frames else self.temporal_levels or ():
             check_range("every `temporal_levels` entry", level, 0, levels - 1)
         if self.temporal_head_dim is not None:
             check_range("temporal_head_dim", self.temporal_head_dim, 1, MAX_WIDTH)
@@ -64,8 +72,8 @@ class VideoUNetConfig:
 
     @property
     def levels_with_time(self) -> tuple[int, ...]:
-        """The levels that hold temporal attention."""
-        if not self.temporal:
+        """The levels that hold temporal attention (none when the frames are stacked: no temporal layers)."""
+        if not self.temporal or self.stack_frames:
             return ()
         return self.unet.attention_levels if self.temporal_levels is None else self.temporal_levels
 
@@ -150,13 +158,45 @@ class TemporalAttention(nn.Module):
         return x + out
 
 
+class TemporalConv(nn.Module):
+    """A residual 3-D convolution over (frames, rows, columns), pre-norm: x + Conv3d(SiLU(GroupNorm(x))), the
+    3-D conv temporal layer of Blattmann et al. (2023, "Align your Latents", section 3.1). A 3x3x3 kernel
+    takes frame i - 1, i and i + 1 at neighbouring pixels, so stacked ones carry an object from where it is
+    in one frame to where it moves in the next. The clip's ends are padded with zeros (frames see both
+    ways, no causality). Zero-initialised, so a new layer is the identity."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.conv = nn.Conv3d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, frames: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """As TemporalAttention.forward: ``x`` (N * T, C, H, W); ``keep`` False on clips of images."""
+        clips = batch_to_frames(F.silu(self.norm(x)), frames).transpose(1, 2)  # (N, C, T, H, W)
+        out = frames_to_batch(self.conv(clips).transpose(1, 2))
+        if keep is not None:
+            out = out * keep.repeat_interleave(frames).to(out.dtype)[:, None, None, None]
+        return x + out
+
+
+class TemporalLayer(nn.Module):
+    """What follows a block where frames meet: a temporal attention, then (``temporal_conv``) a 3-D conv."""
+
+    def __init__(self, channels: int, cfg: VideoUNetConfig):
+        super().__init__()
+        self.attn = TemporalAttention(channels, cfg.head_dim, cfg.unet.groups, cfg.max_distance)
+        self.conv = TemporalConv(channels, cfg.unet.groups) if cfg.temporal_conv else None
+
+    def forward(self, x: torch.Tensor, frames: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attn(x, frames, keep)
+        return x if self.conv is None else self.conv(x, frames, keep)
+
+
 def _temporal_blocks(count: int, channels: int, present: bool, cfg: VideoUNetConfig) -> nn.ModuleList:
-    """The temporal attentions after the ``count`` ResBlocks of one level (none where it has no time)."""
-    return nn.ModuleList(
-        TemporalAttention(channels, cfg.head_dim, cfg.unet.groups, cfg.max_distance)
-        for _ in range(count)
-        if present
-    )
+    """The temporal layers after the ``count`` ResBlocks of one level (none where it has no time)."""
+    return nn.ModuleList(TemporalLayer(channels, cfg) for _ in range(count) if present)
 
 
 class VideoUNet(PretrainedMixin, nn.Module):
@@ -169,17 +209,19 @@ class VideoUNet(PretrainedMixin, nn.Module):
     def __init__(self, config: VideoUNetConfig):
         super().__init__()
         self.config = cfg = config
+        if cfg.stack_frames:
+            k, c = cfg.stack_frames, cfg.unet.in_channels
+            self.stacked = UNet(
+                replace(cfg.unet, in_channels=k * c, out_channels=k * (cfg.unet.out_channels or c))
+            )
+            return
         self.unet = UNet(cfg.unet)
         base, mults, blocks = cfg.unet.base_channels, cfg.unet.channel_mults, cfg.unet.num_res_blocks
         timed = cfg.levels_with_time
         self.down_time = nn.ModuleList(
             _temporal_blocks(blocks, base * m, i in timed, cfg) for i, m in enumerate(mults)
         )
-        self.mid_time = (
-            TemporalAttention(base * mults[-1], cfg.head_dim, cfg.unet.groups, cfg.max_distance)
-            if cfg.temporal
-            else None
-        )
+        self.mid_time = TemporalLayer(base * mults[-1], cfg) if cfg.temporal else None
         self.up_time = nn.ModuleList(
             _temporal_blocks(blocks + 1, base * m, i in timed, cfg)
             for i, m in reversed(list(enumerate(mults)))
@@ -212,6 +254,16 @@ class VideoUNet(PretrainedMixin, nn.Module):
             )
         n, frames = x.shape[:2]
         check_range("the number of frames", frames, 1, self.config.max_frames)
+        if self.config.stack_frames:
+            if frames != self.config.stack_frames:
+                raise GenlabError(
+                    f"this video U-Net stacks {self.config.stack_frames} frames as channels, so its clips "
+                    f"have exactly {self.config.stack_frames} frames; got {frames}"
+                )
+            if t.ndim == 2:
+                t = t[:, 0]
+            out = self.stacked(x.flatten(1, 2), t, class_labels, context, context_mask)
+            return out.unflatten(1, (frames, -1))
         keep = self._keep(temporal, n)
         unet = self.unet
         # Everything below runs on frames: conditioning repeated for every frame of its clip.
@@ -219,47 +271,18 @@ class VideoUNet(PretrainedMixin, nn.Module):
             t = t.reshape(-1, 1).expand(n, frames)
         if t.shape != (n, frames):
             raise GenlabError(f"`t` must hold one timestep per clip or per frame, got shape {tuple(t.shape)}")
-        emb = unet.embed(
-            t.flatten(), None if class_labels is None else class_labels.repeat_interleave(frames)
-        )
-        if unet.context_emb is not None:
-            if context is None:
-                raise GenlabError("this U-Net is text-conditional: it needs the prompt's token states")
-            if context_mask is None:
-                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
-            context, context_mask = (
-                context.repeat_interleave(frames, 0),
-                context_mask.repeat_interleave(frames, 0),
-            )
-            emb = emb + unet.context_emb(masked_mean(context, context_mask))
+        labels = None if class_labels is None else class_labels.repeat_interleave(frames)
+        if context is not None:
+            context = context.repeat_interleave(frames, 0)
+            if context_mask is not None:
+                context_mask = context_mask.repeat_interleave(frames, 0)
+        emb, context_mask = unet.condition(t.flatten(), labels, context, context_mask)
+        timed = {"down": self.down_time, "up": self.up_time}
 
-        def time(block: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
+        def mix(h: torch.Tensor, path: str, i: int, j: int) -> torch.Tensor:
+            block = self.mid_time if path == "mid" else (timed[path][i][j] if len(timed[path][i]) else None)
             if keep is False or block is None:
                 return h
             return block(h, frames, None if keep is True else keep)
 
-        # The 2-D U-Net's forward (genlab.nn.unet.UNet.forward), a temporal attention after each attention.
-        xf = frames_to_batch(x)
-        h = unet.conv_in(with_coordinates(xf) if unet.config.coordinates else xf)
-        hs = [h]
-        for i, level in enumerate(unet.down):
-            for j, block in enumerate(level.blocks):
-                h = level.attend(j, block(h, emb), context, context_mask)
-                if len(self.down_time[i]):
-                    h = time(self.down_time[i][j], h)
-                hs.append(h)
-            if i < len(unet.downsample):
-                h = unet.downsample[i](h)
-                hs.append(h)
-        h = unet.mid_attn(unet.mid1(h, emb))
-        if unet.mid_cross is not None:
-            h = unet.mid_cross(h, context, context_mask)
-        h = unet.mid2(time(self.mid_time, h), emb)
-        for i, level in enumerate(unet.up):
-            for j, block in enumerate(level.blocks):
-                h = level.attend(j, block(torch.cat([h, hs.pop()], dim=1), emb), context, context_mask)
-                if len(self.up_time[i]):
-                    h = time(self.up_time[i][j], h)
-            if i < len(unet.upsample):
-                h = unet.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return batch_to_frames(unet.conv_out(F.silu(unet.norm_out(h))), frames)
+        return batch_to_frames(unet.trunk(frames_to_batch(x), emb, context, context_mask, mix), frames)

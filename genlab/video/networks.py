@@ -41,7 +41,8 @@ def clip_shape(network: nn.Module, frames: int) -> tuple[int, int, int, int]:
 def takes_frames(network: nn.Module) -> bool:
     """Whether the network takes a noise level per frame (image-to-video, joint image training): the
     video U-Net does; the DiT's tubelets mix frames under one noise level."""
-    return isinstance(network.unet if isinstance(network, TextVideoNet) else network, VideoUNet)
+    net = network.unet if isinstance(network, TextVideoNet) else network
+    return isinstance(net, VideoUNet) and not net.config.stack_frames
 
 
 def load_video_network(

@@ -29,7 +29,15 @@ from genlab.video.evaluate import motion_adherence, single_object_motion_prompts
 from genlab.video.generate import generate_clips, with_first_frame
 from genlab.video.networks import clip_shape, takes_frames, video_network_class
 
-VIDEO_OPTIONS = ("temporal", "temporal_levels", "temporal_head_dim", "max_distance", "max_frames")
+VIDEO_OPTIONS = (
+    "temporal",
+    "temporal_conv",
+    "stack_frames",
+    "temporal_levels",
+    "temporal_head_dim",
+    "max_distance",
+    "max_frames",
+)
 
 
 class VideoDiffusionTask(DiffusionTask):
@@ -77,8 +85,9 @@ class VideoDiffusionTask(DiffusionTask):
             self.model = cls(model_config)
         if (self.video.image_share or self.video.frame_cond) and not takes_frames(self.model):
             raise GenlabError(
-                "`image_share` and `frame_cond` need a noise level per frame, which the video U-Net has and "
-                "the DiT (whose tubelets mix frames) does not: use `backbone` unet or set them to 0"
+                "`image_share` and `frame_cond` need a noise level per frame, which the factorised video "
+                "U-Net has and the DiT and the frame-stacking U-Net (one image of all frames) do not: use "
+                "the factorised U-Net or set them to 0"
             )
         self.schedule = diffusion.noise_schedule()
         self.latents: dict[str, Any] = {}
