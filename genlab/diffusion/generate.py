@@ -45,6 +45,27 @@ def estimate_frame(info: dict[str, Any], net: nn.Module | None = None) -> torch.
     return (decode(x0) if decode is not None else to_images(x0)).cpu()
 
 
+def step_recorder(
+    net: nn.Module | None,
+    steps: int,
+    trajectory: list[torch.Tensor] | None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None,
+) -> Callable[[dict[str, Any]], None] | None:
+    """The sampler callback of the pipelines: it appends each step's ``trajectory_frame`` to
+    ``trajectory`` (when a list is given) and calls ``on_step(i, steps, estimate)`` with the step's
+    ``estimate_frame`` (the live preview); None when neither is asked for."""
+    if trajectory is None and on_step is None:
+        return None
+
+    def record(info: dict[str, Any]) -> None:
+        if trajectory is not None:
+            trajectory.append(trajectory_frame(info, net))
+        if on_step is not None:
+            on_step(info["i"] + 1, steps, estimate_frame(info, net))
+
+    return record
+
+
 def check_sampling_args(sampler: str, steps: int, guidance_scale: float) -> None:
     if sampler not in SAMPLERS:
         raise GenlabError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from genlab.diffusion.config import DiffusionConfig
-from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
+from genlab.diffusion.generate import generate, step_recorder
 from genlab.diffusion.networks import image_shape, load_network, num_classes, sample_shape
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
@@ -162,13 +162,8 @@ class DiffusionPipeline:
             if labels.numel() == 0:
                 raise GenlabError("class_labels is empty")
             labels = labels.repeat((num_images + labels.numel() - 1) // labels.numel())[:num_images]
-        trajectory: list[torch.Tensor] = []
-
-        def record(info: dict[str, Any]) -> None:
-            if return_trajectory:
-                trajectory.append(trajectory_frame(info, self.unet))
-            if on_step is not None:
-                on_step(info["i"] + 1, num_inference_steps, estimate_frame(info, self.unet))
+        trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
+        record = step_recorder(self.unet, num_inference_steps, trajectory, on_step)
 
         images = generate(
             self.unet,
@@ -180,11 +175,9 @@ class DiffusionPipeline:
             sampler=sampler,
             guidance_scale=guidance_scale,
             generator=generator,
-            callback=record if return_trajectory or on_step is not None else None,
+            callback=record,
             lowres=self._check_lowres(lowres, num_images),
             precision=self.precision,
             **sampler_kwargs,
         ).cpu()
-        return PipelineOutput(
-            tensor_to_pil(images), images, labels, trajectory if return_trajectory else None
-        )
+        return PipelineOutput(tensor_to_pil(images), images, labels, trajectory)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
 from genlab.diffusion.config import DiffusionConfig
-from genlab.diffusion.generate import estimate_frame, generate, trajectory_frame
+from genlab.diffusion.generate import generate, step_recorder
 from genlab.diffusion.networks import LatentDiffusion, image_shape, load_network, sample_shape
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.diffusion.stable_diffusion import StableDiffusion, is_checkpoint
@@ -192,13 +192,8 @@ class TextToImagePipeline:
             warnings.warn(
                 f"a prompt was cut to its first {length - 2} tokens (the encoder's limit)", stacklevel=2
             )
-        trajectory: list[torch.Tensor] = []
-
-        def record(info: dict[str, Any]) -> None:
-            if return_trajectory:
-                trajectory.append(trajectory_frame(info, self.model))
-            if on_step is not None:
-                on_step(info["i"] + 1, num_inference_steps, estimate_frame(info, self.model))
+        trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
+        record = step_recorder(self.model, num_inference_steps, trajectory, on_step)
 
         recorder = CrossAttentionRecorder(self.model, len(prompts), self.image_size)
         if return_attention_maps and not recorder.layers:
@@ -215,7 +210,7 @@ class TextToImagePipeline:
                 sampler=sampler,
                 guidance_scale=guidance_scale,
                 generator=generator,
-                callback=record if return_trajectory or on_step is not None else None,
+                callback=record,
                 precision=self.precision,
                 **sampler_kwargs,
             ).cpu()
@@ -227,7 +222,7 @@ class TextToImagePipeline:
             tensor_to_pil(images),
             images,
             prompts,
-            trajectory if return_trajectory else None,
+            trajectory,
             maps,
             tokens,
             any(truncated),

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from genlab.checks import MAX_FRAMES, check_range
-from genlab.diffusion.generate import estimate_frame, trajectory_frame
+from genlab.diffusion.generate import step_recorder
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
 from genlab.pipelines.diffusion import checked_class_names, class_index, tensor_to_pil
@@ -149,13 +149,8 @@ class VideoPipeline:
                     f"the first frame must be {shape[2:]} (C, H, W), got {tuple(image.shape[1:])}"
                 )
             kwargs["first_frame"] = image.expand(n, *shape[2:]) if len(image) == 1 else image
-        trajectory: list[torch.Tensor] = []
-
-        def record(info: dict[str, Any]) -> None:
-            if return_trajectory:
-                trajectory.append(trajectory_frame(info))
-            if on_step is not None:
-                on_step(info["i"] + 1, num_inference_steps, estimate_frame(info))
+        trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
+        record = step_recorder(None, num_inference_steps, trajectory, on_step)
 
         clips = generate_clips(
             self.model,
@@ -166,9 +161,9 @@ class VideoPipeline:
             sampler=sampler,
             guidance_scale=guidance_scale,
             generator=generator,
-            callback=record if return_trajectory or on_step is not None else None,
+            callback=record,
             precision=self.precision,
             **kwargs,
             **sampler_kwargs,
         ).cpu()
-        return VideoOutput(clips, prompts, labels, trajectory if return_trajectory else None)
+        return VideoOutput(clips, prompts, labels, trajectory)
