@@ -300,3 +300,36 @@ def test_the_video_bench_compares_per_clip_with_the_image_unet():
     assert result["ratio_video_over_image"]["parameters"] == video["parameters"] / image["parameters"]
     assert "training step" in format_video_table(result)
     assert video["activation_mb_per_clip"] > image["activation_mb_per_clip"] > 0
+
+
+def test_ddpm_on_clips_is_ho_et_al_algorithm_2_written_out():
+    """genlab's DDPM sampler on a video network, all 1000 steps, against Algorithm 2 of Ho et al. (2020)
+    step by step (x0 clamped to [-1, 1], the posterior of eq. 7), on the same noise."""
+    task = _task(cond="none")
+    net = task.model.eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    shape, schedule = (1, 3, 3, 32, 32), task.schedule
+    clips = generate_clips(net, schedule, "eps", shape, steps=1000, sampler="ddpm",
+                           generator=torch.Generator().manual_seed(1), clip_denoised=True)  # fmt: skip
+    abar = schedule.abar(torch.arange(1000))
+    alpha = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g)
+    with torch.no_grad():
+        for t in range(999, -1, -1):
+            eps = net(x, torch.full((1,), float(t)))
+            x0 = ((x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()).clamp(-1, 1)
+            if t == 0:
+                break
+            prev = abar[t - 1]
+            mean = (
+                prev.sqrt() * (1 - alpha[t]) / (1 - abar[t]) * x0
+                + alpha[t].sqrt() * (1 - prev) / (1 - abar[t]) * x
+            )
+            x = mean + ((1 - prev) / (1 - abar[t]) * (1 - alpha[t])).sqrt() * torch.randn(
+                x.shape, generator=g
+            )
+    torch.testing.assert_close(clips, (x0 + 1) / 2, atol=1e-4, rtol=0)
