@@ -254,16 +254,7 @@ def test_a_class_run_without_frame_conditioning_refuses_a_first_frame(tmp_path):
 
 def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_frame_options(tmp_path):
     run = tmp_path / "stacked"
-    stack = [
-        "--stack-frames",
-        "8",
-        "--base-channels",
-        "16",
-        "--channel-mults",
-        "1,2",
-        "--attention-levels",
-        "1",
-    ]
+    stack = ["--stack-frames", "8", *NET[:6]]  # NET's U-Net, without its temporal levels
     result = _invoke("train", "video", *stack, "--out", str(run), *SHORT)
     assert result.exit_code == 0, result.output
     assert json.loads((run / "config.json").read_text())["model"]["video"]["stack_frames"] == 8
