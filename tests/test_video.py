@@ -324,3 +324,26 @@ def test_ddpm_on_clips_is_ho_et_al_algorithm_2_written_out():
                 x.shape, generator=g
             )
     torch.testing.assert_close(clips, (x0 + 1) / 2, atol=1e-4, rtol=0)
+
+
+def test_opposite_direction_turns_every_direction_word_around():
+    from genlab.video.evaluate import opposite_direction
+
+    assert (
+        opposite_direction("a small red circle moving up and left")
+        == "a small red circle moving down and right"
+    )
+    assert opposite_direction("a blue square moving right slowly") == "a blue square moving left slowly"
+    assert opposite_direction("a large cyan triangle") == "a large cyan triangle"
+
+
+def test_the_direction_probe_is_one_for_a_network_blind_to_direction_and_not_otherwise():
+    task = _task()
+    net = task.model.eval()
+    assert task.direction_probe(net, n=4) == 1.0  # a new network outputs zeros: the words change nothing
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    assert task.direction_probe(net, n=4) != 1.0  # its prompts now reach the output
+    assert "direction_probe" in task.evaluate(net)

@@ -3,6 +3,7 @@ against its single-object moving-shapes prompt."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -10,8 +11,17 @@ import torch
 from genlab.data.moving_read import SCORE_KEYS, parse_motion_caption, read_clips, score_clip
 from genlab.errors import GenlabError
 
+# Each direction word and its opposite ("up and left" turns into "down and right").
+OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
+
 # What the issue's bar counts as a right clip: the motion's direction, the colour and the shape.
 MOTION_KEYS = ("direction", "color", "shape")
+
+
+def opposite_direction(caption: str) -> str:
+    """``caption`` with every direction word turned around: "a red circle moving up and left" -> "a red
+    circle moving down and right"."""
+    return re.sub(r"\b(right|left|up|down)\b", lambda m: OPPOSITE[m[1]], caption)
 
 
 def single_object_motion_prompts(captions: list[str]) -> list[str]:

@@ -25,7 +25,7 @@ from genlab.nn.video_dit import VideoDiTConfig
 from genlab.nn.video_unet import VideoUNetConfig
 from genlab.train.engine import Batch
 from genlab.video.config import VideoConfig
-from genlab.video.evaluate import motion_adherence, single_object_motion_prompts
+from genlab.video.evaluate import motion_adherence, opposite_direction, single_object_motion_prompts
 from genlab.video.generate import generate_clips, with_first_frame
 from genlab.video.networks import clip_shape, takes_frames, video_network_class
 
@@ -171,15 +171,26 @@ class VideoDiffusionTask(DiffusionTask):
         return sections
 
     def _forward(
-        self, model: nn.Module, x0: torch.Tensor, labels, captions, generator: torch.Generator, train: bool
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        labels,
+        captions,
+        generator: torch.Generator,
+        train: bool,
+        timestep: int | None = None,
     ) -> torch.Tensor:
         """The loss of one batch of clips ``x0`` (N, T, C, H, W) in model space: Ho et al. (2020) Algorithm 1
         with one noise level per clip; image rows (``image_share``) draw one per frame and see no other
-        frame; clips given their first frame (``frame_cond``) see it clean and are not scored on it."""
+        frame; clips given their first frame (``frame_cond``) see it clean and are not scored on it;
+        ``timestep``: every clip at that timestep instead of a drawn one."""
         d, v = self.diffusion, self.video
         n, frames = x0.shape[:2]
         device = x0.device
         t, abar = draw_noise_levels(d, self.schedule, n, generator)
+        if timestep is not None:
+            t = torch.full((n,), timestep, dtype=torch.long)
+            abar = self.schedule.abar(t)
         t, abar = t[:, None].expand(n, frames).clone(), abar[:, None].expand(n, frames).clone()
         images = (
             torch.rand(n, generator=generator) < v.image_share if train else torch.zeros(n, dtype=torch.bool)
@@ -232,9 +243,31 @@ class VideoDiffusionTask(DiffusionTask):
             loss = self._forward(model, x0, labels, data.captions[i : i + 50], g, train=False)
             total += float(loss) * len(x0)
         out: dict[str, Any] = {"val_loss": total / len(data)}
+        if self.diffusion.cond == "text" and self.data.name == "moving-shapes":
+            out["direction_probe"] = self.direction_probe(model)
         if self.samples:
             out.update(self.sample_quality(model))
         return out
+
+    @torch.no_grad()
+    def direction_probe(self, model: nn.Module, n: int = 96, timestep: int = 600) -> float:
+        """How much the run uses the direction words: the loss on ``n`` held-out single-object clips at
+        ``timestep`` with every direction in their captions turned around, divided by the loss with the
+        true captions, on the same noise. 1.0: the words change nothing; above 1: the run moves objects
+        the way it is told (a direction is all that differs)."""
+        data = self.val_data
+        single = set(single_object_motion_prompts(data.captions))
+        keep = [i for i, c in enumerate(data.captions) if c in single][:n]
+        if not keep:
+            raise GenlabError(f"{self.data.name} has no single-object moving-shapes captions to probe")
+        device = next(model.parameters()).device
+        x0 = to_model_space(data.clips[keep]).to(device)
+        captions = [data.captions[i] for i in keep]
+        losses = [
+            float(self._forward(model, x0, None, c, torch.Generator().manual_seed(0), False, timestep))
+            for c in (captions, [opposite_direction(c) for c in captions])
+        ]
+        return losses[1] / losses[0]
 
     def held_out_prompts(self, n: int) -> list[str]:
         """``n`` single-object prompts of held-out clips (cycled when there are fewer)."""
