@@ -8,11 +8,17 @@ from typing import Any
 
 import torch
 
+from genlab.data.moving import DIRECTIONS
 from genlab.data.moving_read import SCORE_KEYS, parse_motion_caption, read_clips, score_clip
 from genlab.errors import GenlabError
 
-# Each direction word and its opposite ("up and left" turns into "down and right").
-OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
+# Each one-word direction of the data and the one whose step is its negative: right <-> left, up <-> down.
+OPPOSITE = {
+    name: other
+    for name, (dx, dy) in DIRECTIONS
+    for other, step in DIRECTIONS
+    if " " not in name and step == (-dx, -dy)
+}
 
 # What the issue's bar counts as a right clip: the motion's direction, the colour and the shape.
 MOTION_KEYS = ("direction", "color", "shape")
@@ -21,7 +27,7 @@ MOTION_KEYS = ("direction", "color", "shape")
 def opposite_direction(caption: str) -> str:
     """``caption`` with every direction word turned around: "a red circle moving up and left" -> "a red
     circle moving down and right"."""
-    return re.sub(r"\b(right|left|up|down)\b", lambda m: OPPOSITE[m[1]], caption)
+    return re.sub(r"\b(" + "|".join(OPPOSITE) + r")\b", lambda m: OPPOSITE[m[1]], caption)
 
 
 def single_object_motion_prompts(captions: list[str]) -> list[str]:
