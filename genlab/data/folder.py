@@ -40,27 +40,32 @@ _EXAMPLE_LINE = '{"file_name": "a.png", "text": "a caption"}'
 
 
 @dataclass
-class _Entry:
+class FolderEntry:
+    """One sample a folder holds (an image, or a clip for genlab.data.folder_clips) with its caption and
+    class label."""
+
     path: Path
     caption: str
     label: int | str | None = None
     line: int = 0  # line in metadata.jsonl, for error messages
 
 
-def _visible(path: Path) -> bool:
+def is_visible(path: Path) -> bool:
+    """False for hidden files and folders (a leading dot)."""
     return not path.name.startswith(".")
 
 
-def _is_image(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
+    """A file with one of IMAGE_EXTENSIONS."""
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _outside(root: Path, path: Path) -> bool:
+def is_outside(root: Path, path: Path) -> bool:
     """True when ``path``, with ``..`` and symbolic links followed, is not inside ``root``."""
     return not path.resolve().is_relative_to(root.resolve())
 
 
-def _words(name: str) -> str:
+def words_from_name(name: str) -> str:
     """A file or folder name as caption words: "golden_retriever-2" -> "golden retriever 2"."""
     words = " ".join(name.replace("_", " ").replace("-", " ").split())
     return words or name
@@ -75,13 +80,13 @@ def _image_problem(root: Path, path: Path) -> str | None:
     return None
 
 
-def _metadata_entries(
+def metadata_entries(
     root: Path,
     metadata: Path,
     problem: Callable[[Path, Path], str | None] = _image_problem,
     example: str = _EXAMPLE_LINE,
     noun: str = "image",
-) -> list[_Entry]:
+) -> list[FolderEntry]:
     """The samples metadata.jsonl names; ``problem`` says why a named path cannot be one (the clip
     folder, genlab.data.folder_clips, lets it name frame folders too)."""
 
@@ -95,7 +100,7 @@ def _metadata_entries(
         lines = metadata.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GenlabError(f"cannot read {metadata} ({exc}); save it as UTF-8 text") from exc
-    entries: list[_Entry] = []
+    entries: list[FolderEntry] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -112,7 +117,7 @@ def _metadata_entries(
         if not isinstance(text, str) or not text.strip():
             raise malformed(lineno, f'missing or empty "text" for {file_name!r}')
         image = root / file_name
-        if Path(file_name).is_absolute() or _outside(root, image):
+        if Path(file_name).is_absolute() or is_outside(root, image):
             raise fail(
                 lineno,
                 f"{file_name!r} points outside {root}; name files inside the folder, relative to it "
@@ -132,7 +137,7 @@ def _metadata_entries(
                 or (isinstance(label, int) and label < 0)
             ):
                 raise fail(lineno, f'"label" must be a class name or an index >= 0, got {label!r}')
-        entries.append(_Entry(image, text.strip(), label, lineno))
+        entries.append(FolderEntry(image, text.strip(), label, lineno))
     if not entries:
         raise GenlabError(
             f"{metadata} is empty; add one line per {noun} like {example}, "
@@ -157,26 +162,28 @@ def _metadata_entries(
     return entries
 
 
-def _class_folder_entries(root: Path, folders: list[Path]) -> list[_Entry]:
+def _class_folder_entries(root: Path, folders: list[Path]) -> list[FolderEntry]:
     entries = []
     for folder in folders:
-        for image in sorted(p for p in folder.rglob("*") if _is_image(p) and _visible_below(p, folder)):
-            entries.append(_Entry(image, _words(folder.name), folder.name))
+        for image in sorted(p for p in folder.rglob("*") if is_image_file(p) and _visible_below(p, folder)):
+            entries.append(FolderEntry(image, words_from_name(folder.name), folder.name))
     return entries
 
 
 def _visible_below(path: Path, top: Path) -> bool:
-    return all(_visible(Path(part)) for part in path.relative_to(top).parts)
+    return all(is_visible(Path(part)) for part in path.relative_to(top).parts)
 
 
-def _find_entries(root: Path) -> list[_Entry]:
+def _find_entries(root: Path) -> list[FolderEntry]:
     metadata = root / METADATA_FILE
     if metadata.is_file():
-        return _metadata_entries(root, metadata)
-    children = sorted(p for p in root.iterdir() if _visible(p))
-    loose = [p for p in children if _is_image(p)]
+        return metadata_entries(root, metadata)
+    children = sorted(p for p in root.iterdir() if is_visible(p))
+    loose = [p for p in children if is_image_file(p)]
     class_folders = [
-        d for d in children if d.is_dir() and any(_is_image(p) and _visible_below(p, d) for p in d.rglob("*"))
+        d
+        for d in children
+        if d.is_dir() and any(is_image_file(p) and _visible_below(p, d) for p in d.rglob("*"))
     ]
     if class_folders and loose:
         raise GenlabError(
@@ -186,13 +193,14 @@ def _find_entries(root: Path) -> list[_Entry]:
     if class_folders:
         return _class_folder_entries(root, class_folders)
     if loose:
-        return [_Entry(p, _words(p.stem)) for p in loose]
+        return [FolderEntry(p, words_from_name(p.stem)) for p in loose]
     raise GenlabError(
         f"no images in {root}; put {', '.join(IMAGE_EXTENSIONS)} files in it or in class sub-folders"
     )
 
 
-def _labels(entries: list[_Entry]) -> tuple[torch.Tensor | None, list[str] | None]:
+def entry_labels(entries: list[FolderEntry]) -> tuple[torch.Tensor | None, list[str] | None]:
+    """(labels, class names) of the entries' class labels, or (None, None) when they have none."""
     values = [e.label for e in entries]
     if values[0] is None:
         return None, None
@@ -222,7 +230,7 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None) -> Image
 
     entries = _find_entries(root)
     for entry in entries:  # class folders and loose images may be links too
-        if _outside(root, entry.path):
+        if is_outside(root, entry.path):
             raise GenlabError(
                 f"{entry.path} is a link to {entry.path.resolve()}, outside {root}; copy the file into "
                 "the folder instead"
@@ -233,7 +241,7 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None) -> Image
     images = torch.empty(len(entries), channels, size, size)
     for i, entry in enumerate(entries):
         images[i] = load_image(entry.path, size=size, channels=channels)
-    labels, class_names = _labels(entries)
+    labels, class_names = entry_labels(entries)
     attributes = []
     for entry in entries:
         attrs: dict = {"file": Path(os.path.relpath(entry.path, root)).as_posix()}

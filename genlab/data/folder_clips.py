@@ -41,15 +41,15 @@ from genlab.checks import MAX_FRAMES, MAX_SIDE, check_pixels, check_range
 from genlab.data.folder import (
     FOLDER_IMAGE_SIZE,
     METADATA_FILE,
-    _Entry,
-    _is_image,
-    _labels,
-    _metadata_entries,
-    _outside,
-    _visible,
-    _words,
+    FolderEntry,
+    entry_labels,
+    is_image_file,
+    is_outside,
+    is_visible,
+    metadata_entries,
+    words_from_name,
 )
-from genlab.data.images import _to_mode, _to_tensor, _unreadable, is_grayscale_file, load_image
+from genlab.data.images import convert_mode, image_tensor, is_grayscale_file, load_image, unreadable_error
 from genlab.data.images import image_size as file_size
 from genlab.data.moving import MIN_FRAMES, MOVING_FRAMES, ClipDataset
 from genlab.errors import GenlabError
@@ -78,37 +78,37 @@ def _clip_problem(root: Path, path: Path) -> str | None:
     return f"is not a clip; {_WHAT_A_CLIP_IS}"
 
 
-def _find_clip_entries(root: Path, frame_folders: bool) -> list[_Entry]:
+def _find_clip_entries(root: Path, frame_folders: bool) -> list[FolderEntry]:
     metadata = root / METADATA_FILE
     if metadata.is_file():
-        return _metadata_entries(root, metadata, _clip_problem, _EXAMPLE_LINE, "clip")
-    children = sorted((p for p in root.iterdir() if _visible(p)), key=lambda p: _natural_key(p.name))
+        return metadata_entries(root, metadata, _clip_problem, _EXAMPLE_LINE, "clip")
+    children = sorted((p for p in root.iterdir() if is_visible(p)), key=lambda p: _natural_key(p.name))
     folders = [p for p in children if p.is_dir()]
     if folders and not frame_folders:
         raise GenlabError(
             f"{root} has sub-folders ({folders[0].name}/, ...), which folder: reads as class folders of "
             f"images; to read them as clips, one folder of frames each, write clips:{root}"
         )
-    samples = [p for p in children if p.is_dir() or _is_image(p)]
+    samples = [p for p in children if p.is_dir() or is_image_file(p)]
     if not samples:
         raise GenlabError(
             f"no clips in {root}; {_WHAT_A_CLIP_IS} (frame folders with clips:{root}), "
             f"or list them in {METADATA_FILE}"
         )
-    return [_Entry(p, _words(p.name if p.is_dir() else p.stem)) for p in samples]
+    return [FolderEntry(p, words_from_name(p.name if p.is_dir() else p.stem)) for p in samples]
 
 
 def _frame_files(root: Path, folder: Path) -> list[Path]:
-    children = sorted((p for p in folder.iterdir() if _visible(p)), key=lambda p: _natural_key(p.name))
+    children = sorted((p for p in folder.iterdir() if is_visible(p)), key=lambda p: _natural_key(p.name))
     inner = next((p for p in children if p.is_dir()), None)
     if inner is not None:
         raise GenlabError(
             f"{folder} holds the folder {inner.name}/; a frame folder holds the frames of one clip as "
             "image files: move the folder out, or make it a clip of its own"
         )
-    frames = [p for p in children if _is_image(p)]
+    frames = [p for p in children if is_image_file(p)]
     for frame in frames:
-        if _outside(root, frame):
+        if is_outside(root, frame):
             raise GenlabError(
                 f"{frame} is a link to {frame.resolve()}, outside {root}; copy the file into the folder "
                 "instead"
@@ -121,7 +121,7 @@ def _gif_length(path: Path) -> int:
         with Image.open(path) as img:
             return int(getattr(img, "n_frames", 1))
     except Exception as exc:
-        raise _unreadable(path, exc) from exc
+        raise unreadable_error(path, exc) from exc
 
 
 def _clip_length(root: Path, path: Path) -> int:
@@ -167,16 +167,16 @@ def _read_gif(path: Path, frames: int, size: int) -> tuple[torch.Tensor, bool]:
         with Image.open(path) as img:
             for t in range(frames):
                 img.seek(t)
-                out[t] = _to_tensor(_to_mode(img, 3), size, 3)
+                out[t] = image_tensor(convert_mode(img, 3), size, 3)
     except Exception as exc:
-        raise _unreadable(path, exc) from exc
+        raise unreadable_error(path, exc) from exc
     gray = bool((out[:, 1:] == out[:, :1]).all())
     return out, gray
 
 
-def _check_inside(root: Path, entries: list[_Entry]) -> None:
+def _check_inside(root: Path, entries: list[FolderEntry]) -> None:
     for entry in entries:  # GIFs and frame folders may be links too
-        if _outside(root, entry.path):
+        if is_outside(root, entry.path):
             raise GenlabError(
                 f"{entry.path} is a link to {entry.path.resolve()}, outside {root}; copy it into the folder "
                 "instead"
@@ -253,7 +253,7 @@ def load_clip_folder(
         all_gray = all_gray and gray
     if all_gray:
         clips = clips[:, :, :1].contiguous()
-    labels, class_names = _labels(entries)
+    labels, class_names = entry_labels(entries)
     attributes = []
     for entry, length in zip(entries, lengths, strict=True):
         attrs: dict = {"file": Path(os.path.relpath(entry.path, root)).as_posix(), "frames": length}

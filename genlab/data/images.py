@@ -33,7 +33,7 @@ def is_grayscale_file(path: str | os.PathLike) -> bool:
                 return _palette_is_gray(img)
             return img.mode in GRAYSCALE_MODES
     except Exception as exc:
-        raise _unreadable(path, exc) from exc
+        raise unreadable_error(path, exc) from exc
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             width, height = img.size
             turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations a quarter turn away
     except Exception as exc:
-        raise _unreadable(path, exc) from exc
+        raise unreadable_error(path, exc) from exc
     return (height, width) if turned else (width, height)
 
 
@@ -54,7 +54,8 @@ def _palette_is_gray(img: Image.Image) -> bool:
     return bool((palette == palette[:, :1]).all())
 
 
-def _unreadable(path: Path, exc: Exception) -> GenlabError:
+def unreadable_error(path: Path, exc: Exception) -> GenlabError:
+    """The one-line error for an image file Pillow cannot open or decode (``exc``), naming ``path``."""
     if isinstance(exc, FileNotFoundError):
         return GenlabError(f"image file not found: {path}")
     # Pillow's own message for an unknown format repeats the path; say what it means instead.
@@ -64,17 +65,17 @@ def _unreadable(path: Path, exc: Exception) -> GenlabError:
 
 
 def _decode(path: Path, channels: int) -> Image.Image:
-    """The fully decoded, upright image in _to_mode's modes; truncated or corrupt files fail here."""
+    """The fully decoded, upright image in convert_mode's modes; truncated or corrupt files fail here."""
     try:
         with Image.open(path) as img:
             img.load()
-            return _to_mode(ImageOps.exif_transpose(img), channels)
+            return convert_mode(ImageOps.exif_transpose(img), channels)
     except Exception as exc:
         # Pillow reports bad data through many exception types (OSError, SyntaxError, struct.error, ...).
-        raise _unreadable(path, exc) from exc
+        raise unreadable_error(path, exc) from exc
 
 
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+def convert_mode(img: Image.Image, channels: int) -> Image.Image:
     """RGB or "L" with transparency composited on white; 16-bit gray becomes mode "F" in [0, 1].
 
     The "F" image stays gray whatever ``channels`` is; load_image repeats it to three channels.
@@ -108,7 +109,7 @@ def load_image(path: str | os.PathLike, size: int | None = None, channels: int =
     Transparent pixels are composited on white. Raises GenlabError naming the file if it cannot be read.
     """
     _check_request(size, channels)
-    return _to_tensor(_decode(Path(path), channels), size, channels)
+    return image_tensor(_decode(Path(path), channels), size, channels)
 
 
 def image_from_bytes(
@@ -122,12 +123,12 @@ def image_from_bytes(
             if max(img.size) > max_side:
                 raise GenlabError(f"the image is {img.size[0]}x{img.size[1]}; at most {max_side} a side")
             img.load()
-            decoded = _to_mode(ImageOps.exif_transpose(img), channels)
+            decoded = convert_mode(ImageOps.exif_transpose(img), channels)
     except GenlabError:
         raise
     except Exception:
         raise GenlabError("the upload is not a readable image (PNG, JPEG, BMP or GIF)") from None
-    return _to_tensor(decoded, size, channels)
+    return image_tensor(decoded, size, channels)
 
 
 def _check_request(size: int | None, channels: int) -> None:
@@ -137,7 +138,9 @@ def _check_request(size: int | None, channels: int) -> None:
         raise GenlabError(f"image size must be a positive number of pixels, got {size}")
 
 
-def _to_tensor(img: Image.Image, size: int | None, channels: int) -> torch.Tensor:
+def image_tensor(img: Image.Image, size: int | None, channels: int) -> torch.Tensor:
+    """A decoded image (convert_mode's modes) as a (channels, H, W) float tensor in [0, 1], centre-cropped
+    and resized to ``size`` x ``size`` when ``size`` is given."""
     if size is not None:
         img = _center_crop_resize(img, size)
     array = np.asarray(img, dtype=np.float32)
