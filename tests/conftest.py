@@ -1,10 +1,23 @@
-"""Test-wide settings: caches of feature extractors and reference features go to a temporary folder."""
+"""Test-wide settings: caches of feature extractors and reference features go to a temporary folder;
+under pytest-xdist (`make test` runs two workers) each worker's torch gets its share of the cores."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+
+def pytest_configure(config) -> None:
+    """Two workers on two cores each running torch with two threads would fight over the cores: give each
+    worker (and the processes it starts) cores / workers threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(autouse=True, scope="session")
