@@ -21,8 +21,9 @@ from genlab.video.generate import FrameConditioned, generate_clips, with_first_f
 from genlab.video.task import VideoDiffusionTask
 
 TINY = dict(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), head_dim=8, groups=4)
-SHORT = ["--steps", "2", "--eval-every", "0", "--sample-every", "0", "--eval-samples", "0",
-         "--sample-steps", "2", "--no-progress"]  # fmt: skip
+# A batch of 4 and 20 held-out clips (the final validation takes up to 200): the CLI, not the quality.
+SHORT = ["--steps", "2", "--batch-size", "4", "--val-fraction", "0.005", "--eval-every", "0",
+         "--sample-every", "0", "--eval-samples", "0", "--sample-steps", "2", "--no-progress"]  # fmt: skip
 NET = ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1", "--temporal-levels", "1"]
 
 
@@ -342,13 +343,24 @@ def test_opposite_direction_turns_every_direction_word_around():
     assert opposite_direction("a large cyan triangle") == "a large cyan triangle"
 
 
-def test_the_direction_probe_is_one_for_a_network_blind_to_direction_and_not_otherwise():
-    task = _task()
+def test_the_probes_are_one_for_a_network_blind_to_what_they_change_and_not_otherwise():
+    task = _task(video=VideoConfig(frame_cond=0.5))
+    task.val_data = task.val_data.spread(24)  # a short evaluation
     net = task.model.eval()
     assert task.direction_probe(net, n=4) == 1.0  # a new network outputs zeros: the words change nothing
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    with torch.no_grad():  # the per-frame layers only: the temporal ones still output zero
+        for name, p in net.named_parameters():
+            if "_time." not in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
     assert task.direction_probe(net, n=4) != 1.0  # its prompts now reach the output
-    assert "direction_probe" in task.evaluate(net)
+    assert task.frame_probe(net, n=4) == 1.0  # but frames 1.. never see frame 0
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "_time." in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    assert task.frame_probe(net, n=4) != 1.0  # now they do
+    assert {"direction_probe", "frame_probe"} <= set(task.evaluate(net))
+    task.video = VideoConfig()  # a run never given first frames
+    with pytest.raises(GenlabError, match="frame_cond"):
+        task.frame_probe(net)

@@ -14,6 +14,7 @@ from genlab.recipes import VIDEO_DEFAULTS
 VIDEO_REPORT = {
     "val_loss": "validation loss",
     "direction_probe": "direction probe (loss with the directions turned around / true; 1: not used)",
+    "frame_probe": "frame probe (loss given another clip's first frame / its own; 1: not used)",
     "adherence": "held-out prompts with direction, colour and shape right (read from the pixels)",
     "adherence_all": "held-out prompts with everything right",
 }

@@ -179,11 +179,13 @@ class VideoDiffusionTask(DiffusionTask):
         generator: torch.Generator,
         train: bool,
         timestep: int | None = None,
+        first_frame: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The loss of one batch of clips ``x0`` (N, T, C, H, W) in model space: Ho et al. (2020) Algorithm 1
         with one noise level per clip; image rows (``image_share``) draw one per frame and see no other
         frame; clips given their first frame (``frame_cond``) see it clean and are not scored on it;
-        ``timestep``: every clip at that timestep instead of a drawn one."""
+        ``timestep``: every clip at that timestep instead of a drawn one; ``first_frame`` (N, C, H, W):
+        every clip is given this frame instead of its own (the frame probe)."""
         d, v = self.diffusion, self.video
         n, frames = x0.shape[:2]
         device = x0.device
@@ -199,6 +201,8 @@ class VideoDiffusionTask(DiffusionTask):
             t_img, abar_img = draw_noise_levels(d, self.schedule, int(images.sum()) * frames, generator)
             t[images], abar[images] = t_img.reshape(-1, frames), abar_img.reshape(-1, frames)
         given = (torch.rand(n, generator=generator) < v.frame_cond) & ~images
+        if first_frame is not None:
+            given = torch.ones(n, dtype=torch.bool)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         flat = x0.flatten(0, 1)
         abar_flat = abar.flatten().to(device)
@@ -213,7 +217,15 @@ class VideoDiffusionTask(DiffusionTask):
             t = t[:, 0]
         abar0 = float(self.schedule.abar(torch.zeros(1, dtype=torch.long))[0])
         out = with_first_frame(
-            model, d.parameterization, abar0, inp, t.to(device), x0[:, 0], given.to(device), **cond, **extra
+            model,
+            d.parameterization,
+            abar0,
+            inp,
+            t.to(device),
+            x0[:, 0] if first_frame is None else first_frame,
+            given.to(device),
+            **cond,
+            **extra,
         )
         p = get_parameterization(d.parameterization)
         target = p.target(flat, noise.flatten(0, 1), abar_flat)
@@ -245,6 +257,8 @@ class VideoDiffusionTask(DiffusionTask):
         out: dict[str, Any] = {"val_loss": total / len(data)}
         if self.diffusion.cond == "text" and self.data.name == "moving-shapes":
             out["direction_probe"] = self.direction_probe(model)
+        if self.video.frame_cond > 0:
+            out["frame_probe"] = self.frame_probe(model)
         if self.samples:
             out.update(self.sample_quality(model))
         return out
@@ -266,6 +280,28 @@ class VideoDiffusionTask(DiffusionTask):
         losses = [
             float(self._forward(model, x0, None, c, torch.Generator().manual_seed(0), False, timestep))
             for c in (captions, [opposite_direction(c) for c in captions])
+        ]
+        return losses[1] / losses[0]
+
+    @torch.no_grad()
+    def frame_probe(self, model: nn.Module, n: int = 96, timestep: int = 400) -> float:
+        """How much an image-to-video run (``frame_cond``) uses the first frame it is given: the loss on
+        ``n`` held-out clips at ``timestep``, each given the first frame of the next clip instead of its own,
+        divided by the loss with its own, on the same noise (frame 0 is not scored either way). 1.0: the
+        given frame changes nothing; well above 1: the run continues the frame it is shown."""
+        if not self.video.frame_cond:
+            raise GenlabError("the frame probe needs a run trained with `frame_cond` > 0")
+        data = self.val_data.spread(n)
+        device = next(model.parameters()).device
+        x0 = to_model_space(data.clips).to(device)
+        labels = data.labels.to(device) if self.diffusion.cond == "class" else None
+        losses = [
+            float(
+                self._forward(
+                    model, x0, labels, data.captions, torch.Generator().manual_seed(0), False, timestep, frame
+                )
+            )
+            for frame in (x0[:, 0], x0[:, 0].roll(1, 0))
         ]
         return losses[1] / losses[0]
 
