@@ -286,9 +286,9 @@ class VideoDiffusionTask(DiffusionTask):
     @torch.no_grad()
     def frame_probe(self, model: nn.Module, n: int = 96, timestep: int = 400) -> float:
         """How much an image-to-video run (``frame_cond``) uses the first frame it is given: the loss on
-        ``n`` held-out clips at ``timestep``, each given the first frame of the next clip instead of its own,
-        divided by the loss with its own, on the same noise (frame 0 is not scored either way). 1.0: the
-        given frame changes nothing; well above 1: the run continues the frame it is shown."""
+        ``n`` held-out clips at ``timestep``, each given the first frame of the clip before it instead of
+        its own, divided by the loss with its own, on the same noise (frame 0 is not scored either way).
+        1.0: the given frame changes nothing; well above 1: the run continues the frame it is shown."""
         if not self.video.frame_cond:
             raise GenlabError("the frame probe needs a run trained with `frame_cond` > 0")
         data = self.val_data.spread(n)
