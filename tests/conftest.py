@@ -15,9 +15,9 @@ def pytest_configure(config) -> None:
     if workers > 1:
         import torch
 
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        os.environ["OMP_NUM_THREADS"] = threads
-        torch.set_num_threads(int(threads))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True, scope="session")

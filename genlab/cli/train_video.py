@@ -65,7 +65,8 @@ VIDEO_FLAGS = {
     default=0.0,
     show_default=True,
     type=float,
-    help="Share of training clips given their first frame (image-to-video: sample with --first-frame).",
+    help="Share of training clips given their first frame (image-to-video: sample with --first-frame); "
+    "evaluations then report the frame probe.",
 )
 @click.option(
     "--image-share",

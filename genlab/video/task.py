@@ -274,14 +274,10 @@ class VideoDiffusionTask(DiffusionTask):
         keep = [i for i, c in enumerate(data.captions) if c in single][:n]
         if not keep:
             raise GenlabError(f"{self.data.name} has no single-object moving-shapes captions to probe")
-        device = next(model.parameters()).device
-        x0 = to_model_space(data.clips[keep]).to(device)
+        x0 = to_model_space(data.clips[keep]).to(next(model.parameters()).device)
         captions = [data.captions[i] for i in keep]
-        losses = [
-            float(self._forward(model, x0, None, c, torch.Generator().manual_seed(0), False, timestep))
-            for c in (captions, [opposite_direction(c) for c in captions])
-        ]
-        return losses[1] / losses[0]
+        opposite = [opposite_direction(c) for c in captions]
+        return self._loss_ratio(model, x0, None, timestep, (captions, None), (opposite, None))
 
     @torch.no_grad()
     def frame_probe(self, model: nn.Module, n: int = 96, timestep: int = 400) -> float:
@@ -295,14 +291,16 @@ class VideoDiffusionTask(DiffusionTask):
         device = next(model.parameters()).device
         x0 = to_model_space(data.clips).to(device)
         labels = data.labels.to(device) if self.diffusion.cond == "class" else None
-        losses = [
-            float(
-                self._forward(
-                    model, x0, labels, data.captions, torch.Generator().manual_seed(0), False, timestep, frame
-                )
-            )
-            for frame in (x0[:, 0], x0[:, 0].roll(1, 0))
-        ]
+        own, other = (data.captions, x0[:, 0]), (data.captions, x0[:, 0].roll(1, 0))
+        return self._loss_ratio(model, x0, labels, timestep, own, other)
+
+    def _loss_ratio(self, model: nn.Module, x0, labels, timestep: int, true: tuple, changed: tuple) -> float:
+        """The loss of clips ``x0`` at ``timestep`` given the ``changed`` (captions, first frame) over the
+        loss given the ``true`` ones, on the same noise (first frame None: as ``frame_cond`` draws it)."""
+        losses = []
+        for captions, frame in (true, changed):
+            noise = torch.Generator().manual_seed(0)  # the same for both
+            losses.append(float(self._forward(model, x0, labels, captions, noise, False, timestep, frame)))
         return losses[1] / losses[0]
 
     def held_out_prompts(self, n: int) -> list[str]:
