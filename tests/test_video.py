@@ -157,7 +157,7 @@ def test_the_ablation_has_no_temporal_layers_and_denoises_frames_alone():
 
 
 def test_dit_backbone_refuses_per_frame_options():
-    with pytest.raises(GenlabError, match="noise level per frame"):
+    with pytest.raises(GenlabError, match="takes a first frame"):
         VideoDiffusionTask(
             DataConfig("moving-shapes"),
             DiffusionConfig(cond="none", backbone="dit"),
@@ -256,21 +256,52 @@ def test_a_class_run_without_frame_conditioning_refuses_a_first_frame(tmp_path):
 def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_frame_options(tmp_path):
     run = tmp_path / "stacked"
     stack = ["--stack-frames", "8", *NET[:6]]  # NET's U-Net, without its temporal levels
-    result = _invoke("train", "video", *stack, "--out", str(run), *SHORT)
+    result = _invoke("train", "video", *stack, "--frame-cond", "0.5", "--out", str(run), *SHORT)
     assert result.exit_code == 0, result.output
-    assert json.loads((run / "config.json").read_text())["model"]["video"]["stack_frames"] == 8
+    video = json.loads((run / "config.json").read_text())["model"]["video"]
+    assert video["stack_frames"] == 8 and video["first_frame_input"] is True
     out = tmp_path / "clip.gif"
     result = _invoke("sample", str(run), "a small red circle moving right", "--frames", "8", "--n", "1",
                      "--steps", "2", "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert Image.open(out).n_frames == 8
+    first = tmp_path / "first.png"
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(first)
+    result = _invoke("sample", str(run), "a small red circle moving right", "--n", "1", "--steps", "2",
+                     "--first-frame", str(first), "--out", str(tmp_path / "i2v.png"))  # fmt: skip
+    assert result.exit_code == 0, result.output
     assert "exactly 8 frames; got 6" in _fail(
         "sample", str(run), "a small red circle moving right", "--frames", "6", "--steps", "2",
         "--out", str(tmp_path / "six.gif"),
     )  # fmt: skip
     assert "noise level per frame" in _fail(
-        "train", "video", *stack, "--frame-cond", "0.3", "--out", str(tmp_path / "r"), *SHORT
+        "train", "video", *stack, "--image-share", "0.3", "--out", str(tmp_path / "r"), *SHORT
     )
+
+
+def test_a_stacking_unet_reads_a_given_first_frame_as_an_input_plane():
+    """Frame 0 at timestep 0 while the clip's others are not: a plane of ones beside the stacked frames, and
+    the clip's noise level is its last frame's; otherwise a plane of zeros."""
+    from genlab.nn.unet import UNetConfig
+    from genlab.nn.video_unet import VideoUNetConfig
+
+    torch.manual_seed(0)
+    config = VideoUNetConfig(
+        UNetConfig(in_channels=3, image_size=8, **TINY), stack_frames=4, first_frame_input=True
+    )
+    net = VideoUNet(config).eval()
+    x = torch.randn(2, 4, 3, 8, 8)
+    t = torch.tensor([[0.0, 500.0, 500.0, 500.0], [300.0] * 4])
+    planes = torch.stack([torch.ones(8, 8), torch.zeros(8, 8)])[:, None]
+    with torch.no_grad():
+        expected = net.stacked(torch.cat([x.flatten(1, 2), planes], 1), torch.tensor([500.0, 300.0]))
+        torch.testing.assert_close(net(x, t), expected.unflatten(1, (4, 3)))
+        unseen = net.stacked(
+            torch.cat([x.flatten(1, 2), torch.zeros(2, 1, 8, 8)], 1), torch.tensor([500.0, 300.0])
+        )
+        torch.testing.assert_close(net(x, torch.tensor([500.0, 300.0])), unseen.unflatten(1, (4, 3)))
+    with pytest.raises(GenlabError, match="frame-stacking"):
+        VideoUNetConfig(UNetConfig(in_channels=3, image_size=8, **TINY), first_frame_input=True)
 
 
 @pytest.mark.parametrize("sampler", __import__("genlab.diffusion.samplers", fromlist=["SAMPLERS"]).SAMPLERS)

@@ -76,6 +76,14 @@ VIDEO_FLAGS = {
     help="Joint image and video training: share of clips shown as independent images (temporal layers off).",
 )
 @click.option(
+    "--noise-correlation",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Correlation of the noise of every two frames (PYoCo's mixed noise): motion gets more of the "
+    "signal.",
+)
+@click.option(
     "--temporal/--no-temporal",
     default=True,
     help="--no-temporal: no temporal layers, every frame denoised alone (the ablation).",
@@ -159,7 +167,11 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             sample_sampler=params["eval_sampler"],
             sample_guidance=params["guidance"],
         )
-        video = VideoConfig(image_share=params["image_share"], frame_cond=params["frame_cond"])
+        video = VideoConfig(
+            image_share=params["image_share"],
+            frame_cond=params["frame_cond"],
+            noise_correlation=params["noise_correlation"],
+        )
         return VideoDiffusionTask(
             DataConfig(params["data"], params["split_seed"], params["val_fraction"]),
             diffusion,

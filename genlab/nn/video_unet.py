@@ -55,10 +55,20 @@ class VideoUNetConfig:
     # U-Net of stack_frames * in_channels channels sees every frame at once; clips have exactly this many
     # frames and there are no temporal layers
     stack_frames: int = 0
+    # With stack_frames: one more input channel, a plane of ones where frame 0 is given clean (image-to-
+    # video: the first frame concatenated to the input, as Emu Video and Stable Video Diffusion give their
+    # image). A given clip comes with timestep 0 for frame 0 (``with_first_frame``); the clip's own is its
+    # last frame's
+    first_frame_input: bool = False
 
     def __post_init__(self) -> None:
         check_range("max_frames", self.max_frames, 1, MAX_FRAMES)
         check_range("stack_frames", self.stack_frames, 0, self.max_frames)
+        if self.first_frame_input and not self.stack_frames:
+            raise GenlabError(
+                "`first_frame_input` is for the frame-stacking U-Net (`stack_frames` > 0); the factorised "
+                "one takes a given first frame at its own noise level"
+            )
         levels = len(self.unet.channel_mults)
         for level in () if self.stack_frames else self.temporal_levels or ():
             check_range("every `temporal_levels` entry", level, 0, levels - 1)
@@ -212,7 +222,11 @@ class VideoUNet(PretrainedMixin, nn.Module):
         if cfg.stack_frames:
             k, c = cfg.stack_frames, cfg.unet.in_channels
             self.stacked = UNet(
-                replace(cfg.unet, in_channels=k * c, out_channels=k * (cfg.unet.out_channels or c))
+                replace(
+                    cfg.unet,
+                    in_channels=k * c + int(cfg.first_frame_input),
+                    out_channels=k * (cfg.unet.out_channels or c),
+                )
             )
             return
         self.unet = UNet(cfg.unet)
@@ -260,9 +274,18 @@ class VideoUNet(PretrainedMixin, nn.Module):
                     f"this video U-Net stacks {self.config.stack_frames} frames as channels, so its clips "
                     f"have exactly {self.config.stack_frames} frames; got {frames}"
                 )
-            if t.ndim == 2:
-                t = t[:, 0]
-            out = self.stacked(x.flatten(1, 2), t, class_labels, context, context_mask)
+            stacked = x.flatten(1, 2)
+            if self.config.first_frame_input:
+                given = (
+                    (t[:, 0] == 0) & (t[:, -1] != 0)
+                    if t.ndim == 2
+                    else torch.zeros(n, dtype=torch.bool, device=x.device)
+                )
+                plane = given.to(x)[:, None, None, None].expand(n, 1, *x.shape[-2:])
+                stacked = torch.cat([stacked, plane], dim=1)
+            if t.ndim == 2:  # frames 1.. share the clip's noise level; frame 0 may be given (timestep 0)
+                t = t[:, -1]
+            out = self.stacked(stacked, t, class_labels, context, context_mask)
             return out.unflatten(1, (frames, -1))
         keep = self._keep(temporal, n)
         unet = self.unet

@@ -18,7 +18,7 @@ from genlab.nn.precision import check_precision
 from genlab.pipelines.diffusion import checked_class_names, class_index, tensor_to_pil
 from genlab.train.distributed import pick_device
 from genlab.video.generate import generate_clips
-from genlab.video.networks import clip_shape, denoiser_config, load_video_network, takes_frames
+from genlab.video.networks import clip_shape, denoiser_config, load_video_network, takes_first_frame
 
 
 @dataclass
@@ -138,7 +138,7 @@ class VideoPipeline:
             n = len(labels) if labels is not None else num_clips
         shape = (n, *clip_shape(self.model, frames))
         if first_frame is not None:
-            if not takes_frames(self.model) or not self.video.frame_cond:
+            if not takes_first_frame(self.model) or not self.video.frame_cond:
                 raise GenlabError(
                     "this run was not trained to continue a first frame: "
                     "train it with `frame_cond` (a U-Net run)"
@@ -163,6 +163,7 @@ class VideoPipeline:
             generator=generator,
             callback=record,
             precision=self.precision,
+            noise_correlation=self.video.noise_correlation,
             **kwargs,
             **sampler_kwargs,
         ).cpu()

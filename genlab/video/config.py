@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genlab.checks import MAX_FRAMES, check_fraction, check_range
+from genlab.errors import GenlabError
 
 
 @dataclass
@@ -16,14 +17,24 @@ class VideoConfig:
     attention masked off), so the per-frame layers also learn from images. ``frame_cond``: this share
     of the clips are given their first frame clean (noise level 0, left out of the loss), so the network
     also learns image-to-video; the rest are not, which makes the frame a condition that classifier-free
-    guidance can push toward. ``sample_frames``: the frames of the clips drawn while training.
+    guidance can push toward. ``noise_correlation``: the noise of every two frames of a clip correlates by
+    this much (PYoCo's mixed noise, genlab.video.mixed_noise), which gives motion a larger share of the
+    signal; it needs every frame at one noise level, so no ``image_share`` or ``frame_cond``.
+    ``sample_frames``: the frames of the clips drawn while training.
     """
 
     image_share: float = 0.0
     frame_cond: float = 0.0
+    noise_correlation: float = 0.0
     sample_frames: int = 8
 
     def __post_init__(self) -> None:
         check_fraction("image_share", self.image_share)
         check_fraction("frame_cond", self.frame_cond)
+        check_fraction("noise_correlation", self.noise_correlation)
+        if self.noise_correlation and (self.image_share or self.frame_cond):
+            raise GenlabError(
+                "`noise_correlation` mixes the noise of all frames of a clip, which `image_share` and "
+                "`frame_cond` give noise levels of their own: set them to 0, or `noise_correlation` to 0"
+            )
         check_range("sample_frames", self.sample_frames, 1, MAX_FRAMES)

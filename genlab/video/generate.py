@@ -30,6 +30,7 @@ from genlab.diffusion.schedules import NoiseSchedule
 from genlab.errors import GenlabError
 from genlab.nn.pixels import to_images, to_model_space
 from genlab.nn.precision import resolve_precision
+from genlab.video.mixed_noise import MixedNoiseDenoiser, correlate
 
 
 def with_first_frame(
@@ -98,6 +99,7 @@ def generate_clips(
     sigmas_kind: str | None = None,
     clip_denoised: bool = True,
     precision: str = "fp32",
+    noise_correlation: float = 0.0,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, T, C, H, W) clips in [0, 1] from a video network.
@@ -107,7 +109,9 @@ def generate_clips(
     estimate clamped to the data range. With ``first_frame`` (N, C, H, W) in [0, 1] the clips continue it
     (image-to-video): it is part of the conditional side only, so guidance pushes toward it as toward the
     prompt (with nothing else to guide by, toward the frame alone), and every estimate of frame 0 is the
-    frame itself.
+    frame itself. ``noise_correlation`` > 0: the network was trained on mixed noise with that correlation
+    between frames (``genlab.video.mixed_noise``); the sampler runs on decorrelated clips, and the callback
+    sees clips.
     """
     check_sampling_args(sampler, steps, guidance_scale)
     if len(shape) != 5:
@@ -123,6 +127,10 @@ def generate_clips(
     )
     known = None
     if first_frame is not None:
+        if noise_correlation:
+            raise GenlabError(
+                "a run trained on mixed noise (`noise_correlation` > 0) cannot continue a first frame"
+            )
         if tuple(first_frame.shape) != (n, *shape[2:]):
             raise GenlabError(
                 f"the first frame must be (N, C, H, W) = {(n, *shape[2:])}, got {tuple(first_frame.shape)}"
@@ -148,12 +156,29 @@ def generate_clips(
         mask[:, 0] = 1.0
         denoiser = InpaintingDenoiser(denoiser, known, mask)
     if clip_denoised:
-        denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
+        if noise_correlation:
+            denoiser = MixedNoiseDenoiser(denoiser, noise_correlation)
+        else:
+            denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
+    if callback is not None and noise_correlation:
+        callback = _correlated_callback(callback, noise_correlation)
     x = run_sampler(
         denoiser, schedule, shape, device, sampler, steps, generator, callback, precision, sigmas_kind,
         **sampler_kwargs,
     )  # fmt: skip
-    clips = to_images(x)
+    clips = to_images(correlate(x, noise_correlation))
     if first_frame is not None:
         clips[:, 0] = first_frame.to(clips)
     return clips
+
+
+def _correlated_callback(
+    callback: Callable[[dict[str, Any]], None], rho: float
+) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback that is shown clips where the sampler holds decorrelated ones (mixed noise)."""
+
+    def report(info: dict[str, Any]) -> None:
+        shown = {k: correlate(info[k], rho) for k in ("x", "denoised") if info.get(k) is not None}
+        callback({**info, **shown})
+
+    return report

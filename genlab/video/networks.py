@@ -45,6 +45,13 @@ def takes_frames(network: nn.Module) -> bool:
     return isinstance(net, VideoUNet) and not net.config.stack_frames
 
 
+def takes_first_frame(network: nn.Module) -> bool:
+    """Whether the network can be given a clean first frame (image-to-video): the factorised U-Net at a
+    noise level of its own, the frame-stacking U-Net built with ``first_frame_input``."""
+    net = network.unet if isinstance(network, TextVideoNet) else network
+    return takes_frames(network) or (isinstance(net, VideoUNet) and net.config.first_frame_input)
+
+
 def load_video_network(
     run_dir: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, DiffusionConfig, VideoConfig, dict[str, Any]]:

@@ -27,7 +27,8 @@ from genlab.train.engine import Batch
 from genlab.video.config import VideoConfig
 from genlab.video.evaluate import motion_adherence, opposite_direction, single_object_motion_prompts
 from genlab.video.generate import generate_clips, with_first_frame
-from genlab.video.networks import clip_shape, takes_frames, video_network_class
+from genlab.video.mixed_noise import decorrelate
+from genlab.video.networks import clip_shape, takes_first_frame, takes_frames, video_network_class
 
 VIDEO_OPTIONS = (
     "temporal",
@@ -83,11 +84,17 @@ class VideoDiffusionTask(DiffusionTask):
             )
         else:
             self.model = cls(model_config)
-        if (self.video.image_share or self.video.frame_cond) and not takes_frames(self.model):
+        if self.video.image_share and not takes_frames(self.model):
             raise GenlabError(
-                "`image_share` and `frame_cond` need a noise level per frame, which the factorised video "
-                "U-Net has and the DiT and the frame-stacking U-Net (one image of all frames) do not: use "
-                "the factorised U-Net or set them to 0"
+                "`image_share` needs a noise level per frame, which the factorised video U-Net has and the "
+                "DiT and the frame-stacking U-Net (one image of all frames) do not: use the factorised U-Net "
+                "or set it to 0"
+            )
+        if self.video.frame_cond and not takes_first_frame(self.model):
+            raise GenlabError(
+                "`frame_cond` needs a network that takes a first frame: the factorised video U-Net or the "
+                "frame-stacking one (the DiT's tubelets mix frames under one noise level): use a U-Net or "
+                "set it to 0"
             )
         self.schedule = diffusion.noise_schedule()
         self.latents: dict[str, Any] = {}
@@ -104,6 +111,8 @@ class VideoDiffusionTask(DiffusionTask):
         classes = data.num_classes if d.cond == "class" else 0
         channels, side = data.channels, data.image_size
         temporal = {k: unet_options.pop(k) for k in VIDEO_OPTIONS if k in unet_options}
+        if temporal.get("stack_frames") and self.video.frame_cond:  # the first frame as an input plane
+            temporal["first_frame_input"] = True
         if "temporal_levels" in temporal and temporal["temporal_levels"] is not None:
             temporal["temporal_levels"] = tuple(temporal["temporal_levels"])
         config: VideoUNetConfig | VideoDiTConfig
@@ -204,7 +213,7 @@ class VideoDiffusionTask(DiffusionTask):
         if first_frame is not None:
             given = torch.ones(n, dtype=torch.bool)
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        flat = x0.flatten(0, 1)
+        flat = decorrelate(x0, v.noise_correlation).flatten(0, 1)
         abar_flat = abar.flatten().to(device)
         x_t = noised(flat, noise.flatten(0, 1), abar_flat)
         inp = network_input(d.parameterization, x_t, abar_flat).unflatten(0, (n, frames))
@@ -358,5 +367,6 @@ class VideoDiffusionTask(DiffusionTask):
             sampler=d.sample_sampler,
             generator=generator,
             precision="auto",
+            noise_correlation=self.video.noise_correlation,
             **kwargs,
         )
