@@ -95,7 +95,13 @@ VIDEO_FLAGS = {
     "--min-snr-gamma", default=5.0, show_default=True, type=float, help="Min-SNR-gamma weighting; 0: MSE."
 )
 @click.option("--parameterization", default="eps", show_default=True, type=click.Choice(["eps", "v", "x0"]))
-@click.option("--stack-frames", default=0, type=int, help="Frames stacked as channels (0: factorised).")
+@click.option(
+    "--stack-frames",
+    default=0,
+    type=int,
+    help="Frames stacked as channels (0: factorised); use it with --parameterization x0, as its narrow "
+    "U-Net cannot carry every frame's noise through (docs/video.md).",
+)
 @click.option(
     "--temporal-conv/--no-temporal-conv",
     default=False,
