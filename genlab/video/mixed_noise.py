@@ -18,6 +18,7 @@ over in a clip and so visible through more noise than an image's, is decided lat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -54,7 +55,7 @@ class MixedNoiseDenoiser:
     """A denoiser of decorrelated clips y whose estimate is clamped to the data range as a clip: y0 is
     mapped to x0 = L y0, clamped to [low, high], and mapped back (``ClampedDenoiser`` for mixed noise)."""
 
-    def __init__(self, denoiser, rho: float, low: float = -1.0, high: float = 1.0) -> None:
+    def __init__(self, denoiser: Callable, rho: float, low: float = -1.0, high: float = 1.0) -> None:
         self.denoiser, self.rho = denoiser, rho
         self.low, self.high = low, high
 
