@@ -1,15 +1,11 @@
-"""Mixed noise (PYoCo) as a change of variables: the covariance it gives, that training and sampling map
-clips the same way, and that a run keeps it from the CLI to its samples."""
+"""Mixed noise (PYoCo) as a change of variables: the covariance it gives, and that training and sampling map
+clips the same way (tests/test_video.py: a run keeps it from the CLI to its samples)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from click.testing import CliRunner
 
-from genlab.cli import cli
 from genlab.data import DataConfig
 from genlab.diffusion.config import DiffusionConfig
 from genlab.errors import GenlabError
@@ -77,34 +73,3 @@ def test_mixed_noise_refuses_per_frame_noise_levels():
             VideoConfig(noise_correlation=0.5, **bad)
     with pytest.raises(GenlabError, match=r"\[0, 1\)"):
         VideoConfig(noise_correlation=1.0)
-
-
-def test_a_mixed_noise_run_keeps_its_correlation_to_its_samples(tmp_path):
-    run = tmp_path / "run"
-    short = ["--steps", "2", "--batch-size", "4", "--val-fraction", "0.005", "--eval-every", "0",
-             "--sample-every", "0", "--eval-samples", "2", "--sample-steps", "2",
-             "--no-progress"]  # fmt: skip
-    net = [
-        "--stack-frames",
-        "8",
-        "--base-channels",
-        "16",
-        "--channel-mults",
-        "1,2",
-        "--attention-levels",
-        "1",
-    ]
-    runner = CliRunner()
-    result = runner.invoke(
-        cli, ["train", "video", *net, "--noise-correlation", "0.5", "--out", str(run), *short]
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads((run / "config.json").read_text())["video"]["noise_correlation"] == 0.5
-    out = tmp_path / "clip.gif"
-    result = runner.invoke(cli, ["sample", str(run), "a small red circle moving right", "--steps", "2",
-                                 "--out", str(out)])  # fmt: skip
-    assert result.exit_code == 0 and out.exists(), result.output
-    bad = runner.invoke(cli, ["train", "video", "--noise-correlation", "0.5", "--frame-cond", "0.3",
-                              "--out", str(tmp_path / "bad"), *short])  # fmt: skip
-    assert bad.exit_code != 0 and "noise levels of their own" in bad.output
-    assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -279,6 +279,21 @@ def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_fram
     )
 
 
+def test_a_mixed_noise_run_keeps_its_correlation_to_its_samples(tmp_path):
+    run = tmp_path / "run"
+    stack = ["--stack-frames", "8", *NET[:6]]
+    result = _invoke("train", "video", *stack, "--noise-correlation", "0.5", "--out", str(run), *SHORT)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["video"]["noise_correlation"] == 0.5
+    out = tmp_path / "clip.gif"
+    result = _invoke("sample", str(run), "a small red circle moving right", "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0 and out.exists(), result.output
+    assert "noise levels of their own" in _fail(
+        "train", "video", "--noise-correlation", "0.5", "--frame-cond", "0.3", "--out", str(tmp_path / "bad"),
+        *SHORT,
+    )  # fmt: skip
+
+
 def test_a_stacking_unet_reads_a_given_first_frame_as_an_input_plane():
     """Frame 0 at timestep 0 while the clip's others are not: a plane of ones beside the stacked frames, and
     the clip's noise level is its last frame's; otherwise a plane of zeros."""
