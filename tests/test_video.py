@@ -125,6 +125,41 @@ def test_generated_clips_start_exactly_at_a_given_first_frame_and_guidance_sees_
         generate_clips(net, task.schedule, "eps", (2, 3, 32, 32), steps=2)
 
 
+def test_factorized_sampling_continues_the_first_frame_of_a_clip_drawn_from_the_prompt():
+    """Emu Video's two stages: a clip drawn from the condition gives its frame 0, and the clips are that
+    frame continued, on the same generator; the callback sees each stage's start (i = -1) and steps, the
+    second's counted after the first's."""
+    task = _task(cond="none")
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    args = (task.model, task.schedule, "eps", (2, 4, 3, 32, 32))
+    seen: list[int] = []
+    g = torch.Generator().manual_seed(3)
+    both = generate_clips(
+        *args, steps=3, factorized=True, generator=g, callback=lambda i: seen.append(i["i"])
+    )
+    g = torch.Generator().manual_seed(3)
+    drawn = generate_clips(*args, steps=3, generator=g)
+    continued = generate_clips(*args, steps=3, generator=g, first_frame=drawn[:, 0])
+    assert torch.equal(both, continued) and torch.equal(both[:, 0], drawn[:, 0])
+    assert not torch.allclose(both[:, 1:], drawn[:, 1:]) and seen == [-1, 0, 1, 2, 2, 3, 4, 5]
+
+
+def test_prompt_only_guidance_shows_the_first_frame_to_both_halves():
+    """frame_guidance False: InstructPix2Pix's text guidance, both halves of the guided batch given the
+    frame; by default the unconditional half has no frame, so guidance pushes toward it too."""
+    frame = torch.rand(2, 3, 8, 8)
+    for frame_guidance, given in ((True, [False, False, True, True]), (False, [True] * 4)):
+        net = Recorder(torch.zeros(4, 3, 3, 8, 8))
+        generate_clips(net, _task(cond="none").schedule, "eps", (2, 3, 3, 8, 8), first_frame=frame, steps=1,
+                       guidance_scale=2.0, frame_guidance=frame_guidance)  # fmt: skip
+        x, t = net.calls[0]["x"], net.calls[0]["t"]
+        assert (t[:, 0] == 0).tolist() == given
+        shown = [torch.allclose(x[i, 0], frame[i % 2] * 2 - 1, atol=1e-3) for i in range(4)]
+        assert shown == given
+
+
 def test_the_same_seed_gives_the_same_clips_and_frames_are_not_copies():
     task = _task(cond="none")
     from genlab.nn.video_unet import VideoUNet as _V
@@ -251,15 +286,20 @@ def test_a_class_run_without_frame_conditioning_refuses_a_first_frame(tmp_path):
     assert out.clips.shape == (2, 3, 1, 48, 48) and out.class_labels.tolist() == [7, 1]
     with pytest.raises(GenlabError, match="frame_cond"):
         pipe(class_labels=[7], first_frame=torch.rand(1, 48, 48), num_inference_steps=2)
+    with pytest.raises(GenlabError, match="frame_cond"):
+        pipe(class_labels=[7], factorized=True, num_inference_steps=2)
 
 
 def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_frame_options(tmp_path):
     run = tmp_path / "stacked"
     stack = ["--stack-frames", "8", *NET[:6]]  # NET's U-Net, without its temporal levels
-    result = _invoke("train", "video", *stack, "--frame-cond", "0.5", "--out", str(run), *SHORT)
+    result = _invoke(
+        "train", "video", *stack, "--frame-cond", "0.5", "--factorized", "--out", str(run), *SHORT
+    )
     assert result.exit_code == 0, result.output
-    video = json.loads((run / "config.json").read_text())["model"]["video"]
-    assert video["stack_frames"] == 8 and video["first_frame_input"] is True
+    config = json.loads((run / "config.json").read_text())
+    video = config["model"]["video"]
+    assert video["stack_frames"] == 8 and video["first_frame_input"] is True and config["video"]["factorized"]
     out = tmp_path / "clip.gif"
     result = _invoke("sample", str(run), "a small red circle moving right", "--frames", "8", "--n", "1",
                      "--steps", "2", "--out", str(out))  # fmt: skip
@@ -276,6 +316,12 @@ def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_fram
     )  # fmt: skip
     assert "noise level per frame" in _fail(
         "train", "video", *stack, "--image-share", "0.3", "--out", str(tmp_path / "r"), *SHORT
+    )
+    result = _invoke("sample", str(run), "a small red circle moving right", "--n", "1", "--steps", "2",
+                     "--one-stage", "--out", str(tmp_path / "one.png"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "set --frame-cond above 0" in _fail(
+        "train", "video", *stack, "--factorized", "--out", str(tmp_path / "f"), *SHORT
     )
 
 

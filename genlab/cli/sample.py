@@ -33,10 +33,11 @@ from genlab.cli.common import precision_option, sampling_options
 @click.option(
     "--trajectory", default=None, help="Also write the denoising trajectory: .gif animation or .png strip."
 )
-@click.option(
-    "--frames", default=None, type=int, help="Video: frames per clip (default: the training clips')."
-)
+@click.option("--frames", default=None, type=int, help="Video: frames per clip (default: the run's).")
 @click.option("--first-frame", default=None, help="Video: an image the clips start from (image-to-video).")
+@click.option(
+    "--factorized/--one-stage", default=None, help="Video: a first frame, then the rest (Emu Video)."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 def sample_cmd(
@@ -57,6 +58,7 @@ def sample_cmd(
     trajectory: str | None,
     frames: int | None,
     first_frame: str | None,
+    factorized: bool | None,
     device: str,
     precision: str,
 ) -> None:
@@ -105,12 +107,13 @@ def sample_cmd(
             raise GenlabError(f"{run} is a video run: --negative-prompt and --attention-maps are for images")
         from genlab.cli.sample_video import sample_video
 
+        kwargs.update({} if factorized is None else {"factorized": factorized})
         video = dict(prompts=prompts, class_=class_, n=n, frames=frames, first_frame=first_frame, nrow=nrow)
         return sample_video(
             run, device, precision, steps, sampler, guidance, seed, out, trajectory, kwargs, **video
         )
-    if frames is not None or first_frame is not None:
-        raise GenlabError(f"{run} makes images: --frames and --first-frame are for video runs")
+    if frames is not None or first_frame is not None or factorized is not None:
+        raise GenlabError(f"{run} makes images: --frames, --first-frame and --factorized are for video runs")
     gan = kind == "gan"
     if gan and (prompts or negative_prompt or attention_maps or trajectory or eta is not None):
         raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")

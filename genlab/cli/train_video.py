@@ -69,6 +69,12 @@ VIDEO_FLAGS = {
     "evaluations then report the frame probe.",
 )
 @click.option(
+    "--factorized",
+    is_flag=True,
+    help="Draw text-to-video in two stages (Emu Video): a first frame from the prompt, then the clip "
+    "continuing it; needs --frame-cond.",
+)
+@click.option(
     "--image-share",
     default=0.0,
     show_default=True,
@@ -177,6 +183,7 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             image_share=params["image_share"],
             frame_cond=params["frame_cond"],
             noise_correlation=params["noise_correlation"],
+            factorized=params["factorized"],
         )
         return VideoDiffusionTask(
             DataConfig(params["data"], params["split_seed"], params["val_fraction"]),

@@ -97,6 +97,8 @@ class VideoPipeline:
         sampler: str = "ddpm",
         generator: torch.Generator | None = None,
         first_frame: torch.Tensor | None = None,
+        factorized: bool | None = None,
+        frame_guidance: bool = True,
         return_trajectory: bool = False,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         **sampler_kwargs: Any,
@@ -104,8 +106,11 @@ class VideoPipeline:
         """``num_clips`` clips of ``num_frames`` frames (default: the training clips') per prompt or class
         label (or in all, unconditionally). ``first_frame`` (C, H, W) or (1 or N, C, H, W) in [0, 1]: the
         clips start from it (image-to-video; the run must be trained with ``frame_cond``). Guidance pushes
-        toward the prompt or class and the first frame together; 1 is plain conditional sampling.
-        ``on_step(i, steps, clips)`` sees each step's estimate of the clips."""
+        toward the prompt or class and the first frame together (``frame_guidance`` False: toward the
+        prompt or class alone); 1 is plain conditional sampling. ``factorized`` (default: the run's
+        ``VideoConfig.factorized``): without a first frame, draw one from the prompt and continue it
+        (Emu Video's two stages, twice the steps). ``on_step(i, steps, clips)`` sees each step's estimate
+        of the clips."""
         frames = self.video.sample_frames if num_frames is None else num_frames
         check_range("num_frames", frames, 2, self.max_frames)
         check_range("num_clips", num_clips, 1, 1000)
@@ -137,20 +142,23 @@ class VideoPipeline:
                 kwargs = dict(class_labels=labels)
             n = len(labels) if labels is not None else num_clips
         shape = (n, *clip_shape(self.model, frames))
+        factorized = self.video.factorized if factorized is None else factorized
+        continues = takes_first_frame(self.model) and bool(self.video.frame_cond)
+        if (first_frame is not None or factorized) and not continues:
+            raise GenlabError(
+                "this run was not trained to continue a first frame (`first_frame`, `factorized`): "
+                "train it with `frame_cond` (a U-Net run)"
+            )
         if first_frame is not None:
-            if not takes_first_frame(self.model) or not self.video.frame_cond:
-                raise GenlabError(
-                    "this run was not trained to continue a first frame: "
-                    "train it with `frame_cond` (a U-Net run)"
-                )
             image = first_frame if first_frame.ndim == 4 else first_frame[None]
             if tuple(image.shape[1:]) != shape[2:]:
                 raise GenlabError(
                     f"the first frame must be {shape[2:]} (C, H, W), got {tuple(image.shape[1:])}"
                 )
             kwargs["first_frame"] = image.expand(n, *shape[2:]) if len(image) == 1 else image
+        stages = 2 if factorized and first_frame is None else 1
         trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
-        record = step_recorder(None, num_inference_steps, trajectory, on_step)
+        record = step_recorder(None, stages * num_inference_steps, trajectory, on_step)
 
         clips = generate_clips(
             self.model,
@@ -164,6 +172,8 @@ class VideoPipeline:
             callback=record,
             precision=self.precision,
             noise_correlation=self.video.noise_correlation,
+            factorized=factorized,
+            frame_guidance=frame_guidance,
             **kwargs,
             **sampler_kwargs,
         ).cpu()

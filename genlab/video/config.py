@@ -20,12 +20,16 @@ class VideoConfig:
     guidance can push toward. ``noise_correlation``: the noise of every two frames of a clip correlates by
     this much (PYoCo's mixed noise, genlab.video.mixed_noise), which gives motion a larger share of the
     signal; it needs every frame at one noise level, so no ``image_share`` or ``frame_cond``.
+    ``factorized``: text-to-video in two stages (Emu Video, Girdhar et al. 2023, section 3.1): a clip is
+    drawn from the prompt only for its first frame, which the network then continues (image-to-video),
+    so where the object starts is fixed before its motion is drawn; it needs ``frame_cond`` > 0.
     ``sample_frames``: the frames of the clips drawn while training.
     """
 
     image_share: float = 0.0
     frame_cond: float = 0.0
     noise_correlation: float = 0.0
+    factorized: bool = False
     sample_frames: int = 8
 
     def __post_init__(self) -> None:
@@ -36,5 +40,10 @@ class VideoConfig:
             raise GenlabError(
                 "`noise_correlation` mixes the noise of all frames of a clip, which `image_share` and "
                 "`frame_cond` give noise levels of their own: set them to 0, or `noise_correlation` to 0"
+            )
+        if self.factorized and not self.frame_cond:
+            raise GenlabError(
+                "`factorized` continues a first frame drawn from the prompt, which needs a run trained "
+                "to continue frames: set `frame_cond` above 0 (0.5 is a good start)"
             )
         check_range("sample_frames", self.sample_frames, 1, MAX_FRAMES)

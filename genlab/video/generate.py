@@ -100,6 +100,8 @@ def generate_clips(
     clip_denoised: bool = True,
     precision: str = "fp32",
     noise_correlation: float = 0.0,
+    factorized: bool = False,
+    frame_guidance: bool = True,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, T, C, H, W) clips in [0, 1] from a video network.
@@ -109,13 +111,31 @@ def generate_clips(
     estimate clamped to the data range. With ``first_frame`` (N, C, H, W) in [0, 1] the clips continue it
     (image-to-video): it is part of the conditional side only, so guidance pushes toward it as toward the
     prompt (with nothing else to guide by, toward the frame alone), and every estimate of frame 0 is the
-    frame itself. ``noise_correlation`` > 0: the network was trained on mixed noise with that correlation
-    between frames (``genlab.video.mixed_noise``); the sampler runs on decorrelated clips, and the callback
-    sees clips.
+    frame itself; with ``frame_guidance`` False both sides see the frame and guidance pushes toward the
+    prompt alone (InstructPix2Pix's text guidance, Brooks et al. 2023, eq. 3 at an image scale of 1).
+    ``noise_correlation`` > 0: the network was trained on mixed noise with that correlation between frames
+    (``genlab.video.mixed_noise``); the sampler runs on decorrelated clips, and the callback sees clips.
+
+    ``factorized`` (without a first frame): Emu Video's two stages (Girdhar et al. 2023, section 3.1): the
+    first frame of a clip drawn from the condition alone, then the clips continued from it, both with
+    ``steps`` steps; the callback sees the first stage as usual (i = -1 .. steps - 1) and the second one
+    counted on from there (i = steps - 1 .. 2 steps - 1).
     """
     check_sampling_args(sampler, steps, guidance_scale)
     if len(shape) != 5:
         raise GenlabError(f"clips are (N, T, C, H, W), got a shape of {len(shape)} numbers")
+    if factorized and first_frame is None:
+        args = dict(
+            class_labels=class_labels, cond=cond, uncond=uncond, steps=steps, sampler=sampler,
+            guidance_scale=guidance_scale, generator=generator, sigmas_kind=sigmas_kind,
+            clip_denoised=clip_denoised, precision=precision, noise_correlation=noise_correlation,
+            frame_guidance=frame_guidance, **sampler_kwargs,
+        )  # fmt: skip
+        first = generate_clips(net, schedule, parameterization, shape, callback=callback, **args)[:, 0]
+        later = None if callback is None else _offset_callback(callback, steps)
+        return generate_clips(
+            net, schedule, parameterization, shape, first_frame=first, callback=later, **args
+        )
     device = next(net.parameters()).device
     n = shape[0]
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
@@ -141,9 +161,9 @@ def generate_clips(
             "first_frame": frame,
             "frame_given": torch.ones(n, dtype=torch.bool, device=device),
         }
-        unframed = {
-            "first_frame": torch.zeros_like(frame),
-            "frame_given": torch.zeros(n, dtype=torch.bool, device=device),
+        unframed = {  # frame_guidance: the unconditional side has no frame either
+            "first_frame": torch.zeros_like(frame) if frame_guidance else frame,
+            "frame_given": torch.full((n,), not frame_guidance, dtype=torch.bool, device=device),
         }
         uncond = {**(uncond or {}), **unframed}
         known = torch.zeros(shape, device=device)
@@ -170,6 +190,17 @@ def generate_clips(
     if first_frame is not None:
         clips[:, 0] = first_frame.to(clips)
     return clips
+
+
+def _offset_callback(
+    callback: Callable[[dict[str, Any]], None], steps: int
+) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback that counts the steps of a second stage after the ``steps`` of the first."""
+
+    def report(info: dict[str, Any]) -> None:
+        callback({**info, "i": info["i"] + steps})
+
+    return report
 
 
 def _correlated_callback(

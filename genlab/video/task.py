@@ -368,5 +368,6 @@ class VideoDiffusionTask(DiffusionTask):
             generator=generator,
             precision="auto",
             noise_correlation=self.video.noise_correlation,
+            factorized=self.video.factorized,
             **kwargs,
         )
