@@ -146,20 +146,6 @@ def test_factorized_sampling_continues_the_first_frame_of_a_clip_drawn_from_the_
     assert not torch.allclose(both[:, 1:], drawn[:, 1:]) and seen == [-1, 0, 1, 2, 2, 3, 4, 5]
 
 
-def test_prompt_only_guidance_shows_the_first_frame_to_both_halves():
-    """frame_guidance False: InstructPix2Pix's text guidance, both halves of the guided batch given the
-    frame; by default the unconditional half has no frame, so guidance pushes toward it too."""
-    frame = torch.rand(2, 3, 8, 8)
-    for frame_guidance, given in ((True, [False, False, True, True]), (False, [True] * 4)):
-        net = Recorder(torch.zeros(4, 3, 3, 8, 8))
-        generate_clips(net, _task(cond="none").schedule, "eps", (2, 3, 3, 8, 8), first_frame=frame, steps=1,
-                       guidance_scale=2.0, frame_guidance=frame_guidance)  # fmt: skip
-        x, t = net.calls[0]["x"], net.calls[0]["t"]
-        assert (t[:, 0] == 0).tolist() == given
-        shown = [torch.allclose(x[i, 0], frame[i % 2] * 2 - 1, atol=1e-3) for i in range(4)]
-        assert shown == given
-
-
 def test_the_same_seed_gives_the_same_clips_and_frames_are_not_copies():
     task = _task(cond="none")
     from genlab.nn.video_unet import VideoUNet as _V

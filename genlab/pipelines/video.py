@@ -98,7 +98,6 @@ class VideoPipeline:
         generator: torch.Generator | None = None,
         first_frame: torch.Tensor | None = None,
         factorized: bool | None = None,
-        frame_guidance: bool = True,
         return_trajectory: bool = False,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         **sampler_kwargs: Any,
@@ -106,11 +105,10 @@ class VideoPipeline:
         """``num_clips`` clips of ``num_frames`` frames (default: the training clips') per prompt or class
         label (or in all, unconditionally). ``first_frame`` (C, H, W) or (1 or N, C, H, W) in [0, 1]: the
         clips start from it (image-to-video; the run must be trained with ``frame_cond``). Guidance pushes
-        toward the prompt or class and the first frame together (``frame_guidance`` False: toward the
-        prompt or class alone); 1 is plain conditional sampling. ``factorized`` (default: the run's
-        ``VideoConfig.factorized``): without a first frame, draw one from the prompt and continue it
-        (Emu Video's two stages, twice the steps). ``on_step(i, steps, clips)`` sees each step's estimate
-        of the clips."""
+        toward the prompt or class and the first frame together; 1 is plain conditional sampling.
+        ``factorized`` (default: the run's ``VideoConfig.factorized``): without a first frame, draw one
+        from the prompt and continue it (Emu Video's two stages, twice the steps). ``on_step(i, steps,
+        clips)`` sees each step's estimate of the clips."""
         frames = self.video.sample_frames if num_frames is None else num_frames
         check_range("num_frames", frames, 2, self.max_frames)
         check_range("num_clips", num_clips, 1, 1000)
@@ -173,7 +171,6 @@ class VideoPipeline:
             precision=self.precision,
             noise_correlation=self.video.noise_correlation,
             factorized=factorized,
-            frame_guidance=frame_guidance,
             **kwargs,
             **sampler_kwargs,
         ).cpu()

@@ -101,7 +101,6 @@ def generate_clips(
     precision: str = "fp32",
     noise_correlation: float = 0.0,
     factorized: bool = False,
-    frame_guidance: bool = True,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, T, C, H, W) clips in [0, 1] from a video network.
@@ -111,10 +110,9 @@ def generate_clips(
     estimate clamped to the data range. With ``first_frame`` (N, C, H, W) in [0, 1] the clips continue it
     (image-to-video): it is part of the conditional side only, so guidance pushes toward it as toward the
     prompt (with nothing else to guide by, toward the frame alone), and every estimate of frame 0 is the
-    frame itself; with ``frame_guidance`` False both sides see the frame and guidance pushes toward the
-    prompt alone (InstructPix2Pix's text guidance, Brooks et al. 2023, eq. 3 at an image scale of 1).
-    ``noise_correlation`` > 0: the network was trained on mixed noise with that correlation between frames
-    (``genlab.video.mixed_noise``); the sampler runs on decorrelated clips, and the callback sees clips.
+    frame itself. ``noise_correlation`` > 0: the network was trained on mixed noise with that correlation
+    between frames (``genlab.video.mixed_noise``); the sampler runs on decorrelated clips, and the callback
+    sees clips.
 
     ``factorized`` (without a first frame): Emu Video's two stages (Girdhar et al. 2023, section 3.1): the
     first frame of a clip drawn from the condition alone, then the clips continued from it, both with
@@ -129,7 +127,7 @@ def generate_clips(
             class_labels=class_labels, cond=cond, uncond=uncond, steps=steps, sampler=sampler,
             guidance_scale=guidance_scale, generator=generator, sigmas_kind=sigmas_kind,
             clip_denoised=clip_denoised, precision=precision, noise_correlation=noise_correlation,
-            frame_guidance=frame_guidance, **sampler_kwargs,
+            **sampler_kwargs,
         )  # fmt: skip
         first = generate_clips(net, schedule, parameterization, shape, callback=callback, **args)[:, 0]
         later = None if callback is None else _offset_callback(callback, steps)
@@ -161,9 +159,9 @@ def generate_clips(
             "first_frame": frame,
             "frame_given": torch.ones(n, dtype=torch.bool, device=device),
         }
-        unframed = {  # frame_guidance: the unconditional side has no frame either
-            "first_frame": torch.zeros_like(frame) if frame_guidance else frame,
-            "frame_given": torch.full((n,), not frame_guidance, dtype=torch.bool, device=device),
+        unframed = {
+            "first_frame": torch.zeros_like(frame),
+            "frame_given": torch.zeros(n, dtype=torch.bool, device=device),
         }
         uncond = {**(uncond or {}), **unframed}
         known = torch.zeros(shape, device=device)
