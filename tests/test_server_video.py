@@ -51,7 +51,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("video-serve")
     _train(root / "text")  # moving-shapes and their captions: 8 frames of 3 x 32 x 32
     _train(root / "motion", "--cond", "class")  # the same clips, labelled by direction
-    return Registry([root / "text", root / "motion"])
+    _train(root / "twostage", "--frame-cond", "0.5", "--factorized")  # a first frame, then the rest
+    return Registry([root / "text", root / "motion", root / "twostage"])
 
 
 @pytest.fixture()
@@ -131,6 +132,17 @@ def test_the_stream_sends_strips_of_the_clips_at_every_step_then_the_result(clie
     assert kind == "done" and done["settings"]["num_frames"] == 3
     for gif, strip in zip(done["images"], done["strips"], strict=True):
         _check_clip(gif, strip, 3, 32)
+
+
+def test_a_factorized_run_streams_both_stages(client):
+    """Emu Video's two stages: the clip drawn for its first frame, then the clip continuing it, counted on."""
+    body = {"model": "twostage", "prompt": "a large blue square moving up", "num_frames": 3, "steps": 2}
+    with client.stream("POST", "/api/generate/stream", json=body) as r:
+        text = "".join(r.iter_text())
+    events = [block.split("\n") for block in text.strip().split("\n\n")]
+    progress = [json.loads(d.removeprefix("data: ")) for e, d in events if e == "event: progress"]
+    assert [(d["step"], d["total"]) for d in progress] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert events[-1][0] == "event: done"
 
 
 @pytest.mark.parametrize(
@@ -255,7 +267,7 @@ def test_the_page_previews_strips_then_plays_each_clip_above_its_frames(browser,
 
     with _served(runs) as url:
         browser.get(url)
-        wait(lambda d: len(Select(d.find_element(By.ID, "gen-model")).options) == 2)
+        wait(lambda d: len(Select(d.find_element(By.ID, "gen-model")).options) == 3)
         Select(browser.find_element(By.ID, "gen-model")).select_by_value("text")
         shown = {i: browser.find_element(By.ID, i).is_displayed() for i in ("prompt", "negative", "frames")}
         assert shown == {"prompt": True, "negative": False, "frames": True}

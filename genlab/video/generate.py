@@ -116,8 +116,8 @@ def generate_clips(
 
     ``factorized`` (without a first frame): Emu Video's two stages (Girdhar et al. 2023, section 3.1): the
     first frame of a clip drawn from the condition alone, then the clips continued from it, both with
-    ``steps`` steps; the callback sees the first stage as usual (i = -1 .. steps - 1) and the second one
-    counted on from there (i = steps - 1 .. 2 steps - 1).
+    ``steps`` steps; the callback sees the first stage as usual (i = -1 .. steps - 1) and the second's steps
+    counted on from there (i = steps .. 2 steps - 1).
     """
     check_sampling_args(sampler, steps, guidance_scale)
     if len(shape) != 5:
@@ -196,7 +196,8 @@ def _offset_callback(
     """A sampler callback that counts the steps of a second stage after the ``steps`` of the first."""
 
     def report(info: dict[str, Any]) -> None:
-        callback({**info, "i": info["i"] + steps})
+        if info["i"] >= 0:  # the second start is noise again, and its step number the first's last
+            callback({**info, "i": info["i"] + steps})
 
     return report
 
