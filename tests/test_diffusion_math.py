@@ -32,6 +32,7 @@ from genlab.diffusion import (
     sample_ddpm,
     training_target,
 )
+from genlab.diffusion.config import DiffusionConfig
 from genlab.diffusion.denoiser import ClampedDenoiser, ConditionedDenoiser, InpaintingDenoiser
 from genlab.diffusion.generate import guided
 from genlab.errors import GenlabError
@@ -234,6 +235,19 @@ def test_min_snr_weighting_is_the_x0_loss_times_clipped_snr(param):
     # gamma 0 is the plain mean squared error to the target.
     plain = (out - training_target(param, x0, noise, abar)).square().mean()
     assert float(diffusion_loss(param, out, x0, noise, abar, 0.0)) == pytest.approx(float(plain), rel=1e-12)
+    # A floor of 1 raises the noisiest level (SNR 0.0101) to the plain x0 loss and leaves the others:
+    # Salimans & Ho's (2022) truncated SNR, max(SNR, 1), capped at gamma.
+    floored = torch.tensor([5.0, 5.0, 1.0, 1.0], dtype=torch.float64)
+    expected = (floored * delta.square().flatten(1).mean(1)).mean()
+    got = diffusion_loss(param, out, x0, noise, abar, gamma, snr_floor=1.0)
+    assert float(got) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_snr_floor_needs_a_cap_above_it():
+    assert DiffusionConfig(min_snr_gamma=5.0, snr_floor=1.0).snr_floor == 1.0
+    for gamma, floor in [(0.0, 1.0), (5.0, 6.0), (5.0, -1.0)]:
+        with pytest.raises(GenlabError, match="`snr_floor`"):
+            DiffusionConfig(min_snr_gamma=gamma, snr_floor=floor)
 
 
 @pytest.mark.parametrize("param", PARAMETERIZATIONS)

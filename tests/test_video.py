@@ -311,6 +311,26 @@ def test_a_frame_stacking_run_trains_samples_its_own_length_and_refuses_per_fram
     )
 
 
+def test_a_run_with_a_full_size_level_per_frame_trains_and_samples(tmp_path):
+    run = tmp_path / "frames"
+    stack = ["--stack-frames", "8", "--frame-channels", "4", *NET[:6]]  # NET's U-Net, stacked at half size
+    result = _invoke("train", "video", *stack, "--frame-cond", "0.5", "--out", str(run), *SHORT)
+    assert result.exit_code == 0, result.output
+    video = json.loads((run / "config.json").read_text())["model"]["video"]
+    assert video["frame_channels"] == 4 and video["unet"]["image_size"] == 32
+    result = _invoke("sample", str(run), "a small red circle moving right", "--n", "1", "--steps", "2",
+                     "--factorized", "--out", str(tmp_path / "clip.gif"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "clip.gif").n_frames == 8
+    assert "set --stack-frames too, or --frame-channels to 0" in _fail(
+        "train", "video", "--frame-channels", "4", *NET, "--out", str(tmp_path / "f"), *SHORT
+    )
+    assert "--snr-floor 1.0 must lie in (0, --min-snr-gamma]" in _fail(
+        "train", "video", "--min-snr-gamma", "0", "--snr-floor", "1", *NET, "--out", str(tmp_path / "s"),
+        *SHORT,
+    )  # fmt: skip
+
+
 def test_a_mixed_noise_run_keeps_its_correlation_to_its_samples(tmp_path):
     run = tmp_path / "run"
     stack = ["--stack-frames", "8", *NET[:6]]

@@ -4,6 +4,8 @@ bias is what breaks the symmetry between frame orders, conditioning reaches each
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -284,3 +286,53 @@ def test_stacked_frames_are_one_image_of_all_frames():
     assert (net(changed, t)[:, 0] - out[:, 0]).abs().amax() > 1e-3  # the last frame reaches the first
     with pytest.raises(GenlabError, match="exactly 4 frames; got 3"):
         net(x[:, :3], t)
+
+
+def test_a_per_frame_full_size_level_keeps_frames_apart_until_they_are_stacked_at_half_size():
+    """``frame_channels``: every frame passes the full-size level alone (shared weights, its own timestep);
+    the frames meet only in the stacked U-Net, which runs at half their size."""
+    torch.manual_seed(0)
+    unet = UNetConfig(
+        in_channels=3, image_size=8, base_channels=8, channel_mults=(1, 2), head_dim=8, groups=4,
+        coordinates=True,
+    )  # fmt: skip
+    net = VideoUNet(VideoUNetConfig(unet=unet, stack_frames=4, frame_channels=4, first_frame_input=True))
+    net.eval()
+    assert net.stacked.config.image_size == 4 and net.stacked.config.in_channels == 4 * 4 + 1
+    _perturb(net, seed=11)
+    x, t = torch.randn(2, 4, 3, 8, 8), torch.tensor([[0.0, 500.0, 500.0, 500.0], [300.0] * 4])
+    with torch.no_grad():
+        out = net(x, t)
+        assert out.shape == x.shape
+        changed = x.clone()
+        changed[:, 3] += 1.0
+        assert (net(changed, t)[:, 0] - out[:, 0]).abs().amax() > 1e-3  # the last frame reaches the first
+        # Frame 1's own timestep reaches its full-size blocks (the stacked U-Net sees the clip's, the last).
+        other = t.clone()
+        other[0, 1] = 400.0
+        assert (net(x, other)[0] - out[0]).abs().amax() > 1e-3
+        # With the stacked U-Net's output silenced, each frame's output depends on that frame alone.
+        torch.nn.init.zeros_(net.stacked.conv_out.weight)
+        torch.nn.init.zeros_(net.stacked.conv_out.bias)
+        alone = net(x, t)
+        torch.testing.assert_close(net(changed, t)[:, :3], alone[:, :3])
+        one = VideoUNet(net.config).eval()
+        one.load_state_dict(net.state_dict())
+        torch.testing.assert_close(one(x[:1], t[:1]), alone[:1])  # clips do not see each other either
+    # Without halving, the stack is of the frames themselves at full size, and the level sits around it.
+    around = VideoUNet(replace(net.config, frame_downsample=False)).eval()
+    assert around.stacked.config.image_size == 8 and around.stacked.config.in_channels == 4 * 3 + 1
+    assert around.stacked.config.out_channels == 4 * 4
+    _perturb(around, seed=12)
+    with torch.no_grad():
+        out = around(x, t)
+        assert out.shape == x.shape
+        assert (around(changed, t)[:, 0] - out[:, 0]).abs().amax() > 1e-3
+    for bad, match in [
+        (dict(frame_channels=4), "set `stack_frames` too"),
+        (dict(stack_frames=4, frame_channels=6), "must be a multiple of 4"),
+    ]:
+        with pytest.raises(GenlabError, match=match):
+            VideoUNetConfig(unet=unet, **bad)
+    with pytest.raises(GenlabError, match="do not halve"):
+        VideoUNetConfig(unet=replace(unet, image_size=6), stack_frames=4, frame_channels=4)

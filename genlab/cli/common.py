@@ -122,6 +122,16 @@ def sampling_options(f: Callable) -> Callable:
     )(f)
 
 
+# --snr-floor, for every command that trains a diffusion model (DiffusionConfig.snr_floor)
+snr_floor_option = click.option(
+    "--snr-floor",
+    default=0.0,
+    show_default=True,
+    type=FINITE,
+    help="With --min-snr-gamma: the x0 loss weighted by SNR clamped to [floor, gamma]; 1: truncated SNR.",
+)
+
+
 MONITOR_FLAGS = {"samples": "--eval-samples"}  # the `flags` of a command with monitor_options
 
 

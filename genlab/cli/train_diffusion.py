@@ -15,6 +15,7 @@ from genlab.cli.common import (
     is_main_process,
     monitor_options,
     number_list,
+    snr_floor_option,
     train_options,
 )
 from genlab.cli.train import train
@@ -68,6 +69,7 @@ DIFFUSION_FLAGS = {  # the library's names of what options set under other names
     type=float,
     help="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); 0: plain MSE.",
 )
+@snr_floor_option
 @click.option(
     "--schedule", default="linear", show_default=True, type=click.Choice(["linear", "cosine", "sigmoid"])
 )
@@ -180,6 +182,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             cond=params["cond"],
             cond_dropout=params["cond_dropout"],
             min_snr_gamma=params["min_snr_gamma"],
+            snr_floor=params["snr_floor"],
             noise_levels=params["noise_levels"],
             p_mean=params["p_mean"],
             p_std=params["p_std"],

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from genlab.cli.common import SAMPLER_NAMES, echo, number_list, train_options
+from genlab.cli.common import SAMPLER_NAMES, echo, number_list, snr_floor_option, train_options
 from genlab.cli.train import train
 from genlab.cli.training import report_training, run_training
 from genlab.recipes import VIDEO_DEFAULTS
@@ -100,6 +100,7 @@ VIDEO_FLAGS = {
 @click.option(
     "--min-snr-gamma", default=5.0, show_default=True, type=float, help="Min-SNR-gamma weighting; 0: MSE."
 )
+@snr_floor_option
 @click.option("--parameterization", default="eps", show_default=True, type=click.Choice(["eps", "v", "x0"]))
 @click.option(
     "--stack-frames",
@@ -107,6 +108,19 @@ VIDEO_FLAGS = {
     type=int,
     help="Frames stacked as channels (0: factorised); use it with --parameterization x0, as its narrow "
     "U-Net cannot carry every frame's noise through (docs/video.md).",
+)
+@click.option(
+    "--frame-channels",
+    default=0,
+    type=int,
+    help="With --stack-frames: a full-size level of this many channels on every frame alone, the frames "
+    "stacked at half size (0: stacked at full size).",
+)
+@click.option(
+    "--frame-downsample/--no-frame-downsample",
+    default=True,
+    help="With --frame-channels: stack the frames at half size after their own level, or stack them at "
+    "full size with the per-frame level around the stack.",
 )
 @click.option(
     "--temporal-conv/--no-temporal-conv",
@@ -173,6 +187,7 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             cond=params["cond"],
             cond_dropout=params["cond_dropout"],
             min_snr_gamma=params["min_snr_gamma"],
+            snr_floor=params["snr_floor"],
             parameterization=params["parameterization"],
             backbone=params["backbone"],
             sample_steps=params["sample_steps"],
@@ -199,6 +214,8 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             coordinates=True,
             temporal=params["temporal"],
             stack_frames=params["stack_frames"],
+            frame_channels=params["frame_channels"],
+            frame_downsample=params["frame_downsample"],
             temporal_conv=params["temporal_conv"],
             temporal_levels=number_list(params["temporal_levels"], "--temporal-levels"),
             dit_options=dict(

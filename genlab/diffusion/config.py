@@ -28,6 +28,9 @@ class DiffusionConfig:
     cond: str = "none"
     cond_dropout: float = 0.1  # share of training examples shown without class / with the empty prompt
     min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (Hang et al. 2023); 0: the plain MSE
+    # > 0 (with min_snr_gamma): the x0 loss weighted by SNR clamped to [snr_floor, min_snr_gamma]; 1 is
+    # Salimans & Ho's (2022) truncated SNR, max(SNR, 1), capped (parameterization.min_snr_weight)
+    snr_floor: float = 0.0
     # How training draws noise levels: "uniform" timesteps (Ho et al. 2020) or "lognormal" sigmas,
     # ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022, Table 1); "auto": lognormal for edm only.
     noise_levels: str = "auto"
@@ -60,13 +63,18 @@ class DiffusionConfig:
             raise GenlabError(f"`p_std` must be positive (got {self.p_std})")
         if self.min_snr_gamma < 0:
             raise GenlabError(f"`min_snr_gamma` must be 0 (off) or positive (got {self.min_snr_gamma})")
+        if self.snr_floor and not 0 < self.snr_floor <= self.min_snr_gamma:
+            raise GenlabError(
+                f"`snr_floor` {self.snr_floor} must lie in (0, `min_snr_gamma`] (got `min_snr_gamma` "
+                f"{self.min_snr_gamma}); set `min_snr_gamma` to the cap, or `snr_floor` to 0"
+            )
         if self.sample_sampler not in SAMPLERS:
             raise GenlabError(f"unknown sampler '{self.sample_sampler}'; choose one of {', '.join(SAMPLERS)}")
         if self.backbone not in BACKBONES:
             raise GenlabError(f"unknown `backbone` '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
         check_range("timesteps", self.timesteps, 1, MAX_TIMESTEPS)
         check_range("sample_steps", self.sample_steps, 1, MAX_TIMESTEPS)
-        for name in ("p_mean", "p_std", "min_snr_gamma", "sample_guidance"):
+        for name in ("p_mean", "p_std", "min_snr_gamma", "snr_floor", "sample_guidance"):
             check_range(name, getattr(self, name), -math.inf)  # any finite number
         if self.upscale not in (0, 2, 4):
             raise GenlabError(f"`upscale` must be 2 or 4 (got {self.upscale})")

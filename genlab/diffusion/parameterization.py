@@ -89,10 +89,11 @@ class Parameterization:
         times min(SNR, gamma) (Hang et al. 2023, sec. 3.4)."""
         raise NotImplementedError
 
-    def min_snr_weight(self, abar: torch.Tensor, gamma: float) -> torch.Tensor:
-        """Per-timestep loss weight of Min-SNR-gamma (Hang et al. 2023, sec. 3.4), SNR = abar / (1 - abar)."""
+    def min_snr_weight(self, abar: torch.Tensor, gamma: float, floor: float = 0.0) -> torch.Tensor:
+        """Per-timestep loss weight of Min-SNR-gamma (Hang et al. 2023, sec. 3.4), SNR = abar / (1 - abar);
+        with ``floor`` the x0 loss is weighted by SNR clamped to [floor, gamma] (``min_snr_weight``)."""
         snr = abar / (1.0 - abar)
-        return self.snr_weight(snr.clamp_max(gamma), snr)
+        return self.snr_weight(snr.clamp(floor, gamma), snr)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -247,13 +248,20 @@ def predict_eps(
     return get_parameterization(param).predict_eps(x_t, out, abar)
 
 
-def min_snr_weight(param: str | Parameterization, abar: torch.Tensor, gamma: float) -> torch.Tensor:
+def min_snr_weight(
+    param: str | Parameterization, abar: torch.Tensor, gamma: float, floor: float = 0.0
+) -> torch.Tensor:
     """Per-timestep loss weight of Min-SNR-gamma (Hang et al. 2023, sec. 3.4): every parameterization's
     loss re-weighted to the x0 loss times min(SNR, gamma), SNR = abar / (1 - abar). The weight on the
     eps loss is min(SNR, gamma) / SNR, on the v loss min(SNR, gamma) / (SNR + 1), on the x0 loss
     min(SNR, gamma). Nearly clean timesteps, whose fine detail the eps loss favours, stop drowning the
-    noisy ones that decide the layout, so training converges several times faster (their fig. 1)."""
-    return get_parameterization(param).min_snr_weight(abar, gamma)
+    noisy ones that decide the layout, so training converges several times faster (their fig. 1).
+
+    ``floor`` > 0 raises the weight of the noisiest levels to at least ``floor`` times their x0 loss:
+    SNR clamped to [floor, gamma]. With ``floor`` 1 this is the truncated SNR weighting of Salimans & Ho
+    (2022, sec. 4), max(SNR, 1), capped at gamma: the plain x0 MSE where the layout (and a motion) is
+    decided, and up to gamma times it where only the fine detail is left to get right."""
+    return get_parameterization(param).min_snr_weight(abar, gamma, floor)
 
 
 def diffusion_loss(
@@ -263,11 +271,13 @@ def diffusion_loss(
     noise: torch.Tensor,
     abar: torch.Tensor,
     min_snr_gamma: float = 0.0,
+    snr_floor: float = 0.0,
 ) -> torch.Tensor:
     """Mean squared error between the network output and its target: the gradient step of Ho et al.
     (2020) Algorithm 1, ||eps - eps_theta(x_t, t)||^2, generalised to the v, x0 and EDM targets; with
-    ``min_snr_gamma`` > 0 each sample's error is weighted by ``min_snr_weight``. For "edm" the plain
-    MSE of F is Karras et al.'s loss: their weight lambda(sigma) = 1 / c_out^2 on the x0 error (Table 1).
+    ``min_snr_gamma`` > 0 each sample's error is weighted by ``min_snr_weight`` (``snr_floor`` its floor).
+    For "edm" the plain MSE of F is Karras et al.'s loss: their weight lambda(sigma) = 1 / c_out^2 on the
+    x0 error (Table 1).
 
     Computed in float32 at least, so that a half-precision forward pass still gets an accurate loss.
     """
@@ -277,5 +287,6 @@ def diffusion_loss(
     if min_snr_gamma <= 0:
         return F.mse_loss(net_out.to(dtype), target.to(dtype))
     per_sample = (net_out.to(dtype) - target.to(dtype)).square().flatten(1).mean(1)
-    weight = p.min_snr_weight(torch.as_tensor(abar, device=per_sample.device).to(dtype), min_snr_gamma)
+    abar = torch.as_tensor(abar, device=per_sample.device).to(dtype)
+    weight = p.min_snr_weight(abar, min_snr_gamma, snr_floor)
     return (weight * per_sample).mean()

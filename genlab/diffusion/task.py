@@ -306,7 +306,8 @@ class DiffusionTask(Task):
         drop = torch.rand(n, generator=generator) < self.diffusion.cond_dropout
         cond = self._condition(batch.labels, batch.captions, drop, batch.images)
         out = model(network_input(param, x_t, abar), t, **cond)
-        return diffusion_loss(param, out, x0, noise, abar, self.diffusion.min_snr_gamma), {}
+        d = self.diffusion
+        return diffusion_loss(param, out, x0, noise, abar, d.min_snr_gamma, d.snr_floor), {}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Loss on (up to 500) validation images at fixed timesteps and noise, so evaluations compare."""

@@ -30,7 +30,11 @@ from torch import nn
 from genlab.checks import MAX_FRAMES, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import PretrainedMixin
-from genlab.nn.unet import UNet, UNetConfig
+from genlab.nn.unet import ResBlock, UNet, UNetConfig, with_coordinates
+
+# Channels per GroupNorm group in the per-frame level (as in the default U-Net's first level, 32 channels
+# in 8 groups). A group of one channel would remove the timestep embedding a ResBlock adds to it.
+FRAME_GROUP = 4
 
 
 @dataclass
@@ -60,10 +64,36 @@ class VideoUNetConfig:
     # image). A given clip comes with timestep 0 for frame 0 (``with_first_frame``); the clip's own is its
     # last frame's
     first_frame_input: bool = False
+    # With stack_frames: > 0, the full-size level runs on every frame alone, with this many channels and
+    # weights shared by the frames (``FrameLevel``), and the frames are stacked only at half size: `unet`
+    # then describes the stacked U-Net below it (its levels start at half the frames' size). Each frame
+    # keeps channels of its own where the detail is; 0: the frames are stacked at full size
+    frame_channels: int = 0
+    # With frame_channels: False, the frames are stacked at full size as without it (`unet` describes the
+    # stacked U-Net at the frames' size) and the per-frame level sits around the stack: each frame's share
+    # of the stacked U-Net's output (frame_channels channels) is decoded beside that frame's own features
+    frame_downsample: bool = True
 
     def __post_init__(self) -> None:
         check_range("max_frames", self.max_frames, 1, MAX_FRAMES)
         check_range("stack_frames", self.stack_frames, 0, self.max_frames)
+        check_range("frame_channels", self.frame_channels, 0, MAX_WIDTH)
+        if self.frame_channels:
+            if not self.stack_frames:
+                raise GenlabError(
+                    "`frame_channels` is the per-frame full-size level of the frame-stacking U-Net: set "
+                    "`stack_frames` too, or `frame_channels` to 0"
+                )
+            if self.frame_channels % FRAME_GROUP:
+                raise GenlabError(
+                    f"`frame_channels` must be a multiple of {FRAME_GROUP} (GroupNorm groups of "
+                    f"{FRAME_GROUP} channels), got {self.frame_channels}"
+                )
+            if self.frame_downsample and self.unet.image_size % (2 * self.unet.downsampling):
+                raise GenlabError(
+                    f"frames of {self.unet.image_size} px do not halve into the stacked U-Net's "
+                    f"{len(self.unet.channel_mults)} levels; resize the data or use fewer `channel_mults`"
+                )
         if self.first_frame_input and not self.stack_frames:
             raise GenlabError(
                 "`first_frame_input` is for the frame-stacking U-Net (`stack_frames` > 0); the factorised "
@@ -204,6 +234,55 @@ class TemporalLayer(nn.Module):
         return x if self.conv is None else self.conv(x, frames, keep)
 
 
+class FrameLevel(nn.Module):
+    """The full-size level of a frame-stacking U-Net (``frame_channels``), run on every frame alone.
+
+    Stacking the frames as channels (MCVD) mixes them in every convolution, which a motion needs, but at
+    full size it leaves a few channels per frame for the detail: the x0 a narrow stacked U-Net estimates
+    is soft even from a nearly clean clip. Here each frame gets a level of its own at full size, as the
+    per-frame 2-D layers of Ho et al. (2022) do, and is halved in size before the frames are stacked,
+    as the per-frame autoencoder of latent video models does (Blattmann et al. 2023, "Align your Latents",
+    section 3), but learned with the denoiser: ``encode`` maps a frame to half-size features and keeps its
+    full-size ones, ``decode`` brings its share of the stacked U-Net's output back to full size beside
+    them (skip connections, as in the U-Net's own levels). The blocks take each frame's own timestep, so
+    a given first frame is known to be clean here too. The last convolution starts at zero.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, channels: int, emb_dim: int, cfg: UNetConfig, halve: bool
+    ):
+        super().__init__()
+        self.coordinates, self.halve = cfg.coordinates, halve
+        groups = channels // FRAME_GROUP
+        self.conv_in = nn.Conv2d(in_channels + 2 * cfg.coordinates, channels, 3, padding=1)
+        self.block_in = ResBlock(channels, channels, emb_dim, cfg.dropout, groups)
+        self.down = nn.Conv2d(channels, channels, 3, stride=2, padding=1) if halve else None
+        self.up = nn.Conv2d(channels, channels, 3, padding=1) if halve else None
+        self.blocks_out = nn.ModuleList(
+            ResBlock(2 * channels, channels, emb_dim, cfg.dropout, groups) for _ in range(2)
+        )
+        self.norm_out = nn.GroupNorm(groups, channels)
+        self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def encode(self, x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Frames (B, C, S, S) and their embeddings (B, E) -> the half-size features to stack (the frames
+        themselves when the level does not halve) and the full-size skips."""
+        h0 = self.conv_in(with_coordinates(x) if self.coordinates else x)
+        h1 = self.block_in(h0, emb)
+        return (x if self.down is None else self.down(h1)), [h0, h1]
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
+        """A frame's share of the stacked output (B, F, S/2, S/2), or (B, F, S, S) when the level does not
+        halve, and ``encode``'s skips -> the frames' outputs at full size."""
+        if self.up is not None:
+            h = self.up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        for block in self.blocks_out:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
 def _temporal_blocks(count: int, channels: int, present: bool, cfg: VideoUNetConfig) -> nn.ModuleList:
     """The temporal layers after the ``count`` ResBlocks of one level (none where it has no time)."""
     return nn.ModuleList(TemporalLayer(channels, cfg) for _ in range(count) if present)
@@ -220,14 +299,18 @@ class VideoUNet(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = cfg = config
         if cfg.stack_frames:
-            k, c = cfg.stack_frames, cfg.unet.in_channels
+            k, c, f = cfg.stack_frames, cfg.unet.in_channels, cfg.frame_channels
+            out, halve = cfg.unet.out_channels or c, bool(f) and cfg.frame_downsample
             self.stacked = UNet(
                 replace(
                     cfg.unet,
-                    in_channels=k * c + int(cfg.first_frame_input),
-                    out_channels=k * (cfg.unet.out_channels or c),
+                    in_channels=k * (f if halve else c) + int(cfg.first_frame_input),
+                    out_channels=k * (f or out),
+                    image_size=cfg.unet.image_size // (2 if halve else 1),
                 )
             )
+            emb_dim = 4 * cfg.unet.base_channels
+            self.frame_level = FrameLevel(c, out, f, emb_dim, cfg.unet, halve) if f else None
             return
         self.unet = UNet(cfg.unet)
         base, mults, blocks = cfg.unet.base_channels, cfg.unet.channel_mults, cfg.unet.num_res_blocks
@@ -240,6 +323,38 @@ class VideoUNet(PretrainedMixin, nn.Module):
             _temporal_blocks(blocks + 1, base * m, i in timed, cfg)
             for i, m in reversed(list(enumerate(mults)))
         )
+
+    def _stacked_forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``forward`` of the frame-stacking U-Net (with its per-frame full-size level when it has one)."""
+        n, frames = x.shape[:2]
+        per_frame = t.ndim == 2  # frames 1.. share the clip's noise level; frame 0 may be given (timestep 0)
+        clip_t = t[:, -1] if per_frame else t.reshape(-1).expand(n)
+        frame_t = t if per_frame else clip_t[:, None].expand(n, frames)
+        given = (frame_t[:, 0] == 0) & (clip_t != 0)
+        level = self.frame_level
+        if level is None:
+            stacked = x.flatten(1, 2)
+        else:
+            labels = None if class_labels is None else class_labels.repeat_interleave(frames)
+            tokens = None if context is None else context.repeat_interleave(frames, 0)
+            mask = None if context_mask is None else context_mask.repeat_interleave(frames, 0)
+            emb = self.stacked.condition(frame_t.flatten(), labels, tokens, mask)[0]
+            h, skips = level.encode(frames_to_batch(x), emb)
+            stacked = batch_to_frames(h, frames).flatten(1, 2)
+        if self.config.first_frame_input:
+            plane = given.to(x)[:, None, None, None].expand(n, 1, *stacked.shape[-2:])
+            stacked = torch.cat([stacked, plane], dim=1)
+        out = self.stacked(stacked, clip_t, class_labels, context, context_mask).unflatten(1, (frames, -1))
+        if level is None:
+            return out
+        return batch_to_frames(level.decode(frames_to_batch(out), skips, emb), frames)
 
     def _keep(self, temporal: bool | torch.Tensor, n: int) -> torch.Tensor | bool:
         """True (all frames see each other), False (none do), or an (N,) bool mask."""
@@ -274,19 +389,7 @@ class VideoUNet(PretrainedMixin, nn.Module):
                     f"this video U-Net stacks {self.config.stack_frames} frames as channels, so its clips "
                     f"have exactly {self.config.stack_frames} frames; got {frames}"
                 )
-            stacked = x.flatten(1, 2)
-            if self.config.first_frame_input:
-                given = (
-                    (t[:, 0] == 0) & (t[:, -1] != 0)
-                    if t.ndim == 2
-                    else torch.zeros(n, dtype=torch.bool, device=x.device)
-                )
-                plane = given.to(x)[:, None, None, None].expand(n, 1, *x.shape[-2:])
-                stacked = torch.cat([stacked, plane], dim=1)
-            if t.ndim == 2:  # frames 1.. share the clip's noise level; frame 0 may be given (timestep 0)
-                t = t[:, -1]
-            out = self.stacked(stacked, t, class_labels, context, context_mask)
-            return out.unflatten(1, (frames, -1))
+            return self._stacked_forward(x, t, class_labels, context, context_mask)
         keep = self._keep(temporal, n)
         unet = self.unet
         # Everything below runs on frames: conditioning repeated for every frame of its clip.

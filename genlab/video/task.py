@@ -34,6 +34,8 @@ VIDEO_OPTIONS = (
     "temporal",
     "temporal_conv",
     "stack_frames",
+    "frame_channels",
+    "frame_downsample",
     "temporal_levels",
     "temporal_head_dim",
     "max_distance",
@@ -240,7 +242,7 @@ class VideoDiffusionTask(DiffusionTask):
         target = p.target(flat, noise.flatten(0, 1), abar_flat)
         per_frame = (out.flatten(0, 1).float() - target.float()).square().flatten(1).mean(1)
         if d.min_snr_gamma > 0:
-            per_frame = per_frame * p.min_snr_weight(abar_flat.float(), d.min_snr_gamma)
+            per_frame = per_frame * p.min_snr_weight(abar_flat.float(), d.min_snr_gamma, d.snr_floor)
         scored = torch.ones(n, frames, dtype=torch.bool)
         scored[:, 0] = ~given
         scored = scored.flatten().to(device)
