@@ -244,15 +244,20 @@ class FrameLevel(nn.Module):
     as the per-frame autoencoder of latent video models does (Blattmann et al. 2023, "Align your Latents",
     section 3), but learned with the denoiser: ``encode`` maps a frame to half-size features and keeps its
     full-size ones, ``decode`` brings its share of the stacked U-Net's output back to full size beside
-    them (skip connections, as in the U-Net's own levels). The blocks take each frame's own timestep, so
+    them (skip connections, as in the U-Net's own levels). Without ``halve`` the stack is of the frames
+    themselves at full size and the level sits around it. The blocks take each frame's own timestep, so
     a given first frame is known to be clean here too. The last convolution starts at zero.
+
+    Measured (docs/video.md, sixth attempt): nearly clean clips keep their detail twice as often, clips
+    drawn from noise are no sharper on moving-shapes, and moving-mnist's digits are recognised in 32% of
+    frames against 12.5% without it.
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, channels: int, emb_dim: int, cfg: UNetConfig, halve: bool
     ):
         super().__init__()
-        self.coordinates, self.halve = cfg.coordinates, halve
+        self.coordinates = cfg.coordinates
         groups = channels // FRAME_GROUP
         self.conv_in = nn.Conv2d(in_channels + 2 * cfg.coordinates, channels, 3, padding=1)
         self.block_in = ResBlock(channels, channels, emb_dim, cfg.dropout, groups)
