@@ -288,6 +288,25 @@ class FrameLevel(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def _frame_condition(
+    unet: UNet,
+    t: torch.Tensor,
+    class_labels: torch.Tensor | None,
+    context: torch.Tensor | None,
+    context_mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``unet``'s conditioning for every frame of N clips, from ``t`` (N, T) one timestep per frame and
+    the clips' labels and prompts, each repeated for its clip's frames: (embedding, context, mask)."""
+    frames = t.shape[1]
+    labels = None if class_labels is None else class_labels.repeat_interleave(frames)
+    if context is not None:
+        context = context.repeat_interleave(frames, 0)
+        if context_mask is not None:
+            context_mask = context_mask.repeat_interleave(frames, 0)
+    emb, context_mask = unet.condition(t.flatten(), labels, context, context_mask)
+    return emb, context, context_mask
+
+
 def _temporal_blocks(count: int, channels: int, present: bool, cfg: VideoUNetConfig) -> nn.ModuleList:
     """The temporal layers after the ``count`` ResBlocks of one level (none where it has no time)."""
     return nn.ModuleList(TemporalLayer(channels, cfg) for _ in range(count) if present)
@@ -314,7 +333,7 @@ class VideoUNet(PretrainedMixin, nn.Module):
                     image_size=cfg.unet.image_size // (2 if halve else 1),
                 )
             )
-            emb_dim = 4 * cfg.unet.base_channels
+            emb_dim = self.stacked.time_mlp[-1].out_features  # the frames' blocks read the stack's embedding
             self.frame_level = FrameLevel(c, out, f, emb_dim, cfg.unet, halve) if f else None
             return
         self.unet = UNet(cfg.unet)
@@ -347,10 +366,7 @@ class VideoUNet(PretrainedMixin, nn.Module):
         if level is None:
             stacked = x.flatten(1, 2)
         else:
-            labels = None if class_labels is None else class_labels.repeat_interleave(frames)
-            tokens = None if context is None else context.repeat_interleave(frames, 0)
-            mask = None if context_mask is None else context_mask.repeat_interleave(frames, 0)
-            emb = self.stacked.condition(frame_t.flatten(), labels, tokens, mask)[0]
+            emb = _frame_condition(self.stacked, frame_t, class_labels, context, context_mask)[0]
             h, skips = level.encode(frames_to_batch(x), emb)
             stacked = batch_to_frames(h, frames).flatten(1, 2)
         if self.config.first_frame_input:
@@ -402,12 +418,7 @@ class VideoUNet(PretrainedMixin, nn.Module):
             t = t.reshape(-1, 1).expand(n, frames)
         if t.shape != (n, frames):
             raise GenlabError(f"`t` must hold one timestep per clip or per frame, got shape {tuple(t.shape)}")
-        labels = None if class_labels is None else class_labels.repeat_interleave(frames)
-        if context is not None:
-            context = context.repeat_interleave(frames, 0)
-            if context_mask is not None:
-                context_mask = context_mask.repeat_interleave(frames, 0)
-        emb, context_mask = unet.condition(t.flatten(), labels, context, context_mask)
+        emb, context, context_mask = _frame_condition(unet, t, class_labels, context, context_mask)
         timed = {"down": self.down_time, "up": self.up_time}
 
         def mix(h: torch.Tensor, path: str, i: int, j: int) -> torch.Tensor:
