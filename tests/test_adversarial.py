@@ -332,6 +332,24 @@ def test_attack_and_defend_commands(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["accuracy"]) == {"fgsm", "pgd", "nes"} and report["checks"][0]["passed"]
     assert (tmp_path / "attack_curve.png").is_file() and (tmp_path / "attack_examples.png").is_file()
+    strong = ["--eps", "0.2", "--attacks", "pgd,apgd-ce,apgd-t,square,autoattack", "--apgd-steps", "3"]
+    text = run("attack", "eval", str(clf), "--n", "30", "--steps", "3", *strong, "--queries", "10",
+               "--out", str(tmp_path / "strong.json"))  # fmt: skip
+    report = json.loads((tmp_path / "strong.json").read_text())
+    table = report["accuracy"]
+    assert report["worst_case"]["0.2"] <= min(row["0.2"] for row in table.values())
+    assert table["autoattack"]["0.2"] <= table["apgd-ce"]["0.2"]  # its first component, on the same draws
+    assert any(c["name"] == "Square does not beat the gradient attacks at eps 0.2" for c in report["checks"])
+    assert "worst case per image over pgd, apgd-ce, apgd-t, square, autoattack" in text
+    assert report["settings"]["apgd_steps"] == 3 and report["settings"]["queries"] == 10
+    bad = CliRunner().invoke(cli, ["attack", "eval", str(clf), "--apgd-steps", "0"])
+    assert bad.exit_code != 0 and "--apgd-steps and --queries must be at least 1" in bad.output
+    bench = tmp_path / "bench.json"
+    text = run("bench", "attacks", str(clf), "--eps", "0.2", "--n", "20", "--steps", "2", "--targets", "2",
+               "--queries", "5", "--out", str(bench))  # fmt: skip
+    result = json.loads(bench.read_text())
+    assert set(result["attacks"]) == {"apgd-ce", "apgd-t", "square"} and result["n"] == 20
+    assert "worst case per image" in text and result["settings"]["queries"] == 5
 
     train, _ = load_splits("digits", 0, 0.1, None)
     digit = tmp_path / "digit.png"

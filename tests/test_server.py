@@ -158,6 +158,10 @@ def test_attack_on_a_held_out_image_and_an_upload(client):
     assert r.status_code == 200 and r.json()["true_label"] is None
     png = client.get("/api/models/classifier/images/3")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    for name in ("apgd-ce", "apgd-t", "square"):
+        form = {"model": "classifier", "attack": name, "eps": "0.3", "steps": "5", "index": "3"}
+        r = client.post("/api/attack", data=form)
+        assert r.status_code == 200 and r.json()["linf"] <= 0.3 + 1e-6, (name, r.text)
 
 
 @pytest.mark.parametrize(

@@ -13,14 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from genlab.adversarial.apgd import apgd, apgd_targeted
 from genlab.adversarial.attacks import check_inputs, fgsm, pgd
+from genlab.adversarial.autoattack import AutoAttackConfig, autoattack
 from genlab.adversarial.blackbox import nes_attack
+from genlab.adversarial.square import square_attack
 from genlab.classification.evaluate import predict
 from genlab.data import ImageDataset
 from genlab.errors import GenlabError
 
-WHITE_BOX = ("fgsm", "pgd", "pgd-l2")
-ATTACK_NAMES = (*WHITE_BOX, "nes")
+WHITE_BOX = ("fgsm", "pgd", "pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t")
+BLACK_BOX = ("nes", "square")
+ATTACK_NAMES = (*WHITE_BOX, *BLACK_BOX, "autoattack")
+L_INF_GRADIENT = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t")  # what a black-box L-inf attack is held against
 BLACK_BOX_MARGIN = 0.05  # black-box accuracy may undercut white-box by this much (sampling noise) at most
 
 
@@ -36,6 +41,8 @@ class RobustnessConfig:
     blackbox_n: int = 50  # images attacked by NES (each costs up to blackbox_budget queries)
     blackbox_budget: int = 2000
     seed: int = 0
+    apgd_steps: int = 100  # APGD's iterations (Croce & Hein's 100), also inside autoattack
+    queries: int = 5000  # Square's queries per image, also inside autoattack
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.attacks) - set(ATTACK_NAMES))
@@ -47,6 +54,8 @@ class RobustnessConfig:
             raise GenlabError("`eps` takes one or more epsilons >= 0, like 0.1,0.2,0.3")
         if self.n < 1 or self.pgd_steps < 1:
             raise GenlabError("`n` and `pgd_steps` must be at least 1")
+        if self.apgd_steps < 1 or self.queries < 1:
+            raise GenlabError("`apgd_steps` and `queries` must be at least 1")
 
 
 def spread(
@@ -80,7 +89,21 @@ def run_attack(
         return pgd(model, x, y, eps * cfg.l2_scale, steps or cfg.pgd_steps, norm="l2", generator=g)
     if name == "nes":
         return nes_attack(model, x, y, eps, budget=cfg.blackbox_budget, generator=g)[0]
+    if name in ("apgd-ce", "apgd-dlr"):
+        return apgd(model, x, y, eps, cfg.apgd_steps, loss=name.removeprefix("apgd-"), generator=g)
+    if name == "apgd-t":
+        return apgd_targeted(model, x, y, eps, cfg.apgd_steps, targets=_targets(model, x), generator=g)
+    if name == "square":
+        return square_attack(model, x, y, eps, cfg.queries, generator=g)[0]
+    if name == "autoattack":
+        settings = AutoAttackConfig(cfg.apgd_steps, _targets(model, x), cfg.queries)
+        return autoattack(model, x, y, eps, settings, generator=g)[0]
     raise GenlabError(f"unknown attack '{name}'")
+
+
+def _targets(model: nn.Module, x: torch.Tensor) -> int:
+    """APGD-T's target classes: Croce & Hein's nine, or every other class of a smaller classifier."""
+    return min(9, int(predict(model, x[:1]).shape[1]) - 1)
 
 
 @dataclass
@@ -90,12 +113,15 @@ class RobustnessReport:
     table: dict[str, dict[str, float]] = field(default_factory=dict)  # attack -> {eps: accuracy}
     checks: list[dict[str, Any]] = field(default_factory=list)
     examples: dict[str, torch.Tensor] = field(default_factory=dict)  # "pgd@0.3" -> adversarial images
+    # eps -> the share of images every attack run on all n left classified right (the worst case per image)
+    worst_case: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "clean_accuracy": self.clean_accuracy,
             "n": self.n,
             "accuracy": self.table,
+            "worst_case": self.worst_case,
             "checks": self.checks,
         }
 
@@ -109,20 +135,32 @@ def evaluate_robustness(
 ) -> RobustnessReport:
     """Accuracy of ``model`` on ``cfg.n`` of the images (a seeded random subset) under every attack at every
     epsilon, with the sanity checks; NES runs on the first ``cfg.blackbox_n`` of them only and is compared
-    with PGD on the same."""
+    with PGD on the same. With two or more attacks on all the images, the report's ``worst_case`` is the
+    share of them that survive every one (the per-image worst case AutoAttack reports)."""
     check_inputs(images, labels)
     x, y = spread(images, labels, cfg.n, cfg.seed)
     report = RobustnessReport(accuracy(model, x, y), len(x))
     log(f"clean accuracy {report.clean_accuracy:.1%} on {len(x)} images")
+    survivors: dict[str, list[torch.Tensor]] = {str(eps): [] for eps in cfg.eps}
     for name in cfg.attacks:
         xs, ys = (x[: cfg.blackbox_n], y[: cfg.blackbox_n]) if name == "nes" else (x, y)
         row = {}
         for eps in cfg.eps:
             adv = run_attack(name, model, xs, ys, eps, cfg)
-            row[str(eps)] = accuracy(model, adv, ys)
+            right = predict(model, adv).argmax(1) == ys
+            row[str(eps)] = float(right.float().mean())
+            if name != "nes":
+                survivors[str(eps)].append(right)
             report.examples[f"{name}@{eps}"] = adv[:8]
-            log(f"  {name:>7} eps {eps:<5}: accuracy {row[str(eps)]:.1%} ({len(xs)} images)")
+            log(f"  {name:>10} eps {eps:<5}: accuracy {row[str(eps)]:.1%} ({len(xs)} images)")
         report.table[name] = row
+    if sum(name != "nes" for name in cfg.attacks) > 1:
+        for eps, masks in survivors.items():
+            report.worst_case[eps] = float(torch.stack(masks).all(0).float().mean())
+            log(
+                f"  worst case per image over {', '.join(a for a in cfg.attacks if a != 'nes')}, eps {eps}: "
+                f"accuracy {report.worst_case[eps]:.1%}"
+            )
     report.checks = sanity_checks(model, x, y, cfg, report)
     for check in report.checks:
         log(f"  check {'passed' if check['passed'] else 'FAILED'}: {check['name']} ({check['detail']})")
@@ -163,6 +201,18 @@ def sanity_checks(
                 "detail": ", ".join(f"{v:.1%}" for v in values),
             }
         )
+    gradient = [a for a in L_INF_GRADIENT if a in report.table]
+    if "square" in report.table and gradient:
+        for e in cfg.eps:
+            white = min(report.table[a][str(e)] for a in gradient)
+            black, names = report.table["square"][str(e)], "/".join(gradient)
+            checks.append(
+                {
+                    "name": f"Square does not beat the gradient attacks at eps {e}",
+                    "passed": black >= white - BLACK_BOX_MARGIN,
+                    "detail": f"Square {black:.1%}, {names} at best {white:.1%} ({len(x)} images)",
+                }
+            )
     if "nes" in report.table:
         xs, ys = x[: cfg.blackbox_n], y[: cfg.blackbox_n]
         for e in cfg.eps:
@@ -246,7 +296,13 @@ def robustness_report(
     result = {
         "run": run,
         **report.to_dict(),
-        "settings": {"pgd_steps": cfg.pgd_steps, "l2_scale": cfg.l2_scale, "seed": cfg.seed},
+        "settings": {
+            "pgd_steps": cfg.pgd_steps,
+            "l2_scale": cfg.l2_scale,
+            "apgd_steps": cfg.apgd_steps,
+            "queries": cfg.queries,
+            "seed": cfg.seed,
+        },
         "pictures": {"curve": curve.name, "examples": panel.name},
     }
     rundir.atomic_write_json(path, result)

@@ -14,19 +14,25 @@ def attack() -> None:
     """Adversarial attacks on a trained classifier (images in [0, 1], normalisation inside the model)."""
 
 
-@attack.command("eval", flags={"pgd_steps": "--steps", "blackbox_budget": "--budget"})
+@attack.command(
+    "eval", flags={"pgd_steps": "--steps", "blackbox_budget": "--budget", "apgd_steps": "--apgd-steps"}
+)
 @click.argument("run", type=click.Path())
 @click.option("--eps", default="0.1,0.2,0.3", show_default=True, help="Epsilons (L-inf, pixel units).")
 @click.option(
     "--attacks",
     default="fgsm,pgd",
     show_default=True,
-    help="Comma list of fgsm, pgd, pgd-l2 (radius eps x --l2-scale), nes (black-box, --blackbox-n images).",
+    help="Comma list of fgsm, pgd, pgd-l2 (radius eps x --l2-scale), apgd-ce, apgd-dlr, apgd-t (targeted "
+    "DLR), square (black-box, --queries), autoattack (apgd-ce, apgd-t and square, worst case per image), "
+    "nes (black-box, --blackbox-n images).",
 )
 @click.option("--steps", default=40, show_default=True, type=int, help="PGD steps.")
 @click.option("--n", default=500, show_default=True, type=int, help="Validation images attacked.")
 @click.option("--blackbox-n", default=50, show_default=True, type=int, help="Images the NES attack gets.")
 @click.option("--budget", default=2000, show_default=True, type=int, help="NES queries per image.")
+@click.option("--apgd-steps", default=100, show_default=True, type=int, help="APGD iterations.")
+@click.option("--queries", default=5000, show_default=True, type=int, help="Square queries per image.")
 @click.option("--l2-scale", default=5.0, show_default=True, type=float, help="pgd-l2 radius = eps x this.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default=None, help="JSON to write (default RUN/attack.json); pictures beside it.")
@@ -38,6 +44,8 @@ def attack_eval(
     n: int,
     blackbox_n: int,
     budget: int,
+    apgd_steps: int,
+    queries: int,
     l2_scale: float,
     seed: int,
     out: str | None,
@@ -45,12 +53,14 @@ def attack_eval(
     """Accuracy under each attack at each epsilon on held-out images, an accuracy-versus-epsilon plot,
     example images with their (magnified) perturbations and predictions, and sanity checks against
     gradient masking: eps = 0 is the identity, more PGD steps are never weaker, accuracy falls with
-    epsilon, black-box never beats white-box by a wide margin.
+    epsilon, black-box never beats white-box by a wide margin. With several attacks, the worst case per
+    image: an image counts as robust only if it survives every one.
 
     \b
     Examples:
       genlab attack eval runs/classifier-mnist --eps 0.1,0.2,0.3
       genlab attack eval runs/robust-mnist --attacks fgsm,pgd,pgd-l2,nes --steps 40
+      genlab attack eval runs/robust-mnist --eps 0.3 --attacks pgd,apgd-ce,apgd-t,square,autoattack
     """
     from genlab.adversarial.evaluation import RobustnessConfig, robustness_report
     from genlab.classification.evaluate import load_classifier_run
@@ -64,6 +74,8 @@ def attack_eval(
         blackbox_n,
         budget,
         seed,
+        apgd_steps,
+        queries,
     )
     model, val, names = load_classifier_run(run)
     report, (path, curve, panel) = robustness_report(run, model, val, names, cfg, out, log=echo)

@@ -14,7 +14,14 @@ from genlab.cli.common import echo
 from genlab.errors import GenlabError
 
 
-@cli.group(cls=LazyGroup, lazy={"sd": "genlab.cli.bench_sd", "video": "genlab.cli.bench_video"})
+@cli.group(
+    cls=LazyGroup,
+    lazy={
+        "sd": "genlab.cli.bench_sd",
+        "video": "genlab.cli.bench_video",
+        "attacks": "genlab.cli.bench_attacks",
+    },
+)
 def bench() -> None:
     """Benchmarks that time our models against reference implementations in one process.
 

@@ -1,4 +1,5 @@
-"""The attack playground: FGSM or PGD against a served classifier, on one of its held-out images or an
+"""The attack playground: FGSM, PGD, APGD (cross-entropy or targeted DLR) or the query-based Square attack
+against a served classifier, on one of its held-out images or an
 upload; the adversarial image, the perturbation magnified, and the top predictions before and after."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from genlab.server.errors import Rejected, error_responses
 from genlab.server.registry import Entry
 from genlab.server.state import ServerState, run_watched, served
 
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "square")
 UPLOAD_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif")
 
 router = APIRouter()
@@ -30,17 +31,26 @@ def _top(probs: torch.Tensor, names: list[str], k: int = 3) -> list[dict[str, An
 
 def _attack(entry: Entry, x: torch.Tensor, label: int | None, attack: str, eps: float, steps: int) -> dict:
     """Attack the classifier on one image (1, C, H, W) and describe before and after (worker thread)."""
+    from genlab.adversarial.apgd import apgd, apgd_targeted
     from genlab.adversarial.attacks import fgsm, pgd
     from genlab.adversarial.evaluation import magnify
+    from genlab.adversarial.square import square_attack
 
     model = entry.model
     with torch.no_grad():
         before = model(x).softmax(1)[0]
     y = torch.tensor([label if label is not None else int(before.argmax())])
+    g = torch.Generator().manual_seed(0)
     if attack == "fgsm":
         adv = fgsm(model, x, y, eps)
+    elif attack == "pgd":
+        adv = pgd(model, x, y, eps, steps, generator=g)
+    elif attack == "apgd-ce":
+        adv = apgd(model, x, y, eps, steps, generator=g)
+    elif attack == "apgd-t":
+        adv = apgd_targeted(model, x, y, eps, steps, targets=min(9, before.numel() - 1), generator=g)
     else:
-        adv = pgd(model, x, y, eps, steps, generator=torch.Generator().manual_seed(0))
+        adv = square_attack(model, x, y, eps, queries=steps, generator=g)[0]
     with torch.no_grad():
         after = model(adv).softmax(1)[0]
     delta = adv - x
@@ -65,9 +75,11 @@ async def attack(
     request: Request,
     state: Annotated[ServerState, Depends(served)],
     model: Annotated[str, Form(max_length=MAX_NAME_CHARS, description="A classifier run's name")],
-    attack: Annotated[str, Form(max_length=MAX_NAME_CHARS, description="fgsm or pgd")] = "fgsm",
+    attack: Annotated[
+        str, Form(max_length=MAX_NAME_CHARS, description="fgsm, pgd, apgd-ce, apgd-t or square")
+    ] = "fgsm",
     eps: Annotated[float, Form(description="L-inf budget on [0, 1] images")] = 0.1,
-    steps: Annotated[int, Form(description="PGD steps")] = 10,
+    steps: Annotated[int, Form(description="PGD or APGD steps; Square's queries")] = 10,
     index: Annotated[int | None, Form(description="A held-out image of the classifier's data")] = None,
     image: Annotated[
         UploadFile | None, File(description="Or an image of your own (PNG, JPEG, BMP, GIF)")
