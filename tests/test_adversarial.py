@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from genlab.adversarial.attacks import fgsm, optimize_input, pgd
+from genlab.adversarial.apgd import apgd
+from genlab.adversarial.attacks import fgsm, mi_fgsm, optimize_input, pgd
 from genlab.adversarial.blackbox import QueryOracle, nes_attack
 from genlab.adversarial.linearity import linearity_demo, score_shift
 from genlab.adversarial.patch import (
@@ -21,6 +22,7 @@ from genlab.adversarial.patch import (
     total_variation,
     train_patch,
 )
+from genlab.adversarial.square import square_attack
 from genlab.data import load_splits
 from genlab.errors import GenlabError
 
@@ -55,6 +57,15 @@ ATTACKS = {
     "pgd-l2": lambda m, x, y, eps: pgd(
         m, x, y, eps, steps=5, norm="l2", generator=torch.Generator().manual_seed(0)
     ),
+    "mi-fgsm": lambda m, x, y, eps: mi_fgsm(m, x, y, eps, steps=5),
+    "pgd-restarts": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, restarts=3),
+    "apgd-ce": lambda m, x, y, eps: apgd(m, x, y, eps, steps=5, generator=torch.Generator().manual_seed(0)),
+    "apgd-dlr": lambda m, x, y, eps: apgd(
+        m, x, y, eps, 5, loss="dlr", generator=torch.Generator().manual_seed(0)
+    ),
+    "square": lambda m, x, y, eps: square_attack(
+        m, x, y, eps, 20, generator=torch.Generator().manual_seed(0)
+    )[0],
     "nes": lambda m, x, y, eps: nes_attack(
         m, x, y, eps, budget=200, samples=5, generator=torch.Generator().manual_seed(0)
     )[0],
@@ -99,6 +110,19 @@ def test_more_pgd_steps_are_never_weaker():
         adv = pgd(model, x, y, 0.05, steps=steps, alpha=0.01, generator=torch.Generator().manual_seed(0))
         accs.append(float((model(adv).argmax(1) == y).float().mean()))
     assert all(b <= a + 1e-9 for a, b in zip(accs, accs[1:], strict=False))
+
+
+def test_pgd_restarts_are_never_weaker_and_mi_fgsm_in_one_step_is_fgsm():
+    model, (x, y) = _easy_model(), _batch(64)
+    model.eval()
+    accs = []
+    for restarts in (1, 2, 4):  # the same seed: the first run is the single run, the rest can only add
+        adv = pgd(model, x, y, 0.05, steps=3, generator=torch.Generator().manual_seed(0), restarts=restarts)
+        accs.append(float((model(adv).argmax(1) == y).float().mean()))
+    assert accs[2] <= accs[1] <= accs[0]
+    assert torch.allclose(mi_fgsm(model, x, y, 0.05, steps=1), fgsm(model, x, y, 0.05))
+    with pytest.raises(GenlabError, match="restarts need a random start"):
+        pgd(model, x, y, 0.1, restarts=2, random_start=False)
 
 
 def test_bad_arguments_are_refused_with_clear_errors():
@@ -332,7 +356,8 @@ def test_attack_and_defend_commands(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["accuracy"]) == {"fgsm", "pgd", "nes"} and report["checks"][0]["passed"]
     assert (tmp_path / "attack_curve.png").is_file() and (tmp_path / "attack_examples.png").is_file()
-    strong = ["--eps", "0.2", "--attacks", "pgd,apgd-ce,apgd-t,square,autoattack", "--apgd-steps", "3"]
+    strong = ["--eps", "0.2", "--attacks", "pgd,apgd-ce,apgd-t,square,autoattack", "--apgd-steps", "3",
+              "--restarts", "2"]  # fmt: skip
     text = run("attack", "eval", str(clf), "--n", "30", "--steps", "3", *strong, "--queries", "10",
                "--out", str(tmp_path / "strong.json"))  # fmt: skip
     report = json.loads((tmp_path / "strong.json").read_text())
@@ -342,8 +367,15 @@ def test_attack_and_defend_commands(tmp_path):
     assert any(c["name"] == "Square does not beat the gradient attacks at eps 0.2" for c in report["checks"])
     assert "worst case per image over pgd, apgd-ce, apgd-t, square, autoattack" in text
     assert report["settings"]["apgd_steps"] == 3 and report["settings"]["queries"] == 10
+    assert report["settings"]["restarts"] == 2
     bad = CliRunner().invoke(cli, ["attack", "eval", str(clf), "--apgd-steps", "0"])
-    assert bad.exit_code != 0 and "--apgd-steps and --queries must be at least 1" in bad.output
+    assert bad.exit_code != 0 and "--apgd-steps, --queries and --restarts must be at least 1" in bad.output
+    text = run("attack", "minimal", str(clf), "--n", "6", "--cw-steps", "5", "--cw-searches", "2",
+               "--out", str(tmp_path / "minimal.json"))  # fmt: skip
+    minimal = json.loads((tmp_path / "minimal.json").read_text())["attacks"]
+    assert set(minimal) == {"deepfool", "cw", "pgd-l2"} and "median L2" in text
+    bad = CliRunner().invoke(cli, ["attack", "minimal", str(clf), "--attacks", "jsma"])
+    assert bad.exit_code != 0 and "unknown minimal attacks jsma" in bad.output
     bench = tmp_path / "bench.json"
     text = run("bench", "attacks", str(clf), "--eps", "0.2", "--n", "20", "--steps", "2", "--targets", "2",
                "--queries", "5", "--out", str(bench))  # fmt: skip
@@ -406,6 +438,9 @@ def test_attack_and_defend_commands(tmp_path):
     )
     assert "held-out images" in text
     text = run("attack", "transfer", str(clf), str(clf), "--eps", "0.1", "--steps", "2", "--n", "20")
+    assert "transfer" in text
+    text = run("attack", "transfer", str(clf), str(clf), "--eps", "0.1", "--steps", "2", "--n", "20",
+               "--attack", "mi-fgsm")  # fmt: skip
     assert "transfer" in text
     text = run("attack", "linearity", "--data", "digits", "--classes", "0,1", "--eps", "0,0.1")
     assert "eps*||w||_1" in text
@@ -593,7 +628,14 @@ def test_robustness_report_writes_json_and_pictures(tmp_path):
     assert [p.name for p in paths] == ["r.json", "r_curve.png", "r_examples.png"]
     assert all(p.is_file() for p in paths) and json.loads(paths[0].read_text()) == result
     assert result["run"] == "toy-run" and result["clean_accuracy"] == 1.0 and result["n"] == 12
-    assert result["settings"] == {"pgd_steps": 2, "l2_scale": 5.0, "seed": 0}
+    assert result["settings"] == {
+        "pgd_steps": 2,
+        "l2_scale": 5.0,
+        "apgd_steps": 100,
+        "queries": 5000,
+        "restarts": 1,
+        "seed": 0,
+    }
     with pytest.raises(GenlabError, match="^`n` and `pgd_steps` must be at least 1$"):
         RobustnessConfig(pgd_steps=0)
     with pytest.raises(GenlabError, match="^unknown `attacks` cw"):

@@ -331,6 +331,24 @@ def test_a_run_with_a_full_size_level_per_frame_trains_and_samples(tmp_path):
     )  # fmt: skip
 
 
+def test_an_edm_run_keeps_its_preconditioning_and_noise_levels_to_its_samples(tmp_path):
+    run = tmp_path / "edm"
+    stack = ["--stack-frames", "8", *NET[:6], "--parameterization", "edm", "--noise-levels", "lognormal"]
+    result = _invoke("train", "video", *stack, "--p-mean", "-0.5", "--frame-cond", "0.5", "--out", str(run),
+                     *SHORT)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    diffusion = json.loads((run / "config.json").read_text())["diffusion"]
+    chosen = [diffusion[k] for k in ("parameterization", "noise_levels", "p_mean")]
+    assert chosen == ["edm", "lognormal", -0.5]
+    out = tmp_path / "clip.gif"
+    result = _invoke("sample", str(run), "a small red circle moving right", "--n", "1", "--steps", "2",
+                     "--factorized", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0 and Image.open(out).n_frames == 8, result.output
+    assert "--p-std must be positive (got 0.0)" in _fail(
+        "train", "video", *stack, "--p-std", "0", "--out", str(tmp_path / "bad"), *SHORT
+    )
+
+
 def test_a_mixed_noise_run_keeps_its_correlation_to_its_samples(tmp_path):
     run = tmp_path / "run"
     stack = ["--stack-frames", "8", *NET[:6]]

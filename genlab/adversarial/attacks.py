@@ -33,7 +33,7 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, eps: float | No
                 f"labels must be {x.shape[0]} integer class indices, shape ({x.shape[0]},); got "
                 f"{tuple(y.shape)} {y.dtype}"
             )
-    if eps is not None and not eps >= 0:
+    if eps is not None and not bool((torch.as_tensor(eps) >= 0).all()):
         raise GenlabError(f"epsilon must be >= 0 (got {eps})")
 
 
@@ -70,10 +70,13 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
 
-def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """The nearest point of the eps-ball around 0: clipping for L-inf, rescaling for L2."""
+def project(delta: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
+    """The nearest point of the eps-ball around 0: clipping for L-inf, rescaling for L2 (``eps`` a number,
+    or a tensor broadcasting against ``delta``: a radius per image)."""
     if norm == "linf":
-        return delta.clamp(-eps, eps)
+        return (
+            torch.maximum(torch.minimum(delta, eps), -eps) if torch.is_tensor(eps) else delta.clamp(-eps, eps)
+        )
     return delta * (eps / _per_sample_norm(delta)).clamp(max=1.0)
 
 
@@ -94,31 +97,52 @@ def pgd(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    eps: float,
+    eps: float | torch.Tensor,
     steps: int = 40,
     alpha: float | None = None,
     norm: str = "linf",
     random_start: bool = True,
     targeted: bool = False,
     generator: torch.Generator | None = None,
+    restarts: int = 1,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018, eq. 2; iterative FGSM of Kurakin et al. 2017 without
     the random start): ``steps`` steps of size ``alpha`` (default 2.5 eps / steps, Madry et al.'s ratio) along
     the gradient's sign (L-inf) or its direction (L2), each projected back into the eps-ball and [0, 1].
 
     The returned image is the most damaging of the iterates for each sample (lowest true-class margin,
-    or highest target probability), so more steps can never make the attack weaker.
+    or highest target probability), so more steps can never make the attack weaker. With ``restarts`` > 1
+    the whole run is repeated from new random starts and each image keeps its most damaging iterate of
+    all runs (Madry et al. report their MNIST model under 50 restarts). ``eps`` may be a tensor of one
+    radius per image (N,), as a search for each image's least radius needs.
     """
+    if restarts < 1 or (restarts > 1 and not random_start):
+        raise GenlabError(f"PGD restarts need a random start and must be at least 1 (got {restarts})")
+    best, best_score = None, None
+    for _ in range(restarts):
+        adv, score = _pgd_run(model, x, y, eps, steps, alpha, norm, random_start, targeted, generator)
+        if best is None:
+            best, best_score = adv, score
+        else:
+            better = score > best_score
+            best[better], best_score[better] = adv[better], score[better]
+    return best
+
+
+def _pgd_run(model, x, y, eps, steps, alpha, norm, random_start, targeted, generator):
+    """One PGD run: (the most damaging iterate of each image, its score)."""
     check_inputs(x, y, eps)
     if norm not in NORMS:
         raise GenlabError(f"unknown norm '{norm}'; choose linf or l2")
     if steps < 1:
         raise GenlabError(f"PGD needs at least one step (got {steps})")
-    if eps == 0:
-        return x.clone()
-    alpha = 2.5 * eps / steps if alpha is None else alpha
-    if alpha <= 0:
+    if isinstance(eps, torch.Tensor):
+        eps = eps.to(x).reshape(-1, *([1] * (x.dim() - 1)))
+    elif eps == 0:
+        return x.clone(), torch.full((x.shape[0],), -torch.inf, device=x.device)
+    if alpha is not None and not alpha > 0:
         raise GenlabError(f"the step size alpha must be positive (got {alpha})")
+    alpha = 2.5 * eps / steps if alpha is None else alpha
     x = x.detach()
     delta = torch.zeros_like(x)
     if random_start:
@@ -142,7 +166,36 @@ def pgd(
             step = grad.sign() if norm == "linf" else grad / _per_sample_norm(grad)
             delta = project(delta + alpha * step, eps, norm)
             delta = (x + delta).clamp(0, 1) - x
-    return best.detach()
+    return best.detach(), best_score
+
+
+def mi_fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int = 10,
+    decay: float = 1.0,
+    targeted: bool = False,
+) -> torch.Tensor:
+    """Momentum iterative FGSM (Dong et al. 2018, Algorithm 1): g <- mu g + grad / ||grad||_1,
+    x <- clip_eps(x + alpha sign(g)) with alpha = eps / steps and mu = ``decay``. The momentum steadies the
+    direction across steps, so the examples transfer to other models better than PGD's, which fit the
+    surrogate's local bumps."""
+    check_inputs(x, y, eps)
+    if steps < 1 or decay < 0:
+        raise GenlabError(f"MI-FGSM needs steps >= 1 and decay >= 0 (got {steps}, {decay})")
+    if eps == 0:
+        return x.clone()
+    x = x.detach()
+    alpha, adv, g = eps / steps, x.clone(), torch.zeros_like(x)
+    with eval_mode(model):
+        for _ in range(steps):
+            grad, _ = input_gradient(model, adv, y, targeted)
+            g = decay * g + grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            adv = x + project(adv + alpha * g.sign() - x, eps, "linf")
+            adv = adv.clamp(0, 1)
+    return adv.detach()
 
 
 def _attack_score(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:

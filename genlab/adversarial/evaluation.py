@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from genlab.adversarial.apgd import apgd, apgd_targeted
-from genlab.adversarial.attacks import check_inputs, fgsm, pgd
+from genlab.adversarial.attacks import check_inputs, fgsm, mi_fgsm, pgd
 from genlab.adversarial.autoattack import AutoAttackConfig, autoattack
 from genlab.adversarial.blackbox import nes_attack
 from genlab.adversarial.square import square_attack
@@ -22,7 +22,7 @@ from genlab.classification.evaluate import predict
 from genlab.data import ImageDataset
 from genlab.errors import GenlabError
 
-WHITE_BOX = ("fgsm", "pgd", "pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t")
+WHITE_BOX = ("fgsm", "mi-fgsm", "pgd", "pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t")
 BLACK_BOX = ("nes", "square")
 ATTACK_NAMES = (*WHITE_BOX, *BLACK_BOX, "autoattack")
 L_INF_GRADIENT = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t")  # what a black-box L-inf attack is held against
@@ -43,6 +43,7 @@ class RobustnessConfig:
     seed: int = 0
     apgd_steps: int = 100  # APGD's iterations (Croce & Hein's 100), also inside autoattack
     queries: int = 5000  # Square's queries per image, also inside autoattack
+    restarts: int = 1  # PGD runs from new random starts (pgd, pgd-l2), each image keeping its worst
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.attacks) - set(ATTACK_NAMES))
@@ -54,8 +55,8 @@ class RobustnessConfig:
             raise GenlabError("`eps` takes one or more epsilons >= 0, like 0.1,0.2,0.3")
         if self.n < 1 or self.pgd_steps < 1:
             raise GenlabError("`n` and `pgd_steps` must be at least 1")
-        if self.apgd_steps < 1 or self.queries < 1:
-            raise GenlabError("`apgd_steps` and `queries` must be at least 1")
+        if self.apgd_steps < 1 or self.queries < 1 or self.restarts < 1:
+            raise GenlabError("`apgd_steps`, `queries` and `restarts` must be at least 1")
 
 
 def spread(
@@ -83,10 +84,13 @@ def run_attack(
     g = torch.Generator().manual_seed(cfg.seed)
     if name == "fgsm":
         return fgsm(model, x, y, eps)
+    if name == "mi-fgsm":
+        return mi_fgsm(model, x, y, eps)
     if name == "pgd":
-        return pgd(model, x, y, eps, steps or cfg.pgd_steps, generator=g)
+        return pgd(model, x, y, eps, steps or cfg.pgd_steps, generator=g, restarts=cfg.restarts)
     if name == "pgd-l2":
-        return pgd(model, x, y, eps * cfg.l2_scale, steps or cfg.pgd_steps, norm="l2", generator=g)
+        radius = eps * cfg.l2_scale
+        return pgd(model, x, y, radius, steps or cfg.pgd_steps, norm="l2", generator=g, restarts=cfg.restarts)
     if name == "nes":
         return nes_attack(model, x, y, eps, budget=cfg.blackbox_budget, generator=g)[0]
     if name in ("apgd-ce", "apgd-dlr"):
@@ -301,6 +305,7 @@ def robustness_report(
             "l2_scale": cfg.l2_scale,
             "apgd_steps": cfg.apgd_steps,
             "queries": cfg.queries,
+            "restarts": cfg.restarts,
             "seed": cfg.seed,
         },
         "pictures": {"curve": curve.name, "examples": panel.name},
@@ -316,11 +321,15 @@ def transfer_attack(
     y: torch.Tensor,
     eps: tuple[float, ...] = (0.1, 0.2, 0.3),
     steps: int = 40,
+    attack: str = "pgd",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The transfer attack (Papernot et al. 2017): PGD examples crafted on ``surrogate`` and applied to
-    ``target``, which the attack never queries; beside them, the surrogate's own accuracy on its examples
-    and a white-box PGD on the target, at each epsilon."""
+    """The transfer attack (Papernot et al. 2017): PGD (or, with ``attack`` "mi-fgsm", momentum iterative
+    FGSM) examples crafted on ``surrogate`` and applied to ``target``, which the attack never queries;
+    beside them, the surrogate's own accuracy on its examples and a white-box PGD on the target, at each
+    epsilon."""
+    if attack not in ("pgd", "mi-fgsm"):
+        raise GenlabError(f"unknown transfer attack '{attack}'; choose pgd or mi-fgsm")
     s, t = surrogate.config, target.config
     if (s.image_size, s.in_channels) != (t.image_size, t.in_channels):
         raise GenlabError("the surrogate and the target must take images of the same shape")
@@ -330,7 +339,10 @@ def transfer_attack(
         f"({len(x)} images)"
     )
     for e in eps:
-        adv = pgd(surrogate, x, y, e, steps, generator=torch.Generator().manual_seed(0))
+        if attack == "mi-fgsm":
+            adv = mi_fgsm(surrogate, x, y, e, steps)
+        else:
+            adv = pgd(surrogate, x, y, e, steps, generator=torch.Generator().manual_seed(0))
         white = pgd(target, x, y, e, steps, generator=torch.Generator().manual_seed(0))
         row = {"transfer": accuracy(target, adv, y), "surrogate": accuracy(surrogate, adv, y)}
         row["white_box"] = accuracy(target, white, y)

@@ -23,11 +23,12 @@ def attack() -> None:
     "--attacks",
     default="fgsm,pgd",
     show_default=True,
-    help="Comma list of fgsm, pgd, pgd-l2 (radius eps x --l2-scale), apgd-ce, apgd-dlr, apgd-t (targeted "
-    "DLR), square (black-box, --queries), autoattack (apgd-ce, apgd-t and square, worst case per image), "
-    "nes (black-box, --blackbox-n images).",
+    help="Comma list of fgsm, mi-fgsm, pgd, pgd-l2 (radius eps x --l2-scale), apgd-ce, apgd-dlr, apgd-t "
+    "(targeted DLR), square (black-box, --queries), autoattack (apgd-ce, apgd-t and square, worst case "
+    "per image), nes (black-box, --blackbox-n images).",
 )
 @click.option("--steps", default=40, show_default=True, type=int, help="PGD steps.")
+@click.option("--restarts", default=1, show_default=True, type=int, help="PGD runs from new random starts.")
 @click.option("--n", default=500, show_default=True, type=int, help="Validation images attacked.")
 @click.option("--blackbox-n", default=50, show_default=True, type=int, help="Images the NES attack gets.")
 @click.option("--budget", default=2000, show_default=True, type=int, help="NES queries per image.")
@@ -41,6 +42,7 @@ def attack_eval(
     eps: str,
     attacks: str,
     steps: int,
+    restarts: int,
     n: int,
     blackbox_n: int,
     budget: int,
@@ -76,6 +78,7 @@ def attack_eval(
         seed,
         apgd_steps,
         queries,
+        restarts,
     )
     model, val, names = load_classifier_run(run)
     report, (path, curve, panel) = robustness_report(run, model, val, names, cfg, out, log=echo)
@@ -83,6 +86,42 @@ def attack_eval(
     echo(f"wrote {path}, {curve} and {panel}")
     if failed:
         echo(f"warning: sanity checks failed ({'; '.join(failed)}): suspect gradient masking")
+
+
+@attack.command("minimal")
+@click.argument("run", type=click.Path())
+@click.option("--attacks", default="deepfool,cw,pgd-l2", show_default=True, help="Comma list of the three.")
+@click.option("--n", default=100, show_default=True, type=int, help="Held-out images (a seeded draw).")
+@click.option("--cw-steps", default=200, show_default=True, type=int, help="Adam steps per search round.")
+@click.option("--cw-searches", default=9, show_default=True, type=int, help="Binary-search rounds on c.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", default=None, help="JSON to write (default RUN/minimal.json).")
+def attack_minimal(run: str, attacks: str, n: int, cw_steps: int, cw_searches: int, seed: int, out) -> None:
+    """The least L2 perturbation that flips each held-out image, found by DeepFool, Carlini-Wagner L2 and
+    a bisection over the radius of PGD-L2: the share each fools and the median L2.
+
+    \b
+    Example:
+      genlab attack minimal runs/classifier-mnist --n 100
+    """
+    from pathlib import Path
+
+    from genlab import rundir
+    from genlab.adversarial.evaluation import spread
+    from genlab.adversarial.minimal import minimal_report
+    from genlab.checks import check_range
+    from genlab.classification.evaluate import load_classifier_run
+
+    check_range("n", n, 1, 100_000)
+    check_range("cw_steps", cw_steps, 1, 100_000)
+    check_range("cw_searches", cw_searches, 1, 100)
+    model, val, _ = load_classifier_run(run)
+    x, y = spread(val.images, val.labels, n, seed)
+    names = tuple(a.strip() for a in attacks.split(",") if a.strip())
+    result = {"run": run, **minimal_report(model, x, y, names, cw_steps, cw_searches, log=echo)}
+    path = Path(out) if out else Path(run) / "minimal.json"
+    rundir.atomic_write_json(path, result)
+    echo(f"wrote {path}")
 
 
 @attack.command("image")
@@ -193,14 +232,23 @@ def attack_patch(
 @click.option("--eps", default="0.1,0.2,0.3", show_default=True)
 @click.option("--steps", default=40, show_default=True, type=int)
 @click.option("--n", default=500, show_default=True, type=int)
-def attack_transfer(surrogate: str, target_run: str, eps: str, steps: int, n: int) -> None:
-    """Craft PGD examples on SURROGATE (a classifier you trained) and apply them to TARGET, which the
-    attack never queries: the transfer attack (Papernot et al. 2017).
+@click.option(
+    "--attack",
+    "crafted_by",
+    default="pgd",
+    show_default=True,
+    type=click.Choice(["pgd", "mi-fgsm"]),
+    help="What crafts the examples on the surrogate; mi-fgsm: momentum (Dong et al. 2018), --steps 10.",
+)
+def attack_transfer(surrogate: str, target_run: str, eps: str, steps: int, n: int, crafted_by: str) -> None:
+    """Craft PGD (or MI-FGSM) examples on SURROGATE (a classifier you trained) and apply them to TARGET,
+    which the attack never queries: the transfer attack (Papernot et al. 2017).
 
     \b
     Example:
       genlab train classifier --data mnist --widths 8,16 --seed 1 --out runs/surrogate
       genlab attack transfer runs/surrogate runs/classifier-mnist
+      genlab attack transfer runs/surrogate runs/classifier-mnist --attack mi-fgsm --steps 10
     """
     from genlab.adversarial.evaluation import transfer_attack
     from genlab.classification.evaluate import load_classifier_run
@@ -208,7 +256,8 @@ def attack_transfer(surrogate: str, target_run: str, eps: str, steps: int, n: in
     source, _, _ = load_classifier_run(surrogate)
     target, val, _ = load_classifier_run(target_run)
     eps_list = number_list(eps, "--eps", float)
-    transfer_attack(source, target, val.images[:n], val.labels[:n], eps=eps_list, steps=steps, log=echo)
+    x, y = val.images[:n], val.labels[:n]
+    transfer_attack(source, target, x, y, eps=eps_list, steps=steps, attack=crafted_by, log=echo)
 
 
 @attack.command("linearity")

@@ -132,6 +132,29 @@ snr_floor_option = click.option(
 )
 
 
+def noise_level_options(command: Callable) -> Callable:
+    """--noise-levels, --p-mean and --p-std: how training draws its noise levels (DiffusionConfig)."""
+    options = (
+        click.option(
+            "--noise-levels",
+            default="auto",
+            show_default=True,
+            type=click.Choice(["auto", "uniform", "lognormal"]),
+            help="Training noise levels: uniform timesteps (DDPM) or log-normal sigmas (EDM); auto: "
+            "lognormal with --parameterization edm.",
+        ),
+        click.option(
+            "--p-mean", default=-1.2, show_default=True, type=float, help="Log-normal: mean of ln sigma."
+        ),
+        click.option(
+            "--p-std", default=1.2, show_default=True, type=float, help="Log-normal: std of ln sigma."
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 MONITOR_FLAGS = {"samples": "--eval-samples"}  # the `flags` of a command with monitor_options
 
 

@@ -14,6 +14,7 @@ from genlab.cli.common import (
     echo,
     is_main_process,
     monitor_options,
+    noise_level_options,
     number_list,
     snr_floor_option,
     train_options,
@@ -81,20 +82,7 @@ DIFFUSION_FLAGS = {  # the library's names of what options set under other names
     type=click.Choice(["eps", "v", "x0", "edm"]),
     help="What the network predicts; edm: Karras et al.'s preconditioning (with log-normal noise levels).",
 )
-@click.option(
-    "--noise-levels",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "uniform", "lognormal"]),
-    help="Training noise levels: uniform timesteps (DDPM) or log-normal sigmas (EDM); auto: lognormal "
-    "with --parameterization edm.",
-)
-@click.option(
-    "--p-mean", default=-1.2, show_default=True, type=float, help="Log-normal noise levels: mean of ln sigma."
-)
-@click.option(
-    "--p-std", default=1.2, show_default=True, type=float, help="Log-normal noise levels: std of ln sigma."
-)
+@noise_level_options
 @click.option("--base-channels", default=32, show_default=True, type=int, help="U-Net width at full size.")
 @click.option("--channel-mults", default="1,2,2", show_default=True, help="Width multiplier of each level.")
 @click.option("--num-res-blocks", default=1, show_default=True, type=int, help="ResBlocks per level.")

@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from genlab.cli.common import SAMPLER_NAMES, echo, number_list, snr_floor_option, train_options
+from genlab.cli.common import (
+    SAMPLER_NAMES,
+    echo,
+    noise_level_options,
+    number_list,
+    snr_floor_option,
+    train_options,
+)
 from genlab.cli.train import train
 from genlab.cli.training import report_training, run_training
 from genlab.recipes import VIDEO_DEFAULTS
@@ -101,7 +108,10 @@ VIDEO_FLAGS = {
     "--min-snr-gamma", default=5.0, show_default=True, type=float, help="Min-SNR-gamma weighting; 0: MSE."
 )
 @snr_floor_option
-@click.option("--parameterization", default="eps", show_default=True, type=click.Choice(["eps", "v", "x0"]))
+@click.option(
+    "--parameterization", default="eps", show_default=True, type=click.Choice(["eps", "v", "x0", "edm"])
+)
+@noise_level_options
 @click.option(
     "--stack-frames",
     default=0,
@@ -189,6 +199,9 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             min_snr_gamma=params["min_snr_gamma"],
             snr_floor=params["snr_floor"],
             parameterization=params["parameterization"],
+            noise_levels=params["noise_levels"],
+            p_mean=params["p_mean"],
+            p_std=params["p_std"],
             backbone=params["backbone"],
             sample_steps=params["sample_steps"],
             sample_sampler=params["eval_sampler"],
