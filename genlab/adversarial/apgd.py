@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.adversarial.attacks import NORMS, _per_sample_norm, check_inputs, eval_mode, project
+from genlab.adversarial.attacks import NORMS, _per_sample_norm, check_inputs, eval_mode, margin, project
 from genlab.errors import GenlabError
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
@@ -31,10 +31,9 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
     ``target`` t, the targeted form (eq. 6) -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2). Both are
     invariant to shifting and scaling the logits."""
     ranked = logits.sort(dim=1, descending=True).values
-    true = logits.gather(1, y[:, None]).squeeze(1)
     if target is None:
-        other = logits.scatter(1, y[:, None], -torch.inf).amax(1)
-        return -(true - other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+        return -margin(logits, y) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+    true = logits.gather(1, y[:, None]).squeeze(1)
     if logits.shape[1] < 4:
         raise GenlabError(f"the targeted DLR loss needs at least 4 classes (got {logits.shape[1]})")
     aimed = logits.gather(1, target[:, None]).squeeze(1)

@@ -198,14 +198,19 @@ def mi_fgsm(
     return adv.detach()
 
 
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{i != y} z_i per sample: the true class's lead over the best other (> 0: classified right).
+    Log-probabilities give the same value as the logits: their per-sample shift cancels."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    return true - logits.scatter(1, y[:, None], -torch.inf).amax(1)
+
+
 def _attack_score(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
     """How well the attack is doing per sample: the target's log-probability (targeted), or the best
     wrong logit minus the true one (untargeted: > 0 means misclassified)."""
     if targeted:
         return F.log_softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], -torch.inf).amax(1)
-    return other - true
+    return -margin(logits, y)
 
 
 def optimize_input(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genlab.adversarial.attacks import _per_sample_norm, check_inputs, eval_mode, pgd
+from genlab.adversarial.attacks import _per_sample_norm, check_inputs, eval_mode, margin, pgd
 from genlab.errors import GenlabError
 
 
@@ -72,13 +72,6 @@ def deepfool(
     return adv, ~active
 
 
-def _margin(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
-    """max(Z_y - max_{i != y} Z_i, -kappa): Carlini & Wagner's f_6 (their objective 6, untargeted)."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], -torch.inf).amax(1)
-    return (true - other).clamp_min(-kappa)
-
-
 def carlini_wagner_l2(
     model: nn.Module,
     x: torch.Tensor,
@@ -112,7 +105,7 @@ def carlini_wagner_l2(
                 adv = (torch.tanh(w) + 1) / 2
                 l2 = (adv - x).flatten(1).square().sum(1)
                 logits = model(adv)
-                loss = (l2 + const.to(x) * _margin(logits, y, kappa)).sum()
+                loss = (l2 + const.to(x) * margin(logits, y).clamp_min(-kappa)).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

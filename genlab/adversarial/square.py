@@ -12,6 +12,7 @@ import math
 import torch
 
 from genlab.adversarial.attacks import check_inputs
+from genlab.adversarial.attacks import margin as true_margin
 from genlab.adversarial.blackbox import QueryOracle
 from genlab.errors import GenlabError
 
@@ -25,14 +26,6 @@ def square_fraction(iteration: int, queries: int, p_init: float = P_INIT) -> flo
     """p, the share of the pixels the square of ``iteration`` covers, of a run of ``queries`` queries."""
     it = int(iteration / queries * 10000)
     return p_init / 2 ** sum(it > h for h in _HALVINGS)
-
-
-def _margin(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log p_y - max_{j != y} log p_j, the logit margin of the true class (> 0: classified right); the
-    probabilities' log differs from the logits by a constant per image, which the difference cancels."""
-    logp = probs.clamp_min(1e-30).log()
-    true = logp.gather(1, y[:, None]).squeeze(1)
-    return true - logp.scatter(1, y[:, None], -torch.inf).amax(1)
 
 
 def square_attack(
@@ -63,7 +56,9 @@ def square_attack(
 
     def ask(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         used[idx] += 1
-        return _margin(oracle(images), y[idx])
+        return true_margin(
+            oracle(images).clamp_min(1e-30).log(), y[idx]
+        )  # log-probabilities: the logits' margin
 
     signs = torch.randint(0, 2, (n, c, 1, w), generator=generator).to(x) * 2 - 1
     best = (x + eps * signs).clamp(0, 1)
