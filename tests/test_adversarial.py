@@ -462,6 +462,8 @@ def test_attack_and_defend_commands(tmp_path):
     )
     result = json.loads((tmp_path / "bd" / "backdoor.json").read_text())
     assert {"clean", "poisoned", "detection"} <= set(result)
+    text = run("defend", "detect", str(clf), "--n", "20", "--eps", "0.1", "--ood", "noise")
+    assert "of the detector-aware PGD-100 ones" in text and "classifier on 1-bit depth input" in text
 
 
 def test_feature_squeezers_and_detector_thresholds():
@@ -582,7 +584,9 @@ def test_purification_demo_and_its_shape_check(tmp_path):
     from genlab.pipelines import DiffusionPipeline
     from genlab.train import TrainConfig, Trainer, seed_step
 
-    cfg = PurificationConfig(eps=0.1, attack_steps=1, strengths=(0.1, 0.2), steps=1, n=4)
+    cfg = PurificationConfig(
+        eps=0.1, attack_steps=1, strengths=(0.1, 0.2), steps=1, n=4, adaptive_steps=2, eot=2
+    )
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(GenlabError, match="same shape"):
         purification_demo(_Toy(), SimpleNamespace(image_shape=(1, 8)), torch.rand(4, 1, 6, 6), y, cfg)
@@ -605,6 +609,10 @@ def test_purification_demo_and_its_shape_check(tmp_path):
     report, rows = purification_demo(task.model, pipe, val.images, val.labels, cfg, log=lines.append)
     assert rows.shape == (4 * 4, 1, 8, 8)  # clean, attacked, purified at each of two strengths
     assert set(report["purified"]) == {"0.1", "0.2"} and report["n"] == 4 and len(lines) == 3
+    assert all(0 <= row["adaptive"] <= 1 for row in report["purified"].values())
+    assert "adaptive (PGD-2, BPDA + EOT-2)" in lines[1]
+    with pytest.raises(GenlabError, match="eot"):
+        PurificationConfig(eot=0)
 
 
 def test_class_index_names_the_parameter():

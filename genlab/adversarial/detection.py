@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.adversarial.attacks import check_inputs, fgsm, pgd
-from genlab.adversarial.evaluation import spread
+from genlab.adversarial.adaptive import BPDA, Preprocessed, detector_aware_pgd
+from genlab.adversarial.attacks import check_inputs, eval_mode, fgsm, pgd
+from genlab.adversarial.evaluation import accuracy, spread
 from genlab.classification.evaluate import predict
 from genlab.errors import GenlabError
 
@@ -38,12 +39,28 @@ def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
     return patches.reshape(*patches.shape[:4], -1).median(dim=-1).values
 
 
+# the detector's two squeezers at its defaults, Xu et al.'s choice for MNIST
+SQUEEZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "1-bit depth": lambda x: bit_depth(x, 1),
+    "2x2 median": lambda x: median_filter(x, 2),
+}
+
+
 def squeeze_score(model: nn.Module, x: torch.Tensor, bits: int = 1, median: int = 2) -> torch.Tensor:
-    """max(||p(x) - p(bits(x))||_1, ||p(x) - p(median(x))||_1) per image."""
+    """max(||p(x) - p(bits(x))||_1, ||p(x) - p(median(x))||_1) per image, in eval mode, batched."""
     check_inputs(x)
-    p = predict(model, x)
-    a = (p - predict(model, bit_depth(x, bits))).abs().sum(1)
-    b = (p - predict(model, median_filter(x, median))).abs().sum(1)
+    with eval_mode(model), torch.no_grad():
+        parts = [squeeze_distance(model, x[i : i + 500], bits, median) for i in range(0, len(x), 500)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def squeeze_distance(model: nn.Module, x: torch.Tensor, bits: int = 1, median: int = 2) -> torch.Tensor:
+    """The squeezing score as a differentiable function of x, for an attacker who knows the detector:
+    the bit-depth reduction, whose gradient is zero almost everywhere, passes the gradient through
+    unchanged (BPDA); the median filter has a gradient of its own (into the median pixel)."""
+    p = F.softmax(model(x), 1)
+    a = (p - F.softmax(model(BPDA(lambda v: bit_depth(v, bits))(x)), 1)).abs().sum(1)
+    b = (p - F.softmax(model(median_filter(x, median)), 1)).abs().sum(1)
     return torch.maximum(a, b)
 
 
@@ -171,8 +188,82 @@ def detection_demo(
     out-of-distribution sets ``ood`` (see detection_report)."""
     x, y = spread(images, labels, n, seed)
     half = len(x) // 2
-    calib, test = x[:half], x[half:]
+    calib, test, y_test = x[:half], x[half:], y[half:]
     cfg = model.config
-    sets = attacked_sets(model, test, y[half:], eps, seed)
+    sets = attacked_sets(model, test, y_test, eps, seed)
     sets.update(ood_sets(ood, len(test), cfg.in_channels, cfg.image_size, seed))
-    return detection_report(model, calib, test, sets, fpr, log)
+    report = detection_report(model, calib, test, sets, fpr, log)
+    detector = fit_detector(model, calib, "squeeze", fpr)
+    log(
+        "adaptive: PGD-100 fooling the classifier on the image and on both squeezed copies while keeping "
+        "the squeezing score under the threshold (BPDA through the bits)"
+    )
+    views = tuple(BPDA(squeezer) for squeezer in SQUEEZERS.values())
+    report["adaptive"] = {}
+    for e in eps:
+        g = torch.Generator().manual_seed(seed)
+        aware = detector_aware_pgd(
+            model,
+            lambda v: squeeze_distance(model, v),
+            detector.threshold,
+            test,
+            y_test,
+            e,
+            100,
+            views,
+            generator=g,
+        )
+        row = {
+            "oblivious": evasion(model, detector, sets[f"PGD-40 eps {e}"], y_test),
+            "adaptive": evasion(model, detector, aware, y_test),
+        }
+        report["adaptive"][str(e)] = row
+        log(
+            f"  eps {e}: fooled the classifier unflagged: {row['oblivious']['evaded']:.1%} of the oblivious "
+            f"PGD-40 images, {row['adaptive']['evaded']:.1%} of the detector-aware PGD-100 ones "
+            f"(flagged {row['oblivious']['flagged']:.1%} -> {row['adaptive']['flagged']:.1%})"
+        )
+    report["squeezed_input"] = squeezed_input_report(model, test, y_test, eps, seed, log)
+    return report
+
+
+def evasion(model: nn.Module, detector: Detector, adv: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Of adversarial images ``adv`` of true labels ``y``: the share misclassified, the share flagged, and
+    the share that does both the attacker wants, misclassified and not flagged."""
+    with eval_mode(model), torch.no_grad():
+        fooled = model(adv).argmax(1) != y
+    flagged = detector.flag(model, adv)
+    return {
+        "fooled": float(fooled.float().mean()),
+        "flagged": float(flagged.float().mean()),
+        "evaded": float((fooled & ~flagged).float().mean()),
+    }
+
+
+def squeezed_input_report(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: tuple[float, ...],
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """Each squeezer as an input transformation in front of the classifier: accuracy on clean images, on
+    PGD-40 images crafted on the bare classifier (oblivious) and on PGD-40 through the squeezer with its
+    backward pass replaced by the identity (BPDA, Athalye et al. 2018)."""
+    report = {}
+    for name, squeezer in SQUEEZERS.items():
+        defended = Preprocessed(BPDA(squeezer), model)
+        row = {"clean": accuracy(defended, x, y)}
+        for e in eps:
+            g = torch.Generator().manual_seed(seed)
+            oblivious = pgd(model, x, y, e, 40, generator=g)
+            adaptive = pgd(defended, x, y, e, 40, generator=torch.Generator().manual_seed(seed))
+            row[f"oblivious {e}"] = accuracy(defended, oblivious, y)
+            row[f"bpda {e}"] = accuracy(defended, adaptive, y)
+        report[name] = row
+        parts = ", ".join(
+            f"eps {e}: {row[f'oblivious {e}']:.1%} oblivious, {row[f'bpda {e}']:.1%} BPDA" for e in eps
+        )
+        log(f"classifier on {name} input: clean {row['clean']:.1%}; PGD-40 at {parts}")
+    return report

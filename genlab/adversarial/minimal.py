@@ -80,13 +80,19 @@ def carlini_wagner_l2(
     searches: int = 9,
     c: float = 1.0,
     kappa: float = 0.0,
-    lr: float = 0.01,
+    lr: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Carlini-Wagner L2 attack (2017, section V.A): minimise ||x' - x||^2 + c f(x') over
     x' = (tanh(w) + 1) / 2 with Adam (``lr``, ``steps``), f the true logit's margin floored at -``kappa``;
     ``searches`` rounds of binary search on c per image (starting at ``c``; up tenfold while no success,
     halving the interval after one), keeping the smallest perturbation that fooled. Returns (adversarial
-    images, whether each fooled); an image never fooled is returned unchanged."""
+    images, whether each fooled); an image never fooled is returned unchanged.
+
+    The learning rate is ten times the paper's 0.01, which went with up to 10,000 steps: a pixel at 0 or
+    1, most of an MNIST digit, starts at w = atanh(-+(1 - 1e-6)), about -+7.3, and Adam moves w by about
+    ``lr`` a step, so at 0.01 such pixels barely change in 200 steps and the attack stays off the
+    background where the least perturbation lies (measured: median L2 1.28 at 0.01, 0.68 at 0.1 on 40
+    digits; PGD-L2's least radius 0.71)."""
     check_inputs(x, y)
     if steps < 1 or searches < 1 or c <= 0 or lr <= 0 or kappa < 0:
         raise GenlabError("Carlini-Wagner needs steps >= 1, searches >= 1, c > 0, lr > 0 and kappa >= 0")
@@ -163,6 +169,7 @@ def minimal_report(
     attacks: tuple[str, ...] = MINIMAL_ATTACKS,
     cw_steps: int = 200,
     cw_searches: int = 9,
+    cw_lr: float = 0.1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The L2 size of the least perturbation each attack finds on the images classified right: per
@@ -182,7 +189,7 @@ def minimal_report(
             adv, fooled = deepfool(model, x)
             norms = l2_norms(adv, x)
         elif name == "cw":
-            adv, fooled = carlini_wagner_l2(model, x, y, steps=cw_steps, searches=cw_searches)
+            adv, fooled = carlini_wagner_l2(model, x, y, steps=cw_steps, searches=cw_searches, lr=cw_lr)
             norms = l2_norms(adv, x)
         else:
             norms = pgd_minimal_l2(model, x, y)

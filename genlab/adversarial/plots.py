@@ -19,3 +19,25 @@ def plot_accuracy_vs_eps(report, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
+
+
+def plot_certified_accuracy(reports: dict[str, dict], path: str | Path) -> Path:
+    """Certified accuracy against L2 radius, one line per `genlab defend certify` report ({label: report}),
+    drawn from each image's label and radius on a fine grid of radii."""
+    import torch
+
+    from genlab.adversarial.smoothing import certified_accuracy
+
+    plt, fig = _figure(5.0, 3.4)
+    ax = fig.subplots()
+    top = max(max(r["radii"], default=0.0) for r in reports.values()) * 1.1 or 1.0
+    grid = tuple(top * i / 100 for i in range(101))
+    for label, r in reports.items():
+        labels, radii, truth = (torch.tensor(r[k]) for k in ("labels", "radii", "truth"))
+        ax.plot(grid, certified_accuracy(labels, radii.double(), truth, grid), label=label)
+    ax.set_xlabel("L2 radius (pixel units)")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -49,8 +50,9 @@ def load_classifier_run(run: str | Path, device: str | torch.device = "cpu"):
     model = Classifier.from_pretrained(run, device=device)
     config = rundir.read_config(run, kind="classifier")
     data = config.get("data", {})
+    split_fields = {f.name for f in dataclasses.fields(DataConfig)}  # not how the training batches varied
     data_cfg = config_from_dict(
-        DataConfig, {k: v for k, v in data.items() if k != "augment"}, f"{run}/config.json"
+        DataConfig, {k: v for k, v in data.items() if k in split_fields}, f"{run}/config.json"
     )
     _, val = load_splits(data_cfg.name, data_cfg.split_seed, data_cfg.val_fraction, data_cfg.image_size)
     names = list(model.config.class_names) or [str(i) for i in range(model.config.num_classes)]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import check_range
 from genlab.classification.evaluate import evaluate_classifier, predict
 from genlab.data import DataConfig, load_splits, save_grid
 from genlab.data.augment import random_affine
@@ -22,6 +23,14 @@ from genlab.train.engine import Batch, Task
 @dataclass
 class ClassifierDataConfig(DataConfig):
     augment: bool = True  # small random rotations, shifts and scalings (random_affine)
+    # Gaussian noise of this standard deviation added to every training image, pixels not clipped: the
+    # base classifier of randomized smoothing is trained on the noise it will be certified under (Cohen
+    # et al. 2019, section 3.4 and appendix; `genlab defend certify`)
+    noise_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("noise_sigma", self.noise_sigma, 0.0, 10.0)
 
 
 class ClassifierTask(Task):
@@ -68,17 +77,29 @@ class ClassifierTask(Task):
     def config_sections(self) -> dict[str, Any]:
         return {"data": asdict(self.data)}
 
+    def augmented(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A training batch as the model learns from it: randomly transformed, and noised when the data
+        config asks for Gaussian noise."""
+        x = random_affine(images, generator) if self.data.augment else images
+        if self.data.noise_sigma > 0:
+            x = x + self.data.noise_sigma * torch.randn(x.shape, generator=generator).to(x)
+        return x
+
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        x = batch.images
-        if self.data.augment:
-            x = random_affine(x, generator)
+        x = self.augmented(batch.images, generator)
         logits = model(x)
         loss = F.cross_entropy(logits, batch.labels)
         return loss, {"train_acc": (logits.argmax(1) == batch.labels).float().mean().detach()}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         m = evaluate_classifier(model, self.val_data)
-        return {"val_acc": m["accuracy"], "val_loss": m["loss"]}
+        out = {"val_acc": m["accuracy"], "val_loss": m["loss"]}
+        if self.data.noise_sigma > 0:  # the base classifier of smoothing is judged on noisy images
+            images = self.val_data.images
+            noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+            probs = predict(model, images + self.data.noise_sigma * noise)
+            out["val_noisy_acc"] = float((probs.argmax(1) == self.val_data.labels).float().mean())
+        return out
 
     def sample(self, model: nn.Module, path: Path) -> Path:
         """Validation images captioned with the predicted class: the mistakes first (with the truth), then

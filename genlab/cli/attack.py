@@ -94,9 +94,12 @@ def attack_eval(
 @click.option("--n", default=100, show_default=True, type=int, help="Held-out images (a seeded draw).")
 @click.option("--cw-steps", default=200, show_default=True, type=int, help="Adam steps per search round.")
 @click.option("--cw-searches", default=9, show_default=True, type=int, help="Binary-search rounds on c.")
+@click.option("--cw-lr", default=0.1, show_default=True, type=float, help="Adam's step in tanh space.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default=None, help="JSON to write (default RUN/minimal.json).")
-def attack_minimal(run: str, attacks: str, n: int, cw_steps: int, cw_searches: int, seed: int, out) -> None:
+def attack_minimal(
+    run: str, attacks: str, n: int, cw_steps: int, cw_searches: int, cw_lr: float, seed: int, out
+) -> None:
     """The least L2 perturbation that flips each held-out image, found by DeepFool, Carlini-Wagner L2 and
     a bisection over the radius of PGD-L2: the share each fools and the median L2.
 
@@ -115,10 +118,11 @@ def attack_minimal(run: str, attacks: str, n: int, cw_steps: int, cw_searches: i
     check_range("n", n, 1, 100_000)
     check_range("cw_steps", cw_steps, 1, 100_000)
     check_range("cw_searches", cw_searches, 1, 100)
+    check_range("cw_lr", cw_lr, 1e-6, 10.0)
     model, val, _ = load_classifier_run(run)
     x, y = spread(val.images, val.labels, n, seed)
     names = tuple(a.strip() for a in attacks.split(",") if a.strip())
-    result = {"run": run, **minimal_report(model, x, y, names, cw_steps, cw_searches, log=echo)}
+    result = {"run": run, **minimal_report(model, x, y, names, cw_steps, cw_searches, cw_lr, log=echo)}
     path = Path(out) if out else Path(run) / "minimal.json"
     rundir.atomic_write_json(path, result)
     echo(f"wrote {path}")

@@ -22,6 +22,7 @@ ADVERSARIAL_FLAGS = {
     "norm": "--adv-norm",
     "clean_weight": "--clean-weight",
     "warmup_steps": "--adv-warmup",
+    "beta": "--trades-beta",
 }
 
 
@@ -34,11 +35,20 @@ ADVERSARIAL_FLAGS = {
 @click.option("--dropout", default=0.3, show_default=True, type=float)
 @click.option("--no-augment", is_flag=True, help="Train without random rotations/shifts/scalings.")
 @click.option(
+    "--noise-sigma",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Gaussian noise added to every training image: the base classifier of randomized smoothing "
+    "(`genlab defend certify`), trained at the sigma it is certified with (Cohen et al. 2019).",
+)
+@click.option(
     "--adversarial",
     default="none",
     show_default=True,
-    type=click.Choice(["none", "fgsm", "pgd"]),
-    help="Adversarial training: attack every batch against the current weights and learn from it.",
+    type=click.Choice(["none", "fgsm", "pgd", "trades"]),
+    help="Adversarial training: attack every batch against the current weights and learn from it "
+    "(trades: Zhang et al.'s clean loss plus beta times the KL to the attacked prediction).",
 )
 @click.option("--adv-eps", default=0.3, show_default=True, type=float, help="Epsilon of the training attack.")
 @click.option(
@@ -54,6 +64,13 @@ ADVERSARIAL_FLAGS = {
 @click.option("--adv-norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
 @click.option(
     "--adv-warmup", default=0, show_default=True, type=int, help="Steps over which epsilon ramps up from 0."
+)
+@click.option(
+    "--trades-beta",
+    default=6.0,
+    show_default=True,
+    type=float,
+    help="TRADES: weight of the KL term; higher trades clean accuracy for robustness.",
 )
 @click.option(
     "--clean-weight",
@@ -74,6 +91,8 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
       genlab train classifier --data folder:./pets --image-size 64 --minutes 10
       genlab train classifier --out runs/classifier-mnist --resume
       genlab train classifier --data mnist --adversarial pgd --adv-eps 0.3 --minutes 20   # Madry et al.
+      genlab train classifier --data mnist --adversarial trades --trades-beta 6 --adv-eps 0.3
+      genlab train classifier --data mnist --noise-sigma 0.25 --steps 3000   # for randomized smoothing
       torchrun --nproc_per_node=2 -m genlab train classifier --data mnist
     """
     from genlab.adversarial.training import (
@@ -84,7 +103,9 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
     from genlab.classification.task import ClassifierDataConfig, ClassifierTask
 
     def build(cfg: Any) -> ClassifierTask:
-        data = ClassifierDataConfig(**data_fields(params), augment=not params["no_augment"])
+        data = ClassifierDataConfig(
+            **data_fields(params), augment=not params["no_augment"], noise_sigma=params["noise_sigma"]
+        )
         widths = number_list(params["widths"], "--widths")
         adversarial = None
         if params["adversarial"] != "none":
@@ -97,6 +118,7 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
                     norm=params["adv_norm"],
                     clean_weight=params["clean_weight"],
                     warmup_steps=params["adv_warmup"],
+                    beta=params["trades_beta"],
                 )
             except GenlabError as e:  # its `steps` are --adv-steps, where the command's own are --steps
                 raise GenlabError(as_flags(str(e), ADVERSARIAL_FLAGS)) from None
@@ -110,6 +132,7 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
         {
             "val_acc": "validation accuracy",
             "val_robust_acc": "validation accuracy under PGD at the training epsilon",
+            "val_noisy_acc": "validation accuracy under the training noise",
             "val_loss": "validation loss",
         },
     )
