@@ -158,17 +158,21 @@ def test_attack_on_a_held_out_image_and_an_upload(client):
     assert r.status_code == 200 and r.json()["true_label"] is None
     png = client.get("/api/models/classifier/images/3")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-    for name in ("apgd-ce", "apgd-t", "square"):
+    for name in ("apgd-ce", "apgd-t", "square", "mi-fgsm"):
         form = {"model": "classifier", "attack": name, "eps": "0.3", "steps": "5", "index": "3"}
         r = client.post("/api/attack", data=form)
         assert r.status_code == 200 and r.json()["linf"] <= 0.3 + 1e-6, (name, r.text)
+    for name in ("deepfool", "cw"):  # least L2: no epsilon bounds the change
+        form = {"model": "classifier", "attack": name, "eps": "0.01", "steps": "5", "index": "3"}
+        r = client.post("/api/attack", data=form)
+        assert r.status_code == 200 and r.json()["l2"] >= 0, (name, r.text)
 
 
 @pytest.mark.parametrize(
     "data, files, status, message",
     [
         ({"model": "diffusion", "index": "0"}, None, 404, "choose one of: classifier"),
-        ({"model": "classifier", "index": "0", "attack": "cw"}, None, 422, "unknown attack"),
+        ({"model": "classifier", "index": "0", "attack": "jsma"}, None, 422, "unknown attack"),
         ({"model": "classifier", "index": "0", "eps": "5"}, None, 422, "eps must be between 0 and 0.5"),
         ({"model": "classifier", "index": "0", "eps": "nan"}, None, 422, "eps"),
         ({"model": "classifier", "index": "0", "steps": "1000"}, None, 422, "steps"),

@@ -15,7 +15,8 @@ from genlab.server.errors import Rejected, error_responses
 from genlab.server.registry import Entry
 from genlab.server.state import ServerState, run_watched, served
 
-ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "square")
+# deepfool and cw find the least L2 change that flips the label, and take no epsilon
+ATTACKS = ("fgsm", "pgd", "mi-fgsm", "apgd-ce", "apgd-t", "square", "deepfool", "cw")
 UPLOAD_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif")
 
 router = APIRouter()
@@ -32,8 +33,9 @@ def _top(probs: torch.Tensor, names: list[str], k: int = 3) -> list[dict[str, An
 def _attack(entry: Entry, x: torch.Tensor, label: int | None, attack: str, eps: float, steps: int) -> dict:
     """Attack the classifier on one image (1, C, H, W) and describe before and after (worker thread)."""
     from genlab.adversarial.apgd import apgd, apgd_targeted
-    from genlab.adversarial.attacks import fgsm, pgd
+    from genlab.adversarial.attacks import fgsm, mi_fgsm, pgd
     from genlab.adversarial.evaluation import magnify
+    from genlab.adversarial.minimal import carlini_wagner_l2, deepfool
     from genlab.adversarial.square import square_attack
 
     model = entry.model
@@ -45,6 +47,12 @@ def _attack(entry: Entry, x: torch.Tensor, label: int | None, attack: str, eps: 
         adv = fgsm(model, x, y, eps)
     elif attack == "pgd":
         adv = pgd(model, x, y, eps, steps, generator=g)
+    elif attack == "mi-fgsm":
+        adv = mi_fgsm(model, x, y, eps, steps)
+    elif attack == "deepfool":  # the least L2 change that flips the label: no epsilon
+        adv = deepfool(model, x, steps)[0]
+    elif attack == "cw":
+        adv = carlini_wagner_l2(model, x, y, steps=steps)[0]
     elif attack == "apgd-ce":
         adv = apgd(model, x, y, eps, steps, generator=g)
     elif attack == "apgd-t":
@@ -62,6 +70,7 @@ def _attack(entry: Entry, x: torch.Tensor, label: int | None, attack: str, eps: 
         "perturbation": png_data_url(picture[0]),
         "magnification": round(scale[0], 2),
         "linf": round(float(delta.abs().max()), 4),
+        "l2": round(float(delta.norm()), 4),
         "attacked_label": names[int(y)],
         "true_label": names[label] if label is not None else None,
         "before": _top(before, names),
@@ -76,7 +85,7 @@ async def attack(
     state: Annotated[ServerState, Depends(served)],
     model: Annotated[str, Form(max_length=MAX_NAME_CHARS, description="A classifier run's name")],
     attack: Annotated[
-        str, Form(max_length=MAX_NAME_CHARS, description="fgsm, pgd, apgd-ce, apgd-t or square")
+        str, Form(max_length=MAX_NAME_CHARS, description=", ".join(ATTACKS))
     ] = "fgsm",
     eps: Annotated[float, Form(description="L-inf budget on [0, 1] images")] = 0.1,
     steps: Annotated[int, Form(description="PGD or APGD steps; Square's queries")] = 10,
