@@ -33,6 +33,7 @@ from genlab.errors import GenlabError
 from genlab.nn.classifier import Classifier
 
 ABSTAIN = -1  # the label PREDICT and CERTIFY return when the samples cannot decide
+MAX_BATCH_NUMBERS = 50_000_000  # pixels of one batch of noisy copies (200 MB), whatever the image size
 
 
 @torch.no_grad()
@@ -46,6 +47,7 @@ def noise_counts(
 ) -> torch.Tensor:
     """(N, K) counts of the base classifier's labels on ``num`` noisy copies x + sigma e of each image."""
     counts = []
+    batch_size = max(1, min(batch_size, MAX_BATCH_NUMBERS // max(1, x[0].numel())))
     with eval_mode(model):
         for image in x:
             row: torch.Tensor | None = None
