@@ -84,9 +84,7 @@ async def attack(
     request: Request,
     state: Annotated[ServerState, Depends(served)],
     model: Annotated[str, Form(max_length=MAX_NAME_CHARS, description="A classifier run's name")],
-    attack: Annotated[
-        str, Form(max_length=MAX_NAME_CHARS, description=", ".join(ATTACKS))
-    ] = "fgsm",
+    attack: Annotated[str, Form(max_length=MAX_NAME_CHARS, description=", ".join(ATTACKS))] = "fgsm",
     eps: Annotated[float, Form(description="L-inf budget on [0, 1] images")] = 0.1,
     steps: Annotated[int, Form(description="PGD or APGD steps; Square's queries")] = 10,
     index: Annotated[int | None, Form(description="A held-out image of the classifier's data")] = None,
