@@ -368,6 +368,11 @@ def test_attack_and_defend_commands(tmp_path):
     assert "worst case per image over pgd, apgd-ce, apgd-t, square, autoattack" in text
     assert report["settings"]["apgd_steps"] == 3 and report["settings"]["queries"] == 10
     assert report["settings"]["restarts"] == 2
+    run("attack", "eval", str(clf), "--n", "10", "--eps", "0,0.2", "--steps", "2", "--attacks", "deepfool,cw",
+        "--out", str(tmp_path / "least.json"))  # fmt: skip
+    least = json.loads((tmp_path / "least.json").read_text())
+    for name in ("deepfool", "cw"):  # at radius 0 nothing counts; within radius 1.0 at most the clean share
+        assert least["accuracy"][name]["0.0"] == least["clean_accuracy"] >= least["accuracy"][name]["0.2"]
     bad = CliRunner().invoke(cli, ["attack", "eval", str(clf), "--apgd-steps", "0"])
     assert bad.exit_code != 0 and "--apgd-steps, --queries and --restarts must be at least 1" in bad.output
     text = run("attack", "minimal", str(clf), "--n", "6", "--cw-steps", "5", "--cw-searches", "2",

@@ -17,12 +17,13 @@ from genlab.adversarial.apgd import apgd, apgd_targeted
 from genlab.adversarial.attacks import check_inputs, fgsm, mi_fgsm, pgd
 from genlab.adversarial.autoattack import AutoAttackConfig, autoattack
 from genlab.adversarial.blackbox import nes_attack
+from genlab.adversarial.minimal import carlini_wagner_l2, deepfool, l2_norms
 from genlab.adversarial.square import square_attack
 from genlab.classification.evaluate import predict
 from genlab.data import ImageDataset
 from genlab.errors import GenlabError
 
-WHITE_BOX = ("fgsm", "mi-fgsm", "pgd", "pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t")
+WHITE_BOX = ("fgsm", "mi-fgsm", "pgd", "pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t", "deepfool", "cw")
 BLACK_BOX = ("nes", "square")
 ATTACK_NAMES = (*WHITE_BOX, *BLACK_BOX, "autoattack")
 L_INF_GRADIENT = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t")  # what a black-box L-inf attack is held against
@@ -35,7 +36,7 @@ class RobustnessConfig:
     attacks: tuple[str, ...] = ("fgsm", "pgd")
     pgd_steps: int = 40
     l2_scale: float = (
-        5.0  # pgd-l2 uses eps * l2_scale as its L2 radius (28x28: 0.3 L-inf ~ 1.5-2 L2 in Madry)
+        5.0  # pgd-l2, deepfool, cw: eps * l2_scale is the L2 radius (28x28: 0.3 L-inf ~ 1.5-2 L2 in Madry)
     )
     n: int = 500
     blackbox_n: int = 50  # images attacked by NES (each costs up to blackbox_budget queries)
@@ -91,6 +92,11 @@ def run_attack(
     if name == "pgd-l2":
         radius = eps * cfg.l2_scale
         return pgd(model, x, y, radius, steps or cfg.pgd_steps, norm="l2", generator=g, restarts=cfg.restarts)
+    if name in ("deepfool", "cw"):  # least-L2 attacks: a perturbation larger than the radius does not count
+        adv = deepfool(model, x)[0] if name == "deepfool" else carlini_wagner_l2(model, x, y)[0]
+        right = predict(model, x).argmax(1) == y  # DeepFool flips a wrong label too, maybe to the true one
+        use = right & (l2_norms(adv, x) <= eps * cfg.l2_scale + 1e-6)
+        return torch.where(use.view(-1, *([1] * (x.dim() - 1))), adv, x)
     if name == "nes":
         return nes_attack(model, x, y, eps, budget=cfg.blackbox_budget, generator=g)[0]
     if name in ("apgd-ce", "apgd-dlr"):

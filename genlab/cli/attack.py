@@ -23,8 +23,9 @@ def attack() -> None:
     "--attacks",
     default="fgsm,pgd",
     show_default=True,
-    help="Comma list of fgsm, mi-fgsm, pgd, pgd-l2 (radius eps x --l2-scale), apgd-ce, apgd-dlr, apgd-t "
-    "(targeted DLR), square (black-box, --queries), autoattack (apgd-ce, apgd-t and square, worst case "
+    help="Comma list of fgsm, mi-fgsm, pgd, pgd-l2 (radius eps x --l2-scale), deepfool and cw (least-L2 "
+    "attacks, counted within the same radius), apgd-ce, apgd-dlr, apgd-t (targeted DLR), square "
+    "(black-box, --queries), autoattack (apgd-ce, apgd-t and square, worst case "
     "per image), nes (black-box, --blackbox-n images).",
 )
 @click.option("--steps", default=40, show_default=True, type=int, help="PGD steps.")
