@@ -53,6 +53,8 @@ def test_the_trades_loss_is_clean_cross_entropy_plus_beta_kl():
     assert logs["train_kl"].item() == pytest.approx(kl.item(), rel=1e-4)
     with pytest.raises(GenlabError, match="beta"):
         AdversarialTrainingConfig("trades", beta=-1.0)
+    with pytest.raises(GenlabError, match="not both"):  # noisy pixels leave the [0, 1] attacks work in
+        AdversarialClassifierTask(ClassifierDataConfig("digits", noise_sigma=0.25), adv_cfg, widths=(4,))
 
 
 def test_train_classifier_trades_from_the_command_line(tmp_path):
