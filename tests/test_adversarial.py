@@ -651,8 +651,8 @@ def test_robustness_report_writes_json_and_pictures(tmp_path):
     }
     with pytest.raises(GenlabError, match="^`n` and `pgd_steps` must be at least 1$"):
         RobustnessConfig(pgd_steps=0)
-    with pytest.raises(GenlabError, match="^unknown `attacks` cw"):
-        RobustnessConfig(attacks=("cw",))
+    with pytest.raises(GenlabError, match="^unknown `attacks` jsma"):
+        RobustnessConfig(attacks=("jsma",))
 
 
 def test_transfer_attack_crafts_on_the_surrogate_and_scores_the_target():
