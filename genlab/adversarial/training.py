@@ -63,7 +63,7 @@ class AdversarialClassifierTask(ClassifierTask):
         **model_options: Any,
     ):
         if data.noise_sigma > 0:  # noisy pixels leave [0, 1], where every attack works
-            raise GenlabError("train with Gaussian noise (--noise-sigma) or adversarially, not both")
+            raise GenlabError("train with Gaussian noise (`noise_sigma`) or adversarially, not both")
         super().__init__(data, model_config, **model_options)
         self.adversarial = adversarial
 
