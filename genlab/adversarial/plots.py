@@ -1,4 +1,4 @@
-"""Accuracy against epsilon, one line per attack."""
+"""Accuracy against epsilon, one line per attack; certified accuracy against radius, one per report."""
 
 from __future__ import annotations
 
@@ -13,12 +13,7 @@ def plot_accuracy_vs_eps(report, path: str | Path) -> Path:
     for name, row in report.table.items():
         eps = sorted(float(e) for e in row)
         ax.plot([0.0, *eps], [report.clean_accuracy, *(row[str(e)] for e in eps)], marker="o", label=name)
-    ax.set_xlabel("epsilon (L-inf, pixel units)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(plt, fig, path)
+    return _finish(plt, fig, ax, "epsilon (L-inf, pixel units)", "accuracy", path)
 
 
 def plot_certified_accuracy(reports: dict[str, dict], path: str | Path) -> Path:
@@ -35,8 +30,13 @@ def plot_certified_accuracy(reports: dict[str, dict], path: str | Path) -> Path:
     for label, r in reports.items():
         labels, radii, truth = (torch.tensor(r[k]) for k in ("labels", "radii", "truth"))
         ax.plot(grid, certified_accuracy(labels, radii.double(), truth, grid), label=label)
-    ax.set_xlabel("L2 radius (pixel units)")
-    ax.set_ylabel("certified accuracy")
+    return _finish(plt, fig, ax, "L2 radius (pixel units)", "certified accuracy", path)
+
+
+def _finish(plt, fig, ax, xlabel: str, ylabel: str, path: str | Path) -> Path:
+    """An accuracy plot's axes (0 to 1), grid and legend, saved to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -123,8 +123,14 @@ def certify(
     for label, k in zip(guess.tolist(), hits.tolist(), strict=True):
         p_lower = lower_confidence_bound(k, n, alpha)
         labels.append(label if p_lower > 0.5 else ABSTAIN)
-        radii.append(sigma * float(norm.ppf(p_lower)) if p_lower > 0.5 else 0.0)
+        radii.append(certified_radius(p_lower, sigma))
     return torch.tensor(labels), torch.tensor(radii, dtype=torch.float64)
+
+
+def certified_radius(p_lower: float, sigma: float) -> float:
+    """sigma Phi^-1(p) for a lower bound p > 1/2 on the top class's probability (Cohen et al.'s Theorem 1
+    with pB = 1 - pA), else 0."""
+    return sigma * float(norm.ppf(p_lower)) if p_lower > 0.5 else 0.0
 
 
 def certified_accuracy(
@@ -138,7 +144,7 @@ def certified_accuracy(
 
 def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     """The largest radius CERTIFY can give with ``n`` samples, when all n agree: sigma Phi^-1(alpha^(1/n))."""
-    return sigma * float(norm.ppf(lower_confidence_bound(n, n, alpha)))
+    return certified_radius(lower_confidence_bound(n, n, alpha), sigma)
 
 
 @dataclass
