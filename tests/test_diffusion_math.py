@@ -35,6 +35,7 @@ from genlab.diffusion import (
 from genlab.diffusion.config import DiffusionConfig
 from genlab.diffusion.denoiser import ClampedDenoiser, ConditionedDenoiser, InpaintingDenoiser
 from genlab.diffusion.generate import guided
+from genlab.diffusion.samplers import sample_heun
 from genlab.errors import GenlabError
 
 LINEAR = NoiseSchedule()
@@ -310,7 +311,15 @@ def test_vp_denoiser_recovers_the_exact_denoiser(param):
 # Gaussian (computed exactly from the affine maps: heun/dpmpp-2m at 50 steps +1.1% in variance,
 # euler/ddim at 500 steps -1.1% and -0.7%, ddpm at 1000 steps -0.9%) stays near one standard error of
 # the variance estimate. The second-order solvers need a tenth of the steps of the first-order ones.
-STEPS = {"heun": 50, "dpmpp-2m": 50, "euler": 500, "ddim": 500, "ddpm": 1000}
+STEPS = {
+    "heun": 50,
+    "dpmpp-2m": 50,
+    "euler": 500,
+    "ddim": 500,
+    "ddpm": 1000,
+    "euler-ancestral": 500,
+    "dpmpp-2m-sde": 100,
+}
 
 
 def check_gaussian_samples(out: torch.Tensor, n: int, mu: float = MU) -> None:
@@ -340,6 +349,91 @@ def test_sampler_draws_the_gaussian(name, model_kind):
     out = SAMPLERS[name](model, x, sigmas, generator=torch.Generator().manual_seed(4))
     assert out.shape == x.shape and out.dtype == torch.float32
     check_gaussian_samples(out, n)
+
+
+def diffusers_samples(
+    scheduler, steps: int, n: int, seed: int, vp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of N(MU, S^2) drawn by a diffusers scheduler on Karras sigmas with the exact eps of the
+    Gaussian as its "model" (Euler works on x = x0 + sigma eps and divides the model input by sqrt(1 +
+    sigma^2); DPM-Solver on the VP x_t): (samples, the scheduler's sigmas) in float64."""
+    scheduler.set_timesteps(steps)
+    sigmas = scheduler.sigmas.double()
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    x = MU + math.sqrt(S**2 + float(sigmas[0]) ** 2) * z  # the exact marginal at sigma_max, in VE form
+    x = x / math.sqrt(1 + float(sigmas[0]) ** 2) if vp else x
+    for i, t in enumerate(scheduler.timesteps):
+        sigma = float(sigmas[i])
+        ve = x * math.sqrt(1 + sigma**2) if vp else x
+        eps = (ve - gaussian_denoiser(ve, torch.tensor([sigma], dtype=torch.float64))) / sigma
+        x = scheduler.step(eps, t, x, generator=g).prev_sample
+    return x, sigmas
+
+
+@pytest.mark.parametrize("name", ["euler-ancestral", "dpmpp-2m-sde"])
+def test_stochastic_samplers_match_diffusers_in_distribution(name):
+    """Euler ancestral against diffusers' EulerAncestralDiscreteScheduler and DPM-Solver++(2M) SDE against
+    DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"), on the same sigmas (the scheduler's
+    own; Karras sigmas for DPM-Solver) and the exact
+    denoiser of the Gaussian: both draw N(MU, S^2), and their means and variances agree with each other
+    within the sampling error (the noise draws differ), at 10 steps, where the discretisation error is
+    large (the variance is off S^2 by several percent), and at 100."""
+    diffusers = pytest.importorskip("diffusers")
+    n, steps = 20_000, 10
+    common = dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    if name == "euler-ancestral":  # diffusers' has no Karras sigmas: its own, fed to ours too
+        scheduler = diffusers.EulerAncestralDiscreteScheduler(**common)
+    else:
+        scheduler = diffusers.DPMSolverMultistepScheduler(
+            algorithm_type="sde-dpmsolver++", solver_order=2, use_karras_sigmas=True, **common
+        )
+    vp = name == "dpmpp-2m-sde"
+    se_mean, se_var = S / math.sqrt(n), math.sqrt(2 / n)
+    for steps, seed in ((10, 21), (100, 24)):
+        theirs, sigmas = diffusers_samples(scheduler, steps, n, seed=seed, vp=vp)
+        assert float(sigmas[-1]) == 0.0 and len(sigmas) == steps + 1
+        z = torch.randn(n, 1, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+        x = MU + math.sqrt(S**2 + float(sigmas[0]) ** 2) * z
+        ours = SAMPLERS[name](gaussian_denoiser, x, sigmas, generator=torch.Generator().manual_seed(seed + 2))
+        assert abs(float(ours.mean()) - float(theirs.mean())) < 4 * math.sqrt(2) * se_mean
+        ratio = float(ours.var()) / float(theirs.var())
+        assert abs(ratio - 1) < 4 * math.sqrt(2) * se_var, (steps, ratio)
+        if steps == 10:  # far from the limit, so the agreement is the algorithms', not N(MU, S^2)'s
+            assert abs(float(theirs.var()) - S**2) > 8 * se_var
+
+
+def test_heun_churn_is_algorithm_2_of_karras_et_al():
+    """With S_churn > 0 each step first adds noise to reach sigma_hat = (1 + gamma) sigma (Karras et al.
+    2022, Algorithm 2): the model sees sigma_hat, gamma = min(S_churn / n, sqrt(2) - 1) inside [S_tmin,
+    S_tmax] only, and the samples stay N(MU, S^2); S_churn = 0 is Algorithm 1, deterministic."""
+    seen = []
+
+    def model(x, sigma):
+        seen.append(float(sigma[0]))
+        return gaussian_denoiser(x, sigma)
+
+    sigmas = get_sigmas(LINEAR, 10, "karras")
+    x = MU + math.sqrt(S**2 + float(sigmas[0]) ** 2) * torch.randn(4, 1, generator=torch.Generator())
+    sample_heun(model, x, sigmas, generator=torch.Generator(), s_churn=5.0, s_tmin=0.5, s_tmax=10.0)
+    s = sigmas.tolist()
+    firsts = seen[::2]  # the first evaluation of each step (the last step makes only one)
+    assert len(seen) == 19
+    for sigma, got in zip(s[:-1], firsts, strict=True):
+        gamma = min(5.0 / 10, math.sqrt(2) - 1) if 0.5 <= sigma <= 10.0 else 0.0
+        assert got == pytest.approx(sigma * (1 + gamma), rel=1e-6)
+    assert any(0.5 <= sg <= 10 for sg in s) and any(sg > 10 for sg in s)
+    n = 20_000
+    sigmas = get_sigmas(LINEAR, 200, "karras")  # the churn's own error is first order: 6% at 50 steps
+    x = MU + math.sqrt(S**2 + float(sigmas[0]) ** 2) * torch.randn(
+        n, 1, generator=torch.Generator().manual_seed(25)
+    )
+    out = sample_heun(gaussian_denoiser, x, sigmas, generator=torch.Generator().manual_seed(26), s_churn=40.0)
+    check_gaussian_samples(out, n)
+    plain = sample_heun(gaussian_denoiser, x, sigmas)
+    assert (out - plain).abs().mean() > 0.05  # the churn did add noise
+    with pytest.raises(GenlabError, match="`s_churn` must be >= 0"):
+        sample_heun(gaussian_denoiser, x, sigmas, s_churn=-1.0)
 
 
 def affine_scale(sampler, sigmas: torch.Tensor) -> float:
@@ -388,7 +482,10 @@ def test_number_of_model_evaluations_and_callbacks():
         return gaussian_denoiser(x, sigma)
 
     x = torch.zeros(2, 1)
-    for name, nfe in [("euler", 10), ("ddim", 10), ("ddpm", 10), ("dpmpp-2m", 10), ("heun", 19)]:
+    for name, nfe in [
+        ("euler", 10), ("ddim", 10), ("ddpm", 10), ("dpmpp-2m", 10), ("heun", 19), ("euler-ancestral", 10),
+        ("dpmpp-2m-sde", 10),
+    ]:  # fmt: skip
         calls.clear()
         steps = []
         SAMPLERS[name](model, x, get_sigmas(LINEAR, 10), callback=steps.append, generator=torch.Generator())
@@ -589,7 +686,7 @@ def test_bad_arguments_raise_clear_errors():
     z = torch.randn(2, 1, 3, 3)
     with pytest.raises(GenlabError, match="steps"):
         sample("euler", gaussian_denoiser, z, LINEAR, 0)
-    with pytest.raises(GenlabError, match="ddpm, ddim, dpmpp-2m, euler, heun"):
+    with pytest.raises(GenlabError, match="ddpm, ddim, dpmpp-2m, euler, euler-ancestral, heun, dpmpp-2m-sde"):
         sample("plms", gaussian_denoiser, z, LINEAR, 10)
     with pytest.raises(GenlabError, match="karras, discrete"):
         get_sigmas(LINEAR, 10, "uniform")

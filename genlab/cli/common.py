@@ -91,7 +91,9 @@ SAMPLER_NAMES = (
     "ddim",
     "dpmpp-2m",
     "euler",
+    "euler-ancestral",
     "heun",
+    "dpmpp-2m-sde",
 )  # genlab.diffusion.SAMPLERS, without importing torch
 
 

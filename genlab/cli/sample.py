@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import precision_option, sampling_options
+from genlab.cli.common import FINITE, precision_option, sampling_options
 
 
 @cli.command("sample", flags={"height": "--size", "width": "--size", "size": "--size"})
@@ -27,7 +27,16 @@ from genlab.cli.common import precision_option, sampling_options
     "--size", default=None, help="Stable Diffusion: WIDTHxHEIGHT in pixels, divisible by 8 (e.g. 512x512)."
 )
 @sampling_options
-@click.option("--eta", default=None, type=float, help="DDIM noise: 0 deterministic (default), 1 like DDPM.")
+@click.option(
+    "--eta",
+    default=None,
+    type=FINITE,
+    help="ddim, euler-ancestral, dpmpp-2m-sde: noise, 0 none, 1 ancestral.",
+)
+@click.option("--s-churn", default=None, type=FINITE, help="heun: EDM's stochastic churn S_churn (0: none).")
+@click.option("--s-tmin", default=None, type=FINITE, help="heun: churn only at sigma >= S_tmin.")
+@click.option("--s-tmax", default=None, type=FINITE, help="heun: churn only at sigma <= S_tmax.")
+@click.option("--s-noise", default=None, type=FINITE, help="Stochastic samplers: scale of the fresh noise.")
 @click.option("--out", default="samples.png", show_default=True, help="PNG grid to write.")
 @click.option("--nrow", default=None, type=int, help="Images per row of the grid.")
 @click.option(
@@ -52,6 +61,10 @@ def sample_cmd(
     sampler: str,
     guidance: float,
     eta: float | None,
+    s_churn: float | None,
+    s_tmin: float | None,
+    s_tmax: float | None,
+    s_noise: float | None,
     seed: int,
     out: str,
     nrow: int | None,
@@ -90,9 +103,8 @@ def sample_cmd(
 
     if trajectory is not None and Path(trajectory).suffix.lower() not in (".gif", ".png"):
         raise GenlabError(f"--trajectory must end in .gif or .png (got {trajectory})")
-    if eta is not None and sampler != "ddim":
-        raise GenlabError("--eta applies to --sampler ddim only")
-    kwargs = {"eta": eta} if eta is not None else {}
+    options = dict(eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+    kwargs = {name: value for name, value in options.items() if value is not None}
     kind = kind_of(run)
     stable = is_checkpoint(run)
     if size is not None:
@@ -115,7 +127,7 @@ def sample_cmd(
     if frames is not None or first_frame is not None or factorized is not None:
         raise GenlabError(f"{run} makes images: --frames, --first-frame and --factorized are for video runs")
     gan = kind == "gan"
-    if gan and (prompts or negative_prompt or attention_maps or trajectory or eta is not None):
+    if gan and (prompts or negative_prompt or attention_maps or trajectory or kwargs):
         raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")
     if kind == "text-to-image":
         if class_ is not None:

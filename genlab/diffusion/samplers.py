@@ -97,24 +97,40 @@ def sample_heun(
     extra_args: dict | None = None,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
 ) -> torch.Tensor:
-    """Heun's second-order method, Karras et al. (2022) Algorithm 1 (deterministic, S_churn = 0).
+    """Heun's second-order method with EDM's stochastic churn: Karras et al. (2022), Algorithm 2.
 
-    Each step takes an Euler step, evaluates the slope there and averages the two slopes; the last step,
-    to sigma = 0 where the slope is undefined, stays an Euler step. NFE: 2n - 1.
+    Each step first raises the noise level from sigma_i to sigma_hat = (1 + gamma) sigma_i by adding fresh
+    noise of std S_noise sqrt(sigma_hat^2 - sigma_i^2), where gamma = min(S_churn / n, sqrt(2) - 1) for
+    sigma_i in [S_tmin, S_tmax] and 0 elsewhere (lines 4-6), then takes an Euler step from sigma_hat to
+    sigma_{i+1}, evaluates the slope there and averages the two slopes (lines 7-11). The last step, to
+    sigma = 0 where the slope is undefined, stays an Euler step. With S_churn = 0 (the default) it is the
+    deterministic Algorithm 1. NFE: 2n - 1.
     """
+    for name, value in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_tmax", s_tmax), ("s_noise", s_noise)):
+        if value < 0 or math.isnan(value):
+            raise GenlabError(f"`{name}` must be >= 0, got {value}")
     s = _sigma_list(sigmas)
-    for i in range(len(s) - 1):
+    n = len(s) - 1
+    for i in range(n):
         sigma, sigma_next = s[i], s[i + 1]
-        denoised = _model_call(model, x, sigma, extra_args)
-        d = (x - denoised) / sigma
+        gamma = min(s_churn / n, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma * (1.0 + gamma)
+        if gamma > 0.0:
+            x = x + s_noise * math.sqrt(sigma_hat**2 - sigma**2) * _randn_like(x, generator)
+        denoised = _model_call(model, x, sigma_hat, extra_args)
+        d = (x - denoised) / sigma_hat
         if sigma_next == 0.0:
-            x = denoised  # Euler to sigma = 0: x + (0 - sigma) d
+            x = denoised  # Euler to sigma = 0: x + (0 - sigma_hat) d
         else:
-            x_euler = x + (sigma_next - sigma) * d
+            x_euler = x + (sigma_next - sigma_hat) * d
             d_next = (x_euler - _model_call(model, x_euler, sigma_next, extra_args)) / sigma_next
-            x = x + (sigma_next - sigma) * 0.5 * (d + d_next)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+            x = x + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
+        _report(callback, i, x, sigma_hat, sigma_next, denoised)
     return x
 
 
@@ -156,6 +172,88 @@ def sample_dpmpp_2m(
 
 
 @torch.no_grad()
+def sample_dpmpp_2m_sde(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE: the second-order multistep solver of the diffusion SDE in data-prediction
+    form, Lu et al. (2022) "DPM-Solver++", section 4 and appendix B (SDE-DPM-Solver++), in the midpoint
+    form of k-diffusion's ``sample_dpmpp_2m_sde`` and diffusers' ``DPMSolverMultistepScheduler`` with
+    ``algorithm_type="sde-dpmsolver++"``.
+
+    With lambda = -log sigma, h = lambda_{i+1} - lambda_i and eta = 1 the step is
+    x_{i+1} = (sigma_{i+1} / sigma_i) e^{-h} x_i + (1 - e^{-2h}) D_i + sigma_{i+1} sqrt(1 - e^{-2h}) z,
+    with D_i = D(x_i) + (1 / (2 r)) (D(x_i) - D(x_{i-1})), r = h_{i-1} / h_i, from the second step on: the
+    exact solution of the SDE's linear part with the data prediction extrapolated linearly in lambda.
+    eta scales the injected noise (h -> (1 + eta) h in the exponentials; eta = 0 is the 2M ODE solver
+    in its midpoint form). The last step, to sigma = 0, returns the estimate. NFE: n.
+    """
+    if eta < 0 or s_noise < 0:
+        raise GenlabError(f"`eta` and `s_noise` must be >= 0, got {eta} and {s_noise}")
+    s = _sigma_list(sigmas)
+    old_denoised, h_last = None, None
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _model_call(model, x, sigma, extra_args)
+        if sigma_next == 0.0:
+            x = denoised
+            h = None
+        else:
+            h = math.log(sigma / sigma_next)
+            eta_h = eta * h
+            decay = -math.expm1(-h - eta_h)  # 1 - e^{-(1 + eta) h}
+            x = (sigma_next / sigma) * math.exp(-eta_h) * x + decay * denoised
+            if old_denoised is not None:
+                x = x + 0.5 * decay * (h / h_last) * (denoised - old_denoised)
+            if eta > 0.0:
+                x = x + s_noise * sigma_next * math.sqrt(-math.expm1(-2.0 * eta_h)) * _randn_like(
+                    x, generator
+                )
+        old_denoised, h_last = denoised, h
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_euler_ancestral(
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Euler ancestral (k-diffusion's ``sample_euler_ancestral``, diffusers'
+    ``EulerAncestralDiscreteScheduler``): each step splits sigma_{i+1} into sigma_down and sigma_up
+    (``get_ancestral_step``), takes Euler's step of the probability-flow ODE (Karras et al. 2022,
+    eq. 4) to sigma_down and adds fresh noise of std S_noise sigma_up. It is DDIM with this eta (Song et
+    al. 2021, eq. 12; ``sample_ddim``), usually run on Karras sigmas; eta = 1 is ancestral sampling. The
+    last step, to sigma = 0, returns the estimate. NFE: n.
+    """
+    if eta < 0 or s_noise < 0:
+        raise GenlabError(f"`eta` and `s_noise` must be >= 0, got {eta} and {s_noise}")
+    s = _sigma_list(sigmas)
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _model_call(model, x, sigma, extra_args)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        d = (x - denoised) / sigma
+        x = denoised + sigma_down * d  # x + (sigma_down - sigma) d
+        if sigma_up > 0.0:
+            x = x + s_noise * sigma_up * _randn_like(x, generator)
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
+@torch.no_grad()
 def sample_ddim(
     model: Callable,
     x: torch.Tensor,
@@ -171,21 +269,12 @@ def sample_ddim(
     Divided by sqrt(abar_{t-1}) this is x_next = x0_hat + sigma_down eps_hat + sigma_up z in the VE form
     (``get_ancestral_step``). With eta = 0 it is deterministic, draws no noise and is exactly the Euler
     step D + sigma_next (x - D) / sigma of ``sample_euler`` (Song et al. 2021, sec. 4.3, eq. 14); eta = 1 on
-    consecutive timesteps is DDPM ancestral sampling. NFE: n.
+    consecutive timesteps is DDPM ancestral sampling. It is the step of ``sample_euler_ancestral``, which
+    runs it. NFE: n.
     """
     if eta < 0:
         raise GenlabError(f"DDIM eta must be >= 0, got {eta}")
-    s = _sigma_list(sigmas)
-    for i in range(len(s) - 1):
-        sigma, sigma_next = s[i], s[i + 1]
-        denoised = _model_call(model, x, sigma, extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
-        eps = (x - denoised) / sigma
-        x = denoised + sigma_down * eps
-        if sigma_up > 0.0:
-            x = x + sigma_up * _randn_like(x, generator)
-        _report(callback, i, x, sigma, sigma_next, denoised)
-    return x
+    return sample_euler_ancestral(model, x, sigmas, extra_args, callback, generator, eta=eta)
 
 
 @torch.no_grad()
@@ -229,7 +318,9 @@ SAMPLERS: dict[str, Callable] = {
     "ddim": sample_ddim,
     "dpmpp-2m": sample_dpmpp_2m,
     "euler": sample_euler,
+    "euler-ancestral": sample_euler_ancestral,
     "heun": sample_heun,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
 }
 
 # The ancestral samplers were designed on the training timesteps; the ODE solvers do best on Karras sigmas.
@@ -238,7 +329,9 @@ DEFAULT_SIGMAS = {
     "ddim": "discrete",
     "dpmpp-2m": "karras",
     "euler": "karras",
+    "euler-ancestral": "karras",
     "heun": "karras",
+    "dpmpp-2m-sde": "karras",
 }
 
 SIGMA_KINDS = ("karras", "discrete")
@@ -330,8 +423,9 @@ def sample(
     accepted = set(inspect.signature(sampler).parameters) - {"model", "x", "sigmas", "extra_args", "callback"}
     unknown = sorted(set(sampler_kwargs) - accepted)
     if unknown:
-        options = ", ".join(sorted(accepted - {"generator"})) or "none"
-        raise GenlabError(f"sampler {name!r} takes no option {', '.join(unknown)} (its options: {options})")
+        options = ", ".join(f"`{o}`" for o in sorted(accepted - {"generator"})) or "none"
+        names = ", ".join(f"`{o}`" for o in unknown)
+        raise GenlabError(f"sampler {name!r} takes no option {names} (its options: {options})")
     sigmas = get_sigmas(schedule, int(steps), sigmas_kind or DEFAULT_SIGMAS[name], start)
     x = x_noise_unit * float(sigmas[0])
     if x0 is not None:
