@@ -19,6 +19,7 @@ from genlab.adversarial.evaluation import spread
 from genlab.checks import check_range
 from genlab.classification.evaluate import predict
 from genlab.classification.task import ClassifierDataConfig, ClassifierTask
+from genlab.diffusion.guides import NoisyClassifierTask
 from genlab.errors import GenlabError
 from genlab.nn.classifier import ClassifierConfig
 from genlab.nn.pretrained import config_from_dict
@@ -166,10 +167,18 @@ def trades_adversary(
 
 
 def classifier_task(
-    data: ClassifierDataConfig, adversarial: AdversarialTrainingConfig | None = None, **model_options: Any
+    data: ClassifierDataConfig,
+    adversarial: AdversarialTrainingConfig | None = None,
+    noisy: bool = False,
+    **model_options: Any,
 ) -> ClassifierTask:
-    """The training task of a new classifier (``model_options``: widths, hidden, dropout): plain, or
-    adversarially trained when ``adversarial`` says how each batch is attacked."""
+    """The training task of a new classifier (``model_options``: widths, hidden, dropout): plain,
+    adversarially trained when ``adversarial`` says how each batch is attacked, or noise-aware
+    (``noisy``: on images noised by the diffusion forward process, the guide of classifier guidance)."""
+    if noisy:
+        if adversarial is not None:
+            raise GenlabError("a classifier is trained either `noisy` or adversarially, not both")
+        return NoisyClassifierTask(data, **model_options)
     if adversarial is None:
         return ClassifierTask(data, **model_options)
     return AdversarialClassifierTask(data, adversarial, **model_options)
@@ -177,7 +186,9 @@ def classifier_task(
 
 def classifier_task_from_run_config(config: dict[str, Any]) -> ClassifierTask:
     """The task of a saved classifier run (to resume it): adversarial when its config.json has an
-    ``adversarial`` section, as `classifier_task` made it."""
+    ``adversarial`` section, noise-aware when its model takes timesteps, as `classifier_task` made it."""
     if "adversarial" in config:
         return AdversarialClassifierTask.from_run_config(config)
+    if config.get("model", {}).get("noise_timesteps"):
+        return NoisyClassifierTask.from_run_config(config)
     return ClassifierTask.from_run_config(config)

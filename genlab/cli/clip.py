@@ -35,6 +35,12 @@ from genlab.recipes import CLIP_DEFAULTS
     help="Channels of each image conv stage (one pool each).",
 )
 @click.option("--image-hidden", default=256, show_default=True, type=int, help="Image tower dense width.")
+@click.option(
+    "--noisy",
+    is_flag=True,
+    help="GLIDE's noised CLIP: images noised by the diffusion forward process, the image tower told the "
+    "timestep; the guide of CLIP guidance (`genlab sample --guidance-type clip`).",
+)
 @train_options(**CLIP_DEFAULTS)
 @click.pass_context
 def train_clip(ctx: click.Context, **params: Any) -> None:
@@ -50,13 +56,15 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
       genlab train clip --data shapes
       genlab train clip --data shapes --loss matched --steps 300     # watch image_cosine go to 1
       genlab train clip --data mnist --tokenizer byte --minutes 5
+      genlab train clip --data shapes --noisy --minutes 8             # the guide of CLIP guidance
       genlab clip classify runs/clip-shapes picture.png --labels "a red circle,a blue square"
     """
     from genlab.clip.task import CLIPTask, ObjectiveConfig
     from genlab.data import DataConfig
+    from genlab.diffusion.guides import NoisyCLIPTask, clip_task_from_run_config
 
     def build(cfg: Any) -> CLIPTask:
-        return CLIPTask(
+        return (NoisyCLIPTask if params["noisy"] else CLIPTask)(
             DataConfig(**data_fields(params)),
             ObjectiveConfig(loss=params["loss"]),
             tokenizer=params["tokenizer"],
@@ -68,13 +76,14 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
             embed_dim=params["embed_dim"],
         )
 
-    result = run_training(ctx, params, "clip", build, CLIPTask.from_run_config)
+    result = run_training(ctx, params, "clip", build, clip_task_from_run_config)
     report_training(
         result,
         {
             "zero_shot_acc": "zero-shot accuracy (with the data's prompt templates)",
             "zero_shot_bare_acc": "zero-shot accuracy (bare labels)",
             "val_i2t_top1": "image->text top-1 (of 100)",
+            "val_i2t_top1_t500": "image->text top-1 (of 100), images noised to timestep 500 of 1000",
             "val_t2i_top1": "text->image top-1 (of 100)",
             "image_cosine": "mean pairwise cosine, images",
             "text_cosine": "mean pairwise cosine, captions",

@@ -23,6 +23,8 @@ EVAL_FLAGS = {
     "judge": "--classifier RUN",
     "extractor": "--features",
     "cond": "--cond",  # how `genlab train diffusion` makes a class-conditional run
+    "guide": "--guide RUN",
+    "noise_timesteps": "train ... --noisy",
 }
 
 
@@ -63,6 +65,20 @@ EVAL_FLAGS = {
     help=f"Samplers of the sweep: 'all' ({', '.join(SAMPLER_NAMES)}) or a comma-separated list.",
 )
 @click.option(
+    "--guidance-sweep",
+    default="",
+    help="Fidelity against diversity (recall, FID) at these classifier-free guidance scales, e.g. 1,2,3,5 "
+    "(plot eval_guidance.png).",
+)
+@click.option(
+    "--guide",
+    default=None,
+    type=click.Path(),
+    help="With --guide-scales: a noise-aware classifier (train classifier --noisy) or a noised CLIP "
+    "(train clip --noisy) whose gradient guides the samples, in the same sweep.",
+)
+@click.option("--guide-scales", default="", help="Scales of the --guide for the sweep, e.g. 1,2,4,8.")
+@click.option(
     "--out",
     default=None,
     help="JSON to write (default: RUN/eval.json); pictures and the HTML report go beside it.",
@@ -84,6 +100,9 @@ def eval_cmd(
     clip_run: str | None,
     sweep_steps: str,
     sweep_samplers: str,
+    guidance_sweep: str,
+    guide: str | None,
+    guide_scales: str,
     out: str | None,
     device: str,
     no_progress: bool,
@@ -104,6 +123,8 @@ def eval_cmd(
       genlab eval runs/diffusion-mnist --metrics fid --n 250 --sweep-steps 5,10,20,50
       genlab eval runs/diffusion-mnist --classifier runs/classifier-mnist --features inception
       genlab eval runs/video-shapes --n 200 --steps 20
+      genlab eval runs/mnist --n 300 --sampler ddpm --guidance-sweep 1,2,3,5 --guide runs/noisy-classifier
+        --guide-scales 1,2,4,8                 # classifier-free against classifier guidance (curves)
     """
     from genlab.evaluation.run import RunEvalOptions, evaluate_run, read_run, run_eval_config
     from genlab.pipelines import kind_of, load_pipeline
@@ -134,13 +155,22 @@ def eval_cmd(
         seed=seed,
         sweep_steps=sweep,
         sweep_samplers=samplers,
+        guidance_sweep=number_list(guidance_sweep, "--guidance-sweep", float),
+        guide_scales=number_list(guide_scales, "--guide-scales", float),
     )
+    if (guide is None) != (not cfg.guide_scales):
+        raise GenlabError("--guide RUN and --guide-scales go together")
     pipe = load_pipeline(run, device=device, precision=precision)
     clip = None
     if clip_run:
         from genlab.clip.model import CLIP
 
         clip = CLIP.from_pretrained(clip_run)
+    guide_model = None
+    if guide is not None:
+        if info.gan:
+            raise GenlabError(f"{run} is a GAN: a guide steers a diffusion sampler")
+        guide_model = load_guide(guide)
     if info.gan:
         from genlab.gan.plots import plot_gan_training as training_plot
     else:
@@ -154,9 +184,27 @@ def eval_cmd(
         progress=not no_progress,
         judge_name="the classifier given with --classifier",
     )
-    report, path, page = evaluate_run(info, pipe, cfg, options, clip, training_plot, log=echo)
+    report, path, page = evaluate_run(
+        info, pipe, cfg, options, clip, training_plot, log=echo, guide=guide_model
+    )
     _print_report(report)
     click.echo(f"wrote {path} and {page}")
+
+
+def load_guide(run: str):
+    """The noise-aware classifier or noised CLIP of run directory ``run``."""
+    from genlab import rundir
+
+    kind = rundir.read_config(run).get("kind")
+    if kind == "classifier":
+        from genlab.nn import Classifier
+
+        return Classifier.from_pretrained(run)
+    if kind == "clip":
+        from genlab.clip.model import CLIP
+
+        return CLIP.from_pretrained(run)
+    raise GenlabError(f"--guide {run} is a {kind} run; give a classifier or CLIP run trained with --noisy")
 
 
 def _sampling(report: dict) -> str:
@@ -166,6 +214,9 @@ def _sampling(report: dict) -> str:
 
 
 def _print_report(report: dict) -> None:
+    for row in report.get("guidance", []):
+        parts = [f"{k} {row[k]:.3f}" for k in ("fidelity", "fid", "precision", "recall") if k in row]
+        click.echo(f"guidance {row['guidance']} at scale {row['scale']:g}: " + ", ".join(parts))
     if "adherence" in report:
         a = report["adherence"]
         parts = ", ".join(f"{k} {v:.1%}" for k, v in a["per_attribute"].items())

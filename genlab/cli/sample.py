@@ -10,7 +10,10 @@ from genlab.cli import cli
 from genlab.cli.common import FINITE, precision_option, sampling_options
 
 
-@cli.command("sample", flags={"height": "--size", "width": "--size", "size": "--size"})
+@cli.command(
+    "sample",
+    flags={"height": "--size", "width": "--size", "size": "--size", "noise_timesteps": "train ... --noisy"},
+)
 @click.argument("run", type=click.Path())
 @click.argument("prompts", nargs=-1)
 @click.option("--negative-prompt", default=None, help="Text-to-image: what the images should not show.")
@@ -37,6 +40,20 @@ from genlab.cli.common import FINITE, precision_option, sampling_options
 @click.option("--s-tmin", default=None, type=FINITE, help="heun: churn only at sigma >= S_tmin.")
 @click.option("--s-tmax", default=None, type=FINITE, help="heun: churn only at sigma <= S_tmax.")
 @click.option("--s-noise", default=None, type=FINITE, help="Stochastic samplers: scale of the fresh noise.")
+@click.option(
+    "--guidance-type",
+    default="cfg",
+    show_default=True,
+    type=click.Choice(["cfg", "classifier", "clip"]),
+    help="Besides classifier-free guidance (--guidance): the gradient of a noise-aware classifier "
+    "(Dhariwal & Nichol) or CLIP (GLIDE) given by --guide, scaled by --guide-scale.",
+)
+@click.option(
+    "--guide", default=None, help="The guide's run: `train classifier --noisy` or `train clip --noisy`."
+)
+@click.option(
+    "--guide-scale", default=1.0, show_default=True, type=FINITE, help="Scale of the guide's gradient."
+)
 @click.option("--out", default="samples.png", show_default=True, help="PNG grid to write.")
 @click.option("--nrow", default=None, type=int, help="Images per row of the grid.")
 @click.option(
@@ -65,6 +82,9 @@ def sample_cmd(
     s_tmin: float | None,
     s_tmax: float | None,
     s_noise: float | None,
+    guidance_type: str,
+    guide: str | None,
+    guide_scale: float,
     seed: int,
     out: str,
     nrow: int | None,
@@ -103,6 +123,12 @@ def sample_cmd(
 
     if trajectory is not None and Path(trajectory).suffix.lower() not in (".gif", ".png"):
         raise GenlabError(f"--trajectory must end in .gif or .png (got {trajectory})")
+    if (guidance_type == "cfg") != (guide is None):
+        raise GenlabError(
+            "--guide RUN goes with --guidance-type classifier or clip"
+            if guidance_type == "cfg"
+            else f"--guidance-type {guidance_type} needs --guide RUN, the noise-aware model to follow"
+        )
     options = dict(eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     kwargs = {name: value for name, value in options.items() if value is not None}
     kind = kind_of(run)
@@ -115,6 +141,8 @@ def sample_cmd(
         kwargs["height"], kwargs["width"] = parse_size(size)
     n = n if n is not None else 1 if stable else 4 if kind == "video" else 16
     if kind == "video":
+        if guidance_type != "cfg":
+            raise GenlabError(f"{run} is a video run: --guidance-type {guidance_type} guides images")
         if negative_prompt is not None or attention_maps is not None:
             raise GenlabError(f"{run} is a video run: --negative-prompt and --attention-maps are for images")
         from genlab.cli.sample_video import sample_video
@@ -136,8 +164,16 @@ def sample_cmd(
             raise GenlabError(
                 f'{run} is a text-to-image run: give a prompt, e.g. genlab sample {run} "a red circle"'
             )
+        pipe = load_pipeline(run, device=device, precision=precision)
+        if guidance_type == "classifier":
+            raise GenlabError(f"{run} is a text-to-image run: it is guided by CLIP (--guidance-type clip)")
+        if guidance_type == "clip":
+            from genlab.clip.model import CLIP
+
+            clip = CLIP.from_pretrained(guide, device=next(pipe.model.parameters()).device)
+            kwargs.update(clip=clip, clip_scale=guide_scale)
         _sample_text(
-            load_pipeline(run, device=device, precision=precision),
+            pipe,
             prompts=prompts,
             negative_prompt=negative_prompt,
             maps_path=attention_maps,
@@ -159,22 +195,38 @@ def sample_cmd(
         )
     pipe = load_pipeline(run, device=device, precision=precision)
     labels = None
+    names, num_classes, class_of = pipe.class_names, pipe.num_classes, pipe.class_index
+    if guidance_type == "classifier":
+        if gan:
+            raise GenlabError(f"{run} is a GAN: classifier guidance steers a diffusion sampler")
+        from genlab.nn import Classifier
+        from genlab.pipelines.diffusion import class_index
+
+        classifier = Classifier.from_pretrained(guide, device=next(pipe.unet.parameters()).device)
+        kwargs.update(classifier=classifier, classifier_scale=guide_scale)
+        if not pipe.num_classes:  # an unconditional model: the classes are the guide's
+            num_classes = classifier.config.num_classes
+            names = list(classifier.config.class_names) or None
+            class_of = lambda name: class_index(name, names, num_classes)  # noqa: E731
+        if class_ is None:
+            raise GenlabError("--guidance-type classifier needs --class: the classes to guide toward")
+    elif guidance_type == "clip":
+        raise GenlabError(f"{run} is not a text-to-image run: CLIP guidance follows a prompt")
     if class_ is not None:
-        if pipe.num_classes == 0:
+        if num_classes == 0:
             raise GenlabError(f"{run} was trained without classes; sample it without --class")
         if class_ == "all":
-            per = max(1, n // pipe.num_classes)
-            labels = torch.arange(pipe.num_classes).repeat_interleave(per)
+            per = max(1, n // num_classes)
+            labels = torch.arange(num_classes).repeat_interleave(per)
             n, nrow = len(labels), nrow or per
         else:
-            labels = torch.tensor([pipe.class_index(c.strip()) for c in class_.split(",") if c.strip()])
+            labels = torch.tensor([class_of(c.strip()) for c in class_.split(",") if c.strip()])
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     result = pipe(
         n, labels, steps, guidance, sampler, generator=g, return_trajectory=trajectory is not None, **kwargs
     )
     seconds = time.perf_counter() - t0
-    names = pipe.class_names
     captions = None
     if result.class_labels is not None:
         captions = [names[int(k)] if names else str(int(k)) for k in result.class_labels]

@@ -43,6 +43,12 @@ ADVERSARIAL_FLAGS = {
     "(`genlab defend certify`), trained at the sigma it is certified with (Cohen et al. 2019).",
 )
 @click.option(
+    "--noisy",
+    is_flag=True,
+    help="Noise-aware: trained on images noised by the diffusion forward process and told the timestep, "
+    "the guide of classifier guidance (`genlab sample --guidance-type classifier`).",
+)
+@click.option(
     "--adversarial",
     default="none",
     show_default=True,
@@ -93,6 +99,7 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
       genlab train classifier --data mnist --adversarial pgd --adv-eps 0.3 --minutes 20   # Madry et al.
       genlab train classifier --data mnist --adversarial trades --trades-beta 6 --adv-eps 0.3
       genlab train classifier --data mnist --noise-sigma 0.25 --steps 3000   # for randomized smoothing
+      genlab train classifier --data mnist --noisy --steps 3000   # the guide of classifier guidance
       torchrun --nproc_per_node=2 -m genlab train classifier --data mnist
     """
     from genlab.adversarial.training import (
@@ -123,7 +130,12 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
             except GenlabError as e:  # its `steps` are --adv-steps, where the command's own are --steps
                 raise GenlabError(as_flags(str(e), ADVERSARIAL_FLAGS)) from None
         return classifier_task(
-            data, adversarial, widths=widths, hidden=params["hidden"], dropout=params["dropout"]
+            data,
+            adversarial,
+            params["noisy"],
+            widths=widths,
+            hidden=params["hidden"],
+            dropout=params["dropout"],
         )
 
     result = run_training(ctx, params, "classifier", build, classifier_task_from_run_config)
@@ -133,6 +145,7 @@ def train_classifier(ctx: click.Context, **params: Any) -> None:
             "val_acc": "validation accuracy",
             "val_robust_acc": "validation accuracy under PGD at the training epsilon",
             "val_noisy_acc": "validation accuracy under the training noise",
+            "val_acc_t500": "validation accuracy at diffusion timestep 500 (of 1000)",
             "val_loss": "validation loss",
         },
     )

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.checks import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, check_range
+from genlab.checks import MAX_DEPTH, MAX_SIDE, MAX_TIMESTEPS, MAX_WIDTH, check_range
 from genlab.errors import GenlabError
 from genlab.nn.classifier import Normalize, conv_stage
+from genlab.nn.embeddings import TimestepShifts
 from genlab.nn.pretrained import PretrainedMixin
 from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig
 
@@ -40,6 +41,9 @@ class CLIPConfig:
     embed_dim: int = 64  # the joint space
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0  # exp(t) is clipped here "to prevent training instability"
+    # > 0: the image tower reads noisy images x_t and their diffusion timestep (GLIDE's noised CLIP,
+    # Nichol et al. 2022, section 2.3), the guide of CLIP guidance; t = 0 is a clean image
+    noise_timesteps: int = 0
 
     def __post_init__(self) -> None:
         check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
@@ -49,6 +53,7 @@ class CLIPConfig:
             check_range("every width of the image tower", w, 1, MAX_WIDTH)
         check_range("image_hidden", self.image_hidden, 1, MAX_WIDTH)
         check_range("embed_dim", self.embed_dim, 1, MAX_WIDTH)
+        check_range("noise_timesteps", self.noise_timesteps, 0, MAX_TIMESTEPS)
         if not all(s > 0 for s in self.std):
             raise GenlabError(f"std must be positive (got {self.std})")
         self.mean = tuple(self.mean) or (0.5,) * self.in_channels
@@ -100,9 +105,21 @@ class ImageEncoder(nn.Module):
         self.body = nn.Sequential(*stages)
         side = cfg.image_size // 2 ** len(cfg.widths)
         self.head = nn.Sequential(nn.Linear(c * side * side + c, cfg.image_hidden), nn.ReLU())
+        # a noised CLIP's timestep, added to every stage's output
+        self.time = TimestepShifts(cfg.widths, cfg.image_hidden) if cfg.noise_timesteps else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.normalize(x))
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if self.time is None:
+            if t is not None:
+                raise GenlabError(
+                    "this CLIP was trained on clean images; its image tower takes no timestep `t`"
+                )
+            h = self.body(self.normalize(x))
+        else:
+            t = torch.zeros(x.shape[0], device=x.device) if t is None else t.reshape(-1).to(x.device)
+            h = self.normalize(x)
+            for stage, shift in zip(self.body, self.time(t, x.dtype), strict=True):
+                h = stage(h) + shift[:, :, None, None]
         # The flattened map keeps where things are; its global maximum says what is there wherever it is,
         # which the dense layer would otherwise have to learn once per position.
         return self.head(torch.cat([h.flatten(1), h.amax(dim=(2, 3))], dim=1))
@@ -142,8 +159,9 @@ class CLIP(PretrainedMixin, nn.Module):
     def temperature(self) -> float:
         return 1.0 / float(self.scale().detach())
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) images in [0, 1] -> (N, embed_dim) unit vectors."""
+    def encode_images(self, images: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, S, S) images in [0, 1] -> (N, embed_dim) unit vectors; ``t`` (N,): a noised CLIP's
+        diffusion timesteps of the images (default 0, clean)."""
         cfg = self.config
         expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -151,7 +169,7 @@ class CLIP(PretrainedMixin, nn.Module):
                 f"this CLIP takes images shaped (N, {', '.join(map(str, expected))}), "
                 f"got {tuple(images.shape)}"
             )
-        return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
+        return F.normalize(self.image_projection(self.image_encoder(images, t)), dim=-1)
 
     def encode_tokens(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Token ids and mask (as ``tokenizer.encode`` gives) -> (N, embed_dim) unit vectors."""
@@ -166,5 +184,7 @@ class CLIP(PretrainedMixin, nn.Module):
         encoded = self.tokenizer.encode(texts)
         return self.encode_tokens(encoded.ids.to(self.device), encoded.mask.to(self.device))
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> CLIPOutput:
-        return CLIPOutput(self.encode_images(images), self.encode_tokens(ids, mask), self.scale())
+    def forward(
+        self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, t: torch.Tensor | None = None
+    ) -> CLIPOutput:
+        return CLIPOutput(self.encode_images(images, t), self.encode_tokens(ids, mask), self.scale())

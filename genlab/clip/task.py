@@ -132,10 +132,18 @@ class CLIPTask(Task):
             sections["zero_shot"] = {"templates": list(self.zero_shot.templates)}
         return sections
 
+    def images_seen(
+        self, images: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training images as the image tower sees them, and their timesteps (None: clean). A noised
+        CLIP (``genlab.diffusion.guides.NoisyCLIPTask``) noises them here."""
+        return images, None
+
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         encoded = self.model.tokenizer.encode(batch.captions)
         device = batch.images.device
-        out = model(batch.images, encoded.ids.to(device), encoded.mask.to(device))
+        images, t = self.images_seen(batch.images, generator)
+        out = model(images, encoded.ids.to(device), encoded.mask.to(device), t)
         loss = LOSSES[self.objective.loss](out.image_embeds, out.text_embeds, out.logit_scale)
         with torch.no_grad():
             logits = out.logits_per_image

@@ -15,6 +15,7 @@ from torch import nn
 
 from genlab.diffusion.denoiser import ClampedDenoiser, ConditionedDenoiser, InpaintingDenoiser, VPDenoiser
 from genlab.diffusion.guidance import CFGDenoiser
+from genlab.diffusion.guides import GradientGuidedDenoiser, Guide
 from genlab.diffusion.samplers import SAMPLERS, sample
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.errors import GenlabError
@@ -191,6 +192,8 @@ def generate(
     keep: torch.Tensor | None = None,
     lowres: torch.Tensor | None = None,
     precision: str = "fp32",
+    guide: Guide | None = None,
+    guide_scale: float = 1.0,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
@@ -231,6 +234,10 @@ def generate(
     unconditional ("no class") predictions (Ho & Salimans 2022); at scale 1 only the conditional one runs.
     Any other condition comes as keyword tensors ``cond`` (e.g. a prompt's token states) and ``uncond``
     (the empty prompt's, or a negative prompt's: its prediction then takes the unconditional one's place).
+
+    ``guide`` (a noise-aware classifier's log p(y | x_t) or a noisy CLIP's similarity,
+    ``genlab.diffusion.guides``) adds ``guide_scale`` times its gradient to every estimate (classifier
+    guidance, Dhariwal & Nichol 2021; CLIP guidance, GLIDE), on top of classifier-free guidance if any.
     """
     check_sampling_args(sampler, steps, guidance_scale)
     latent = hasattr(net, "decode_latents")
@@ -251,6 +258,10 @@ def generate(
         num_classes, shape[0], device, class_labels, cond, uncond, lowres, guidance_scale
     )
     denoiser = guided(denoiser, cond, uncond, guidance_scale)
+    if guide is not None:
+        if latent:
+            raise GenlabError("gradient guidance works on pixels; this model samples latents")
+        denoiser = GradientGuidedDenoiser(denoiser, guide, guide_scale)
     mask = None
     if keep is not None:
         mask, grid = inpainting_masks(keep, init_images, init, latent)

@@ -35,12 +35,16 @@ def generate_samples(
     guidance_scale: float = 3.0,
     seed: int = 0,
     batch_size: int = 100,
+    num_classes: int | None = None,
+    **pipe_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` images from ``pipe`` and their labels: for a class model ``n // K`` of every class (at least
-    one), class by class; for an unconditional one ``n`` images and no labels. Deterministic in ``seed``."""
+    one), class by class; for an unconditional one ``n`` images and no labels. Deterministic in ``seed``.
+    ``num_classes`` overrides the pipeline's (the classes of a guide classifier on an unconditional model);
+    ``pipe_kwargs`` go to every call of the pipeline (e.g. the guide)."""
     if n < 1:
         raise GenlabError(f"`n` must be at least 1 (got {n})")
-    k = pipe.num_classes
+    k = pipe.num_classes if num_classes is None else num_classes
     labels = torch.arange(k).repeat_interleave(max(1, n // k)) if k else None
     total = len(labels) if labels is not None else n
     generator = torch.Generator().manual_seed(seed)
@@ -48,7 +52,9 @@ def generate_samples(
     images = []
     for i, chunk in enumerate(chunks):
         count = len(chunk) if chunk is not None else min(batch_size, total - i * batch_size)
-        images.append(pipe(count, chunk, steps, guidance_scale, sampler, generator=generator).tensors)
+        images.append(
+            pipe(count, chunk, steps, guidance_scale, sampler, generator=generator, **pipe_kwargs).tensors
+        )
     return torch.cat(images), labels
 
 

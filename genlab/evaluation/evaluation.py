@@ -42,6 +42,11 @@ class EvalConfig:
     sweep_steps: tuple[int, ...] = ()  # FID at each step count, for every sampler in sweep_samplers
     sweep_samplers: tuple[str, ...] = ()
     batch_size: int = 100
+    # the fidelity-diversity curves of guidance (genlab.evaluation.guidance): classifier-free guidance at
+    # each of these scales, and the guide of EvalInputs (a noise-aware classifier or noised CLIP) at each
+    # of guide_scales
+    guidance_sweep: tuple[float, ...] = ()
+    guide_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -53,6 +58,8 @@ class EvalConfig:
             raise GenlabError(f"`n` must be at least 2 to compare distributions (got {self.n})")
         if self.steps < 1 or any(s < 1 for s in self.sweep_steps):
             raise GenlabError("sampling steps must be at least 1")
+        if any(not 0 <= s <= 1000 for s in (*self.guidance_sweep, *self.guide_scales)):
+            raise GenlabError("guidance scales of the sweep must lie in [0, 1000]")
 
 
 @dataclass
@@ -66,6 +73,7 @@ class EvalInputs:
     prompts: list[str] | None = None  # text-to-image: one sample per prompt
     clip: torch.nn.Module | None = None  # a CLIP model: the CLIP score
     judge_name: str = "the classifier given"  # the judge's name in the report, unless the extractor's
+    guide: torch.nn.Module | None = None  # a noise-aware classifier or a noised CLIP: guide_scales' guide
 
 
 class _CallCounter:
@@ -310,6 +318,14 @@ def evaluate_generator(
         report["memorization"] = memorization(images, inputs.train, inputs.val, path)
         pictures["memorization"] = Path(report["memorization"]["panel"]).name
 
+    if cfg.guidance_sweep or cfg.guide_scales:
+        from genlab.evaluation.guidance import guidance_sweep
+        from genlab.metrics.plots import plot_guidance
+
+        real = reference_features(extractor, inputs.val) if extractor is not None else None
+        report["guidance"] = guidance_sweep(pipe, cfg, inputs, real, log)
+        pictures["guidance"] = plot_guidance(report["guidance"], out_dir / f"{prefix}_guidance.png").name
+
     if cfg.sweep_steps:
         report["sweep"] = sampler_sweep(pipe, cfg, inputs, real, counter, log)
         floor = report.get("fid", {}).get("floor_real_train")
@@ -327,12 +343,16 @@ def generate_from_prompts(
     guidance_scale: float = 3.0,
     seed: int = 0,
     batch_size: int = 100,
+    **pipe_kwargs: Any,
 ) -> torch.Tensor:
-    """One image per prompt from a text-to-image pipeline, batch by batch, deterministic in ``seed``."""
+    """One image per prompt from a text-to-image pipeline, batch by batch, deterministic in ``seed``;
+    ``pipe_kwargs`` go to every call of the pipeline (e.g. the guide)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.cat(
         [
-            pipe(prompts[i : i + batch_size], None, steps, guidance_scale, sampler, generator, 1).tensors
+            pipe(
+                prompts[i : i + batch_size], None, steps, guidance_scale, sampler, generator, 1, **pipe_kwargs
+            ).tensors
             for i in range(0, len(prompts), batch_size)
         ]
     )

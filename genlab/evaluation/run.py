@@ -85,14 +85,18 @@ def choose_extractors(
     features: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    text: bool = False,
 ) -> tuple[FeatureExtractor | None, nn.Module | None, FeatureExtractor | None]:
     """(the feature extractor, the judge, the extractor of the ``classifier`` run), each built only when
-    a metric of ``cfg`` needs it. The features are ``features`` (auto, inception or a classifier run),
-    by default the ``classifier`` run's or, without one, the data's own classifier (auto); the judge of
-    accuracy and coverage is the ``classifier`` run, else the extractor's classifier, else auto's."""
+    a metric of ``cfg`` needs it (a guidance sweep needs features, and a judge unless the run is a
+    ``text`` one, whose samples are read back from the pixels). The features are ``features`` (auto,
+    inception or a classifier run), by default the ``classifier`` run's or, without one, the data's own
+    classifier (auto); the judge of accuracy and coverage is the ``classifier`` run, else the
+    extractor's classifier, else auto's."""
     judge_extractor = classifier_extractor(classifier) if classifier else None
     extractor = None
-    if set(cfg.metrics) & FEATURE_METRICS or cfg.sweep_steps:
+    sweeps = cfg.sweep_steps or cfg.guidance_sweep or cfg.guide_scales
+    if set(cfg.metrics) & FEATURE_METRICS or sweeps:
         spec = features or (classifier if classifier else "auto")
         extractor = (
             judge_extractor
@@ -100,7 +104,7 @@ def choose_extractors(
             else resolve_extractor(spec, data, progress=progress, log=log)
         )
     judge = None
-    if set(cfg.metrics) & JUDGED_METRICS:
+    if set(cfg.metrics) & JUDGED_METRICS or (cfg.guidance_sweep or cfg.guide_scales) and not text:
         source = judge_extractor or extractor or resolve_extractor("auto", data, log=log)
         judge = source.classifier
         if judge is None:
@@ -157,6 +161,7 @@ def evaluate_run(
     clip: nn.Module | None = None,
     training_plot: Callable[..., Path | None] | None = None,
     log: Callable[[str], None] = print,
+    guide: nn.Module | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Evaluate the generator ``pipe`` of ``info``'s run (evaluate_generator against the run's own data)
     and write the report: JSON at ``options.out``, its HTML page and pictures beside it, with the run's
@@ -168,7 +173,7 @@ def evaluate_run(
     data = info.data
     train, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
     extractor, judge, judge_extractor = choose_extractors(
-        cfg, data, options.classifier, options.features, options.progress, log
+        cfg, data, options.classifier, options.features, options.progress, log, text=info.text
     )
     out = Path(options.out) if options.out else Path(info.run) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +184,7 @@ def evaluate_run(
         else f"{cfg.sampler}, {cfg.steps} steps, guidance {cfg.guidance_scale}"
     )
     log(f"sampling {cfg.n} images ({how}, seed {cfg.seed})")
-    inputs = EvalInputs(train, val, extractor, judge, prompts, clip, options.judge_name)
+    inputs = EvalInputs(train, val, extractor, judge, prompts, clip, options.judge_name, guide)
     report = {
         "run": info.run,
         "data": data.name,

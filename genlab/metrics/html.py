@@ -25,6 +25,7 @@ _CAPTIONS = {
     "memorization": "Memorization: the samples closest to a training image, beside that image",
     "sweep": "FID against sampling steps and model evaluations, per sampler",
     "training": "Training curve",
+    "guidance": "Fidelity against diversity (recall, FID) per kind of guidance, points labelled by scale",
     "attention": "Cross-attention maps: where each token of the prompt acts (averaged over steps and layers)",
     "adherence": "Samples for held-out single-object prompts (adherence is read back from these pixels)",
 }
@@ -135,6 +136,14 @@ def write_report(path: str | Path, report: dict[str, Any], title: str = "genlab 
         parts.append("<h2>Sampler sweep</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>")
         for row in report["sweep"]:
             parts.append("<tr>" + "".join(f"<td>{_fmt(row[k])}</td>" for k in keys) + "</tr>")
+        parts.append("</table>")
+    if report.get("guidance"):
+        keys = ["guidance", "scale"] + [
+            k for k in ("fidelity", "fid", "precision", "recall", "seconds") if k in report["guidance"][0]
+        ]
+        parts.append("<h2>Guidance sweep</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>")
+        for row in report["guidance"]:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row[k]))}</td>" for k in keys) + "</tr>")
         parts.append("</table>")
     for key, name in report.get("pictures", {}).items():
         picture = path.parent / name

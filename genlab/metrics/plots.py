@@ -59,6 +59,33 @@ def plot_sweep(
     return _save(plt, fig, path)
 
 
+def plot_guidance(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """The fidelity-diversity curves of a guidance sweep (genlab.evaluation.guidance): fidelity against
+    recall (left) and against FID (right), one line per kind of guidance, each point labelled with its
+    scale (Dhariwal & Nichol 2021, Figure 4; Ho & Salimans 2022, Figure 2)."""
+    plt, fig = _figure(9.6, 3.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    names = {"cfg": "classifier-free", "classifier": "classifier", "clip": "CLIP"}
+    for kind in dict.fromkeys(row["guidance"] for row in rows):
+        mine = sorted(
+            (r for r in rows if r["guidance"] == kind and "fidelity" in r), key=lambda r: r["scale"]
+        )
+        for ax, x in zip(axes, ("recall", "fid"), strict=True):
+            points = [(r[x], r["fidelity"], r["scale"]) for r in mine if x in r]
+            if not points:
+                continue
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=names.get(kind, kind))
+            for px, py, scale in points:
+                ax.annotate(f"{scale:g}", (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes[0].set_xlabel("recall (diversity)")
+    axes[1].set_xlabel("FID (lower is closer to the data)")
+    axes[0].set_ylabel("fidelity (recognised / adherent share)")
+    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
 def plot_histogram(counts: list[int], names: list[str], path: str | Path, title: str) -> Path:
     """Bars of ``counts`` per class with the uniform share as a dashed line."""
     plt, fig = _figure(max(4.0, 0.45 * len(names) + 1.5), 3.2)

@@ -12,8 +12,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genlab.checks import MAX_CLASSES, MAX_DEPTH, MAX_SIDE, MAX_WIDTH, check_fraction, check_range
+from genlab.checks import (
+    MAX_CLASSES,
+    MAX_DEPTH,
+    MAX_SIDE,
+    MAX_TIMESTEPS,
+    MAX_WIDTH,
+    check_fraction,
+    check_range,
+)
 from genlab.errors import GenlabError
+from genlab.nn.embeddings import TimestepShifts
 from genlab.nn.pretrained import PretrainedMixin
 
 
@@ -28,6 +37,10 @@ class ClassifierConfig:
     mean: tuple[float, ...] = (0.5,)  # per-channel statistics of the training data, measured at build time
     std: tuple[float, ...] = (0.5,)
     class_names: tuple[str, ...] = ()
+    # > 0: a noise-aware classifier of p(y | x_t, t) for guidance (Dhariwal & Nichol 2021, section 4):
+    # forward(x, t) takes a diffusion timestep of a schedule with this many steps, embedded as the U-Net
+    # embeds it and added to every stage's output and to the hidden layer; t = 0 is the clean classifier
+    noise_timesteps: int = 0
 
     def __post_init__(self) -> None:
         check_range("in_channels", self.in_channels, 1, MAX_WIDTH)
@@ -38,6 +51,7 @@ class ClassifierConfig:
             check_range("every `widths` entry", w, 1, MAX_WIDTH)
         check_range("hidden", self.hidden, 1, MAX_WIDTH)
         check_fraction("dropout", self.dropout)
+        check_range("noise_timesteps", self.noise_timesteps, 0, MAX_TIMESTEPS)
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise GenlabError(f"mean and std need one value per input channel ({self.in_channels})")
         if not all(s > 0 for s in self.std):
@@ -100,9 +114,23 @@ class Classifier(PretrainedMixin, nn.Module):
             nn.ReLU(inplace=True),
         )
         self.out = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden, config.num_classes))
+        # a noise-aware classifier's timestep, added to every stage's output and to the hidden layer
+        self.time = (
+            TimestepShifts([*config.widths, config.hidden], config.hidden) if config.noise_timesteps else None
+        )
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.normalize(x)))
+    def features(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """The penultimate activations; ``t`` (N,) is a noise-aware classifier's timestep (default 0)."""
+        if self.time is None:
+            if t is not None:
+                raise GenlabError("this classifier was trained on clean images; it takes no timestep `t`")
+            return self.head(self.body(self.normalize(x)))
+        t = torch.zeros(x.shape[0], device=x.device) if t is None else t.reshape(-1).to(x.device)
+        shifts = self.time(t, x.dtype)
+        h = self.normalize(x)
+        for stage, shift in zip(self.body, shifts, strict=False):
+            h = stage(h) + shift[:, :, None, None]
+        return self.head(h) + shifts[-1]
 
     def fused(self) -> Classifier:
         """A copy for inference only, in eval mode: each BatchNorm folded into the convolution before it
@@ -119,5 +147,5 @@ class Classifier(PretrainedMixin, nn.Module):
                     stage[i] = nn.Identity()
         return copy.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.features(x))
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.features(x, t))

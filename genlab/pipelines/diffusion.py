@@ -14,6 +14,7 @@ from torch import nn
 
 from genlab.diffusion.config import DiffusionConfig
 from genlab.diffusion.generate import generate, step_recorder
+from genlab.diffusion.guides import ClassifierGuide
 from genlab.diffusion.networks import image_shape, load_network, num_classes, sample_shape
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
@@ -145,14 +146,21 @@ class DiffusionPipeline:
         return_trajectory: bool = False,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         lowres: torch.Tensor | None = None,
+        classifier: nn.Module | None = None,
+        classifier_scale: float = 1.0,
         **sampler_kwargs: Any,
     ) -> PipelineOutput:
         """Generate ``num_images`` images; ``class_labels`` (one, or one per image, cycled) for a class model.
         An upscaler (``upscale`` > 0) sharpens ``lowres``, (num_images, C, h, w) images in [0, 1] ``upscale``
         times smaller than its output.
 
-        ``guidance_scale`` applies with class labels (1 = plain conditional sampling); ``sampler`` is one
-        of ddpm, ddim, dpmpp-2m, euler, heun; extra keywords (e.g. ``eta`` for ddim) go to the sampler.
+        ``guidance_scale`` applies with class labels (1 = plain conditional sampling, 0 = the model's
+        unconditional prediction); ``sampler`` is one of ``genlab.diffusion.SAMPLERS``; extra keywords
+        (e.g. ``eta`` for ddim) go to the sampler.
+
+        ``classifier`` (a noise-aware one, `genlab train classifier --noisy`) guides toward ``class_labels``
+        by its gradient, ``classifier_scale`` times (Dhariwal & Nichol 2021), on a class-conditional model
+        (with classifier-free guidance, or without it at ``guidance_scale`` 0) or an unconditional one.
         """
         if num_images < 1:
             raise GenlabError(f"num_images must be at least 1 (got {num_images})")
@@ -162,6 +170,11 @@ class DiffusionPipeline:
             if labels.numel() == 0:
                 raise GenlabError("class_labels is empty")
             labels = labels.repeat((num_images + labels.numel() - 1) // labels.numel())[:num_images]
+        guide = None
+        if classifier is not None:
+            if labels is None:
+                raise GenlabError("classifier guidance needs class_labels: the classes to guide toward")
+            guide = ClassifierGuide(classifier, labels.to(next(classifier.parameters()).device))
         trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
         record = step_recorder(self.unet, num_inference_steps, trajectory, on_step)
 
@@ -170,7 +183,7 @@ class DiffusionPipeline:
             self.schedule,
             self.diffusion.parameterization,
             (num_images, *sample_shape(self.unet)),
-            class_labels=labels,
+            class_labels=labels if guide is None or self.num_classes else None,
             steps=num_inference_steps,
             sampler=sampler,
             guidance_scale=guidance_scale,
@@ -178,6 +191,8 @@ class DiffusionPipeline:
             callback=record,
             lowres=self._check_lowres(lowres, num_images),
             precision=self.precision,
+            guide=guide,
+            guide_scale=classifier_scale,
             **sampler_kwargs,
         ).cpu()
         return PipelineOutput(tensor_to_pil(images), images, labels, trajectory)

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from genlab.clip.model import CLIP
 from genlab.diffusion.attention_maps import CrossAttentionRecorder
 from genlab.diffusion.config import DiffusionConfig
 from genlab.diffusion.generate import generate, step_recorder
+from genlab.diffusion.guides import CLIPGuide
 from genlab.diffusion.networks import LatentDiffusion, image_shape, load_network, sample_shape
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.diffusion.stable_diffusion import StableDiffusion, is_checkpoint
@@ -160,6 +162,8 @@ class TextToImagePipeline:
         return_attention_maps: bool = False,
         height: int | None = None,
         width: int | None = None,
+        clip: CLIP | None = None,
+        clip_scale: float = 1.0,
         **sampler_kwargs: Any,
     ) -> TextToImageOutput:
         """``num_images`` images of each prompt. Classifier-free guidance mixes the prompt's prediction
@@ -169,6 +173,10 @@ class TextToImagePipeline:
         genlab run makes the size it was trained at. A Stable Diffusion model samples its checkpoint's
         own timesteps (``sigmas_kind="discrete"``, spaced as its scheduler config says; a distilled
         model such as SD-Turbo needs them) unless ``sigmas_kind="karras"`` is asked for.
+
+        ``clip`` (a noised CLIP, `genlab train clip --noisy`) guides toward each prompt by the gradient of
+        its image-text similarity, ``clip_scale`` times (GLIDE's CLIP guidance), on top of classifier-free
+        guidance (``guidance_scale`` 1: none; 0: the model's unconditional prediction alone).
         """
         if num_images < 1:
             raise GenlabError(f"`num_images` must be at least 1 (got {num_images})")
@@ -192,6 +200,7 @@ class TextToImagePipeline:
             warnings.warn(
                 f"a prompt was cut to its first {length - 2} tokens (the encoder's limit)", stacklevel=2
             )
+        guide = CLIPGuide(clip, prompts) if clip is not None else None
         trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
         record = step_recorder(self.model, num_inference_steps, trajectory, on_step)
 
@@ -212,6 +221,8 @@ class TextToImagePipeline:
                 generator=generator,
                 callback=record,
                 precision=self.precision,
+                guide=guide,
+                guide_scale=clip_scale,
                 **sampler_kwargs,
             ).cpu()
         maps = tokens = None
