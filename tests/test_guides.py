@@ -251,3 +251,99 @@ def test_the_clip_guide_needs_a_noised_clip():
     x = torch.randn(2, 3, 32, 32)
     score = guide(x, torch.full((2,), 1.0))
     assert score.shape == (2,) and torch.isfinite(score).all()
+
+
+# ---------------------------------------------------------------- RePaint
+
+
+def test_repaint_path_is_lugmayr_et_al_schedule():
+    """The jump schedule of RePaint's code (get_schedule_jump), as sigma indices: 20 steps, jumps of 5,
+    each stretch passed 3 times; every move is one step, and it ends at sigma = 0."""
+    from genlab.diffusion.samplers import repaint_path
+
+    assert repaint_path(6, 10, 10) == list(range(7))  # no jump fits: plain descent
+    assert repaint_path(6, 2, 1) == list(range(7))
+    path = repaint_path(20, 5, 3)
+    assert path[:16] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6, 5, 4, 5]
+    assert path[0] == 0 and path[-1] == 20
+    assert all(abs(b - a) == 1 for a, b in zip(path, path[1:], strict=False))
+    downs = sum(b > a for a, b in zip(path, path[1:], strict=False))
+    assert downs == 20 + 3 * (3 - 1) * 5  # jumps at t = 0, 5, 10 (indices 19, 14, 9), twice each
+    with pytest.raises(GenlabError, match="`jump_length` must be"):
+        repaint_path(20, 0, 3)
+
+
+def correlated_denoiser(rho: float):
+    """The exact denoiser of pairs (a, b) ~ N(0, [[1, rho], [rho, 1]]): E[x0 | x] = C (C + sigma^2 I)^-1 x."""
+    cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=torch.float64)
+
+    def batched(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = float(sigma.reshape(-1)[0])
+        gain = cov @ torch.linalg.inv(cov + s**2 * torch.eye(2, dtype=torch.float64))
+        return x @ gain.T
+
+    return batched
+
+
+def test_repaint_samples_the_conditional_that_replacement_misses():
+    """Pairs (a, b) with correlation 0.9, a known = 2: the right completion is b ~ N(1.8, 0.19). With
+    replacement, b is drawn early, while the noisy a is mostly noise, and later steps cannot move it far:
+    it lands short of 1.8 and too spread. RePaint's back-and-forth lets the known value flow into b, and
+    draws nearly the right conditional. The kept value is returned exactly either way."""
+    from genlab.diffusion.denoiser import InpaintingDenoiser
+    from genlab.diffusion.samplers import sample_ddpm
+
+    rho, a0, n = 0.9, 2.0, 4000
+    sigmas = get_sigmas(LINEAR, 50, "discrete")
+    known = torch.tensor([[a0, 0.0]], dtype=torch.float64).expand(n, 2)
+    mask = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    x = float(sigmas[0]) * torch.randn(n, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    model = InpaintingDenoiser(correlated_denoiser(rho), known, mask)
+    results = {}
+    for r in (0, 1, 10):
+        extra = dict(known=known, mask=mask, resample_jumps=r, jump_length=5) if r else {}
+        out = sample_ddpm(model, x, sigmas, generator=torch.Generator().manual_seed(7), **extra)
+        assert torch.all(out[:, 0] == a0)
+        results[r] = (float(out[:, 1].mean()), float(out[:, 1].var()))
+    target, spread = rho * a0, 1 - rho**2
+    # measured: replacement 1.22 / 0.32, RePaint without jumps 1.21 / 0.28, with r = 10: 1.66 / 0.19
+    assert abs(results[10][0] - target) < abs(results[0][0] - target) - 0.3, results
+    assert abs(results[10][0] - target) < 0.2 and abs(results[10][1] - spread) < 0.03, results
+    assert abs(results[0][1] - spread) > 0.1, results
+
+
+def test_inpainting_with_repaint_and_its_measurement_from_the_command_line(served_runs, tmp_path):
+    from PIL import Image
+
+    from genlab.evaluation.inpainting import region_mask, seam
+
+    run = str(served_runs / "diffusion")
+    Image.new("L", (8, 8), 255).save(tmp_path / "digit.png")
+    mask = Image.new("L", (8, 8), 0)
+    mask.paste(255, (0, 4, 8, 8))
+    mask.save(tmp_path / "mask.png")
+    args = ["edit", "inpaint", run, str(tmp_path / "digit.png"), "--mask", str(tmp_path / "mask.png"),
+            "--class", "3", "--n", "2", "--steps", "6", "--out", str(tmp_path / "inpaint.png")]  # fmt: skip
+    result = CliRunner().invoke(
+        cli, [*args, "--sampler", "ddpm", "--resample-jumps", "2", "--jump-length", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, [*args, "--resample-jumps", "2"])  # the default sampler is dpmpp-2m
+    assert result.exit_code != 0 and "--sampler ddpm" in result.output and "Traceback" not in result.output
+    out = tmp_path / "inpainting.json"
+    result = CliRunner().invoke(
+        cli,
+        ["edit", "inpaint-eval", run, "--classifier", str(served_runs / "classifier"), "--n", "6", "--steps",
+         "4", "--resample-jumps", "0,2", "--jump-length", "2", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r.get("resample_jumps") for r in rows] == [None, None, 0, 2]
+    assert rows[2]["nfe"] == 4 and rows[3]["nfe"] == 4 + 2  # one jump (at t = 0) of 2 steps, passed twice
+    # the seam: mean |difference| across the border of the kept region, here the bottom half's top edge
+    keep = region_mask("bottom", 4)
+    assert keep[0, 0, :2].all() and not keep[0, 0, 2:].any()
+    image = torch.zeros(1, 1, 4, 4)
+    image[..., 2:, :] = 0.5
+    assert float(seam(image, keep)) == pytest.approx(0.5)
+    assert float(seam(torch.ones(1, 1, 4, 4), keep)) == 0.0

@@ -110,15 +110,49 @@ def img2img(run, image, prompt, strength, class_, n, steps, sampler, guidance, s
 @click.option("--class", "class_", default=None, help="Class to paint (class-conditional runs).")
 @click.option("--n", default=None, type=int, help="Fillings to draw (default 4; 1 for Stable Diffusion).")
 @sampling_options
+@click.option(
+    "--resample-jumps",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="RePaint (with --sampler ddpm): pass each stretch of --jump-length steps this many times, going "
+    "back up by the forward process in between (Lugmayr et al. 2022; they use 10); 0: replacement only.",
+)
+@click.option(
+    "--jump-length",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="RePaint: steps per jump.",
+)
 @click.option("--out", default="inpaint.png", show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def inpaint(run, image, prompt, mask, class_, n, steps, sampler, guidance, seed, out, device) -> None:
+def inpaint(
+    run,
+    image,
+    prompt,
+    mask,
+    class_,
+    n,
+    steps,
+    sampler,
+    guidance,
+    seed,
+    resample_jumps,
+    jump_length,
+    out,
+    device,
+) -> None:
     """Repaint the white region of MASK in IMAGE and keep the rest exactly: at every step the model's
-    estimate takes the known pixels outside the mask, and the result is composited with them.
+    estimate takes the known pixels outside the mask, and the result is composited with them. With
+    --resample-jumps, RePaint: the kept region of the noisy image is the image itself noised to each
+    level, and the sampler goes back and forth so that the new region fits the kept one.
 
     \b
     Example:
       genlab edit inpaint runs/diffusion-mnist digit.png --mask lower_half.png --class 3
+      genlab edit inpaint runs/diffusion-mnist digit.png --mask lower_half.png --sampler ddpm --steps 50
+        --resample-jumps 5 --jump-length 5                                     # RePaint
       genlab edit inpaint SD_FOLDER photo.png "a red scarf" --mask scarf.png --guidance 7.5
     """
     from genlab.data import load_image
@@ -136,7 +170,71 @@ def inpaint(run, image, prompt, mask, class_, n, steps, sampler, guidance, seed,
     keep = (load_image(mask, loaded[2].shape[-1], 1) < 0.5).float()[None]
     if keep.all():
         raise GenlabError(f"the mask {mask} has no white pixels: nothing to repaint")
-    _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, keep=keep)
+    repaint = dict(resample_jumps=resample_jumps, jump_length=jump_length) if resample_jumps else {}
+    _edit(run, loaded, prompt, class_, n, steps, sampler, guidance, seed, out, keep=keep, **repaint)
+
+
+@edit.command("inpaint-eval", flags={"judge": "--classifier"})
+@click.argument("run", type=click.Path())
+@click.option(
+    "--classifier", required=True, type=click.Path(), help="A classifier run of the data: the judge."
+)
+@click.option(
+    "--mask",
+    default="bottom",
+    show_default=True,
+    type=click.Choice(["bottom", "top", "left", "right", "center"]),
+    help="The region inpainted: a half of the image, or the center square of half the side.",
+)
+@click.option("--n", default=200, show_default=True, type=int, help="Held-out images inpainted.")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1), help="DDPM steps.")
+@click.option(
+    "--resample-jumps",
+    default="0,5",
+    show_default=True,
+    help="The methods compared: 0 is replacement, r >= 1 RePaint with r passes per jump.",
+)
+@click.option("--jump-length", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", default=None, help="JSON to write (default: RUN/inpainting.json).")
+@click.option("--device", default="auto", show_default=True)
+def inpaint_eval(run, classifier, mask, n, steps, resample_jumps, jump_length, seed, out, device) -> None:
+    """Measure inpainting on held-out images of RUN's data with MASK's region removed: the share the
+    classifier still recognises as the image's class, and the seam where the new region meets the kept
+    one (beside the real images'), for replacement and for RePaint (Lugmayr et al. 2022).
+
+    \b
+    Example:
+      genlab edit inpaint-eval runs/diffusion-mnist --classifier runs/classifier-mnist --mask bottom
+        --n 200 --steps 50 --resample-jumps 0,1,5 --jump-length 5
+    """
+    from pathlib import Path
+
+    from genlab import rundir
+    from genlab.classification.evaluate import load_classifier_run
+    from genlab.cli.common import number_list
+    from genlab.data import DataConfig, load_splits
+    from genlab.evaluation.inpainting import inpainting_report
+    from genlab.nn.pretrained import config_from_dict
+
+    pipe, text = _diffusion_pipeline(run, device)
+    if text or getattr(pipe, "upscale", 0):
+        raise GenlabError(f"{run}: inpaint-eval measures a class-conditional or unconditional image model")
+    judge = load_classifier_run(classifier)[0]
+    config = rundir.read_config(run)
+    data = config_from_dict(DataConfig, config.get("data", {}), f"{run}/config.json 'data'")
+    _, val = load_splits(data.name, data.split_seed, data.val_fraction, data.image_size)
+    methods = number_list(resample_jumps, "--resample-jumps")
+    report = inpainting_report(pipe, judge, val, mask, n, steps, methods, jump_length, seed, log=echo)
+    path = rundir.atomic_write_json(
+        Path(out) if out else Path(run) / "inpainting.json", {"run": run, **report}
+    )
+    for row in report["rows"]:
+        parts = [f"recognised {row['recognised']:.1%}"]
+        parts += [f"seam {row['seam']:.3f}"] if "seam" in row else []
+        parts += [f"{row['nfe']} model calls per image"] if "nfe" in row else []
+        click.echo(f"{row['method']}: " + ", ".join(parts))
+    click.echo(f"wrote {path}")
 
 
 @edit.command("upscale")

@@ -194,6 +194,8 @@ def generate(
     precision: str = "fp32",
     guide: Guide | None = None,
     guide_scale: float = 1.0,
+    resample_jumps: int = 0,
+    jump_length: int = 10,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, C, H, W) images in [0, 1] from ``net``.
@@ -210,8 +212,10 @@ def generate(
     With ``keep`` as well (N or 1, 1, H, W; 1 where ``init_images`` must stay), the rest is inpainted: at
     every step the denoised estimate takes the known pixels in the kept region, so the sampler's
     trajectory is pulled toward them, and the result is composited with them at the end, so the kept
-    region is returned exactly (the replacement method of Song et al. 2021, appendix I; RePaint's
-    resampling is not done).
+    region is returned exactly (the replacement method of Song et al. 2021, appendix I). With
+    ``resample_jumps`` r >= 1 (sampler "ddpm") it is RePaint (Lugmayr et al. 2022): the kept region of x
+    itself is replaced by the image noised to each level, and every ``jump_length`` steps the sampler goes
+    back up and down again, r - 1 times (``genlab.diffusion.samplers.sample_ddpm``).
 
     A latent network (``genlab.diffusion.networks.LatentDiffusion``) is sampled in its latent space
     (``shape`` is then the latents'), images are encoded into it and the result decoded; an inpainting
@@ -263,9 +267,21 @@ def generate(
             raise GenlabError("gradient guidance works on pixels; this model samples latents")
         denoiser = GradientGuidedDenoiser(denoiser, guide, guide_scale)
     mask = None
+    if resample_jumps and keep is None:
+        raise GenlabError(
+            "`resample_jumps` is RePaint's resampling for inpainting: give the region to `keep`"
+        )
     if keep is not None:
         mask, grid = inpainting_masks(keep, init_images, init, latent)
         denoiser = InpaintingDenoiser(denoiser, init, grid)
+        if resample_jumps:
+            if sampler != "ddpm":
+                raise GenlabError(
+                    f"RePaint (`resample_jumps`) resamples with DDPM steps: use `sampler` ddpm, not {sampler}"
+                )
+            sampler_kwargs.update(
+                known=init, mask=grid, resample_jumps=resample_jumps, jump_length=jump_length
+            )
     if clip_denoised and not latent:  # latents have no fixed range
         denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
     x = run_sampler(

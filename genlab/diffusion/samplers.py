@@ -277,6 +277,36 @@ def sample_ddim(
     return sample_euler_ancestral(model, x, sigmas, extra_args, callback, generator, eta=eta)
 
 
+def repaint_path(n: int, jump_length: int, resample_jumps: int) -> list[int]:
+    """The sigma indices RePaint's sampler visits over n steps (Lugmayr et al. 2022, section 4.2, the
+    ``get_schedule_jump`` of their code): down one step at a time from index 0 (sigma_max) to n (sigma
+    0), and at every ``jump_length`` steps, before the last jump_length, back up jump_length steps and
+    down again, ``resample_jumps`` - 1 times, so each such stretch is traversed ``resample_jumps`` times
+    in all. ``resample_jumps`` <= 1 is plain descent."""
+    if isinstance(jump_length, bool) or not isinstance(jump_length, int) or jump_length < 1:
+        raise GenlabError(f"`jump_length` must be an integer >= 1, got {jump_length!r}")
+    if (
+        isinstance(resample_jumps, bool)
+        or not isinstance(resample_jumps, int)
+        or not 0 <= resample_jumps <= 100
+    ):
+        raise GenlabError(f"`resample_jumps` must be an integer from 0 to 100, got {resample_jumps!r}")
+    # RePaint counts time t = n - 1 .. -1 (index n - 1 - t) and jumps at t = 0, j, 2j, ... < n - j
+    jumps = (
+        {t: resample_jumps - 1 for t in range(0, n - jump_length, jump_length)} if resample_jumps > 1 else {}
+    )
+    t, times = n - 1, [n - 1]
+    while t >= 0:
+        t -= 1
+        times.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                times.append(t)
+    return [n - 1 - t for t in times]
+
+
 @torch.no_grad()
 def sample_ddpm(
     model: Callable,
@@ -285,6 +315,10 @@ def sample_ddpm(
     extra_args: dict | None = None,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    resample_jumps: int = 0,
+    jump_length: int = 10,
 ) -> torch.Tensor:
     """Ancestral sampling, Ho et al. (2020) Algorithm 2, with the posterior variance beta_tilde.
 
@@ -294,10 +328,24 @@ def sample_ddpm(
     (so strided timesteps work too). Written in VP variables to be read against the paper; it equals
     ``sample_ddim`` with eta = 1 (Song et al. 2021, sec. 4.1), and on all T discrete sigmas it is the
     1000-step DDPM sampler. No noise is added on the last step. NFE: n.
+
+    With ``known`` (model space) and ``mask`` (1 where ``known`` is kept) it is RePaint's sampler
+    (Lugmayr et al. 2022, Algorithm 1): after each step the kept region of x is replaced by ``known``
+    noised to the new level, x = m (known + sigma eps) + (1 - m) x; with ``resample_jumps`` r > 1,
+    every ``jump_length`` steps the sampler also goes back up jump_length steps by the forward process
+    (x + sqrt(sigma_up^2 - sigma^2) z, eq. 8's q(x_t | x_{t-1}) in these variables) and down again, r - 1
+    times (``repaint_path``), so the generated region harmonises with the kept one. NFE: about n r.
     """
     s = _sigma_list(sigmas)
-    for i in range(len(s) - 1):
-        sigma, sigma_next = s[i], s[i + 1]
+    n = len(s) - 1
+    if resample_jumps > 1 and known is None:
+        raise GenlabError("`resample_jumps` is RePaint's resampling for inpainting: give `known` and `mask`")
+    path = repaint_path(n, jump_length, resample_jumps)
+    for a, b in zip(path, path[1:], strict=False):
+        if b < a:  # back up: diffuse from level s[a] to s[b] > s[a]
+            x = x + math.sqrt(s[b] ** 2 - s[a] ** 2) * _randn_like(x, generator)
+            continue
+        sigma, sigma_next = s[a], s[b]
         denoised = _model_call(model, x, sigma, extra_args)
         abar_t, abar_prev = 1.0 / (1.0 + sigma**2), 1.0 / (1.0 + sigma_next**2)
         alpha_t = abar_t / abar_prev
@@ -309,7 +357,10 @@ def sample_ddpm(
         variance = (1.0 - abar_prev) / (1.0 - abar_t) * beta_t
         x_prev = mean + math.sqrt(variance) * _randn_like(x, generator) if variance > 0.0 else mean
         x = x_prev / math.sqrt(abar_prev)  # VP -> VE
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        if known is not None and mask is not None:
+            noised = known + sigma_next * _randn_like(x, generator) if sigma_next > 0.0 else known
+            x = mask * noised + (1 - mask) * x
+        _report(callback, a, x, sigma, sigma_next, denoised)
     return x
 
 
