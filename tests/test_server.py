@@ -75,6 +75,7 @@ def test_page_models_health_and_openapi(client):
         "t2i": "text-to-image",
     }
     assert models["limits"]["max_images"] == 4
+    assert {"euler-ancestral", "dpmpp-2m-sde", "heun"} <= set(models["samplers"])  # the page's choices
     assert client.get("/api/health").json()["status"] == "ok"
     spec = client.get("/openapi.json").json()
     assert {"/api/models", "/api/generate", "/api/generate/stream", "/api/attack"} <= set(spec["paths"])
@@ -86,6 +87,8 @@ def test_page_models_health_and_openapi(client):
         {"model": "diffusion", "class_name": "3", "num_images": 2, "steps": 2},
         {"model": "t2i", "prompt": "a red circle", "negative_prompt": "blue", "num_images": 2, "steps": 2},
         {"model": "gan", "num_images": 3},
+        {"model": "diffusion", "class_name": "3", "num_images": 1, "steps": 2, "sampler": "euler-ancestral"},
+        {"model": "diffusion", "class_name": "3", "num_images": 1, "steps": 2, "sampler": "dpmpp-2m-sde"},
     ],
 )
 def test_generate(client, body):
