@@ -266,3 +266,19 @@ def train_options(**defaults: Any) -> Callable:
         return f
 
     return decorate
+
+
+def load_guide(run: str, device: Any = "cpu"):
+    """The noise-aware classifier or noised CLIP of run directory ``run`` (``--guide RUN``), on ``device``."""
+    from genlab import rundir
+
+    kind = rundir.read_config(run).get("kind")
+    if kind == "classifier":
+        from genlab.nn import Classifier
+
+        return Classifier.from_pretrained(run, device=device)
+    if kind == "clip":
+        from genlab.clip.model import CLIP
+
+        return CLIP.from_pretrained(run, device=device)
+    raise GenlabError(f"--guide {run} is a {kind} run; give a classifier or CLIP run trained with --noisy")

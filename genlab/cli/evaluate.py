@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import SAMPLER_NAMES, echo, number_list, precision_option, sampling_options
+from genlab.cli.common import SAMPLER_NAMES, echo, load_guide, number_list, precision_option, sampling_options
 from genlab.cli.data import data
 from genlab.errors import GenlabError
 
@@ -189,22 +189,6 @@ def eval_cmd(
     )
     _print_report(report)
     click.echo(f"wrote {path} and {page}")
-
-
-def load_guide(run: str):
-    """The noise-aware classifier or noised CLIP of run directory ``run``."""
-    from genlab import rundir
-
-    kind = rundir.read_config(run).get("kind")
-    if kind == "classifier":
-        from genlab.nn import Classifier
-
-        return Classifier.from_pretrained(run)
-    if kind == "clip":
-        from genlab.clip.model import CLIP
-
-        return CLIP.from_pretrained(run)
-    raise GenlabError(f"--guide {run} is a {kind} run; give a classifier or CLIP run trained with --noisy")
 
 
 def _sampling(report: dict) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import FINITE, precision_option, sampling_options
+from genlab.cli.common import FINITE, load_guide, precision_option, sampling_options
 
 
 @cli.command(
@@ -168,9 +168,9 @@ def sample_cmd(
         if guidance_type == "classifier":
             raise GenlabError(f"{run} is a text-to-image run: it is guided by CLIP (--guidance-type clip)")
         if guidance_type == "clip":
-            from genlab.clip.model import CLIP
-
-            clip = CLIP.from_pretrained(guide, device=next(pipe.model.parameters()).device)
+            clip = load_guide(guide, next(pipe.model.parameters()).device)
+            if clip.kind != "clip":
+                raise GenlabError(f"--guide {guide} is a {clip.kind} run; CLIP guidance needs a CLIP run")
             kwargs.update(clip=clip, clip_scale=guide_scale)
         _sample_text(
             pipe,
@@ -199,10 +199,13 @@ def sample_cmd(
     if guidance_type == "classifier":
         if gan:
             raise GenlabError(f"{run} is a GAN: classifier guidance steers a diffusion sampler")
-        from genlab.nn import Classifier
         from genlab.pipelines.diffusion import class_index
 
-        classifier = Classifier.from_pretrained(guide, device=next(pipe.unet.parameters()).device)
+        classifier = load_guide(guide, next(pipe.unet.parameters()).device)
+        if classifier.kind != "classifier":
+            raise GenlabError(
+                f"--guide {guide} is a {classifier.kind} run; classifier guidance needs a classifier"
+            )
         kwargs.update(classifier=classifier, classifier_scale=guide_scale)
         if not pipe.num_classes:  # an unconditional model: the classes are the guide's
             num_classes = classifier.config.num_classes

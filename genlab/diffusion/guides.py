@@ -63,8 +63,6 @@ class NoisyClassifierTask(ClassifierTask):
     from the linear schedule's, and the classifier is told the timestep. Validation reports the accuracy
     on clean images (``val_acc``, t = 0) and at a few noise levels (``val_acc_t500``...)."""
 
-    kind = "classifier"
-
     def __init__(
         self,
         data: ClassifierDataConfig,
