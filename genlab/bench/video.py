@@ -7,7 +7,8 @@ interleaved in this process (``timing.time_interleaved``), and the activation me
 the bytes of the tensors autograd keeps for the backward pass (``saved_bytes``; the weights, the
 optimizer and the allocator's slack not counted, so the number is exact and the same on every machine).
 The difference between the two is the temporal attention: what the video network pays to make the
-frames agree.
+frames agree. The autoregressive U-Net (``past_frames``) is timed on every frame of a clip given the
+frames before it: its temporal layers are the past frames' input planes.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _run(config: VideoUNetConfig, s: VideoBenchSettings, threads: int) -> dict[s
     torch.manual_seed(s.seed)
     video = VideoUNet(config)
     image = UNet(config.unet)
-    image.load_state_dict(video.unet.state_dict())
+    if not config.past_frames:  # the autoregressive U-Net's first layer reads more channels
+        image.load_state_dict(video.unet.state_dict())
     cfg = config.unet
     n, t = s.clips, s.frames
     g = torch.Generator().manual_seed(s.seed)
@@ -85,7 +87,18 @@ def _run(config: VideoUNetConfig, s: VideoBenchSettings, threads: int) -> dict[s
         return image(x.flatten(0, 1), steps.repeat_interleave(t), context=ctx).unflatten(0, (n, t))
 
     def video_call(x: torch.Tensor) -> torch.Tensor:
-        return video(x, steps, context=context)
+        if not config.past_frames:
+            return video(x, steps, context=context)
+        # Frame by frame: every frame of every clip once, given the frames before it (an evaluation of the
+        # whole clip is t of the sampler's calls; training scores one frame of each of t times the clips).
+        ctx = None if context is None else context.repeat_interleave(t, 0)
+        p = config.past_frames
+        past = torch.stack([x.roll(p - i, dims=1) for i in range(p)], dim=2).flatten(0, 1)
+        given = torch.ones(n * t, p, dtype=torch.bool)
+        out = video(
+            x.flatten(0, 1)[:, None], steps.repeat_interleave(t), context=ctx, past=past, past_given=given
+        )
+        return out[:, 0].unflatten(0, (n, t))
 
     def sampling(call):
         def run() -> None:

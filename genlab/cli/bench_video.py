@@ -12,8 +12,9 @@ from genlab.cli.bench import bench
 from genlab.cli.common import echo
 
 
-def recipe_config(frames: int):
-    """The video U-Net that `genlab train video --data moving-shapes --cond text` builds: its defaults."""
+def recipe_config(frames: int, past_frames: int = 0):
+    """The video U-Net that `genlab train video --data moving-shapes --cond text` builds: its defaults
+    (with ``past_frames``: the autoregressive one, `--past-frames`)."""
     from genlab.cli.common import number_list
     from genlab.cli.train_video import train_video
     from genlab.diffusion.task import TEXT_DEFAULTS
@@ -31,7 +32,9 @@ def recipe_config(frames: int):
         context_dim=TEXT_DEFAULTS["width"],
     )
     levels = number_list(d["temporal_levels"], "--temporal-levels")
-    return VideoUNetConfig(unet=unet, max_frames=max(64, frames), temporal_levels=levels)
+    return VideoUNetConfig(
+        unet=unet, max_frames=max(64, frames), temporal_levels=levels, past_frames=past_frames
+    )
 
 
 @bench.command("video")
@@ -42,13 +45,20 @@ def recipe_config(frames: int):
 @click.option("--threads", default=0, show_default=True, type=int, help="torch threads (0: all cores).")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]))
 @click.option(
+    "--past-frames",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Bench the autoregressive U-Net (`genlab train video --past-frames`) instead of the factorised one.",
+)
+@click.option(
     "--out",
     default="bench/results/video-cpu.json",
     show_default=True,
     type=click.Path(dir_okay=False),
     help="Results JSON to write.",
 )
-def bench_video(frames, clips, repeats, warmup, threads, precision, out) -> None:
+def bench_video(frames, clips, repeats, warmup, threads, precision, past_frames, out) -> None:
     """Time and memory per clip of the text-to-video U-Net of `genlab train video` and of the image U-Net
     of the same width making the same frames as independent images: parameters, FLOPs, a guided sampling
     step, a training step and its peak memory, timed interleaved in this process.
@@ -57,6 +67,7 @@ def bench_video(frames, clips, repeats, warmup, threads, precision, out) -> None
     Examples:
       genlab bench video                     # writes bench/results/video-cpu.json
       genlab bench video --frames 16 --clips 4 --repeats 2 --out /tmp/video.json
+      genlab bench video --past-frames 2 --out bench/results/video-autoregressive-cpu.json
     """
     from genlab import rundir
     from genlab.bench.video import VideoBenchSettings, format_video_table, run_video_bench
@@ -67,8 +78,9 @@ def bench_video(frames, clips, repeats, warmup, threads, precision, out) -> None
     check_range("repeats", repeats, 1, 100)
     check_range("warmup", warmup, 0, 100)
     check_range("threads", threads, 0, 1024)
+    check_range("past_frames", past_frames, 0, frames - 1)
     settings = VideoBenchSettings(frames, clips, repeats, warmup, threads, precision)
-    result = run_video_bench(recipe_config(frames), settings)
+    result = run_video_bench(recipe_config(frames, past_frames), settings)
     result["command"] = shlex.join(["genlab", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
     result["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     echo(format_video_table(result))

@@ -57,6 +57,7 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
       genlab train clip --data shapes --loss matched --steps 300     # watch image_cosine go to 1
       genlab train clip --data mnist --tokenizer byte --minutes 5
       genlab train clip --data shapes --noisy --minutes 8             # the guide of CLIP guidance
+      genlab train clip --data moving-shapes --steps 150   # whole clips: video's text tower
       genlab clip classify runs/clip-shapes picture.png --labels "a red circle,a blue square"
     """
     from genlab.clip.task import CLIPTask, ObjectiveConfig

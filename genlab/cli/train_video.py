@@ -73,7 +73,8 @@ VIDEO_FLAGS = {
     show_default=True,
     type=float,
     help="Share of training clips given their first frame (image-to-video: sample with --first-frame); "
-    "evaluations then report the frame probe.",
+    "with --past-frames, the share scored on a later frame given the ones before it. Evaluations then "
+    "report the frame probe.",
 )
 @click.option(
     "--factorized",
@@ -118,6 +119,13 @@ VIDEO_FLAGS = {
     type=int,
     help="Frames stacked as channels (0: factorised); use it with --parameterization x0, as its narrow "
     "U-Net cannot carry every frame's noise through (docs/video.md).",
+)
+@click.option(
+    "--past-frames",
+    default=0,
+    type=int,
+    help="Autoregressive (MCVD): draw each frame given up to this many before it, as input planes; "
+    "--frame-cond is the share of training clips scored on a later frame (0: a whole clip at once).",
 )
 @click.option(
     "--frame-channels",
@@ -186,6 +194,9 @@ def train_video(ctx: click.Context, **params: Any) -> None:
       genlab train video --data moving-mnist --cond class
       genlab train video --data moving-shapes --frame-cond 0.3 --image-share 0.1
       genlab train video --backbone dit --tubelet 2 --patch-size 4
+      genlab train clip --data moving-shapes --steps 150 --out runs/clip-clips  # the recipe:
+      genlab train video --text-encoder clip:runs/clip-clips --past-frames 7 --frame-cond 0.75 \
+          --batch-size 32 --ema-decay 0 --minutes 18
     """
     from genlab.data import DataConfig
     from genlab.diffusion.config import DiffusionConfig
@@ -227,6 +238,7 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             coordinates=True,
             temporal=params["temporal"],
             stack_frames=params["stack_frames"],
+            past_frames=params["past_frames"],
             frame_channels=params["frame_channels"],
             frame_downsample=params["frame_downsample"],
             temporal_conv=params["temporal_conv"],

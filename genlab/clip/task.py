@@ -13,7 +13,7 @@ from torch import nn
 from genlab.clip.loss import LOSSES, clip_loss, mean_pairwise_cosine
 from genlab.clip.model import CLIP, CLIPConfig
 from genlab.clip.zero_shot import zero_shot_classify
-from genlab.data import DataConfig, ImageDataset, load_splits, save_grid
+from genlab.data import DataConfig, ImageDataset, is_clips, load_clips, load_splits, save_clips, save_grid
 from genlab.errors import GenlabError
 from genlab.nn.pretrained import config_from_dict
 from genlab.nn.text import TextEncoderConfig, Tokenizer
@@ -90,9 +90,18 @@ class CLIPTask(Task):
         (widths, image_hidden, embed_dim) the image tower and the joint space.
         """
         self.data, self.objective = data, objective or ObjectiveConfig()
-        self.train_data, self.val_data = load_splits(
-            data.name, data.split_seed, data.val_fraction, data.image_size
-        )
+        if is_clips(data.name):  # a clip is seen whole, so that the motion words are learned too
+            if data.image_size is not None:
+                raise GenlabError("clips keep the size they are made at: drop `image_size`")
+            train, val = (
+                load_clips(data.name, split, data.split_seed, data.val_fraction) for split in ("train", "val")
+            )
+            self.train_data, self.val_data, self.frames = train.stacked(), val.stacked(), train.frames
+        else:
+            self.frames = 0
+            self.train_data, self.val_data = load_splits(
+                data.name, data.split_seed, data.val_fraction, data.image_size
+            )
         if model_config is None:
             captions = self.train_data.captions
             tok = Tokenizer.train(captions, tokenizer)
@@ -226,4 +235,6 @@ class CLIPTask(Task):
         probs = (model.scale().cpu() * img[chosen] @ txt[distinct].T).softmax(-1)
         p, best = probs.max(1)
         names = [f"{captions[distinct[k]]} ({q:.0%})" for k, q in zip(best.tolist(), p.tolist(), strict=True)]
+        if self.frames:  # a strip of frames per clip
+            return save_clips(path, self.val_data.images[chosen].unflatten(1, (self.frames, -1)), names)
         return save_grid(path, self.val_data.images[chosen], names, nrow=4)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from genlab.checks import MAX_BATCH, MAX_SIDE, check_fraction, check_pixels, check_range
+from genlab.data.base import ImageDataset
 from genlab.data.mnist import MNIST_SIZE, _raw_mnist
 from genlab.data.shapes import (
     BACKGROUND_MAX,
@@ -117,6 +118,19 @@ class ClipDataset:
     def image_size(self) -> int:
         """Height of the (square) frames in pixels."""
         return self.clips.shape[3]
+
+    def stacked(self) -> ImageDataset:
+        """Every clip as one image of its frames stacked as channels, (N, T * C, H, W), with the clip's
+        caption, label and ground truth: what an image model that must see the motion reads (a CLIP
+        whose text tower learns the motion words)."""
+        return ImageDataset(
+            name=self.name,
+            images=self.clips.flatten(1, 2),
+            captions=list(self.captions),
+            labels=self.labels,
+            class_names=None if self.class_names is None else list(self.class_names),
+            attributes=list(self.attributes),
+        )
 
     def spread(self, n: int) -> ClipDataset:
         """``n`` clips at evenly spaced positions (the whole set when smaller)."""

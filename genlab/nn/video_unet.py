@@ -73,10 +73,22 @@ class VideoUNetConfig:
     # stacked U-Net at the frames' size) and the per-frame level sits around the stack: each frame's share
     # of the stacked U-Net's output (frame_channels channels) is decoded beside that frame's own features
     frame_downsample: bool = True
+    # > 0: autoregressive (Voleti et al. 2022, "MCVD", section 3: the past frames as input channels): the
+    # network draws one frame given up to this many frames before it, clean, stacked as channels beside
+    # the noisy frame with a plane each saying whether that frame exists (at the start of a clip it does
+    # not), and a clip is drawn frame by frame; `unet` is that frame's 2-D U-Net. With `temporal` False
+    # (the ablation) every past frame reads as missing: each frame is drawn from the condition alone
+    past_frames: int = 0
 
     def __post_init__(self) -> None:
         check_range("max_frames", self.max_frames, 1, MAX_FRAMES)
         check_range("stack_frames", self.stack_frames, 0, self.max_frames)
+        check_range("past_frames", self.past_frames, 0, self.max_frames - 1)
+        if self.past_frames and self.stack_frames:
+            raise GenlabError(
+                "`past_frames` draws one frame at a time and `stack_frames` a whole clip at once: set one "
+                "of them to 0"
+            )
         check_range("frame_channels", self.frame_channels, 0, MAX_WIDTH)
         if self.frame_channels:
             if not self.stack_frames:
@@ -113,7 +125,7 @@ class VideoUNetConfig:
     @property
     def levels_with_time(self) -> tuple[int, ...]:
         """The levels that hold temporal attention (none when the frames are stacked: no temporal layers)."""
-        if not self.temporal or self.stack_frames:
+        if not self.temporal or self.stack_frames or self.past_frames:
             return ()
         return self.unet.attention_levels if self.temporal_levels is None else self.temporal_levels
 
@@ -336,6 +348,11 @@ class VideoUNet(PretrainedMixin, nn.Module):
             emb_dim = self.stacked.time_mlp[-1].out_features  # the frames' blocks read the stack's embedding
             self.frame_level = FrameLevel(c, out, f, emb_dim, cfg.unet, halve) if f else None
             return
+        if cfg.past_frames:
+            c, p = cfg.unet.in_channels, cfg.past_frames
+            out = cfg.unet.out_channels or c
+            self.stacked = UNet(replace(cfg.unet, in_channels=c * (1 + p) + p, out_channels=out))
+            return
         self.unet = UNet(cfg.unet)
         base, mults, blocks = cfg.unet.base_channels, cfg.unet.channel_mults, cfg.unet.num_res_blocks
         timed = cfg.levels_with_time
@@ -377,6 +394,38 @@ class VideoUNet(PretrainedMixin, nn.Module):
             return out
         return batch_to_frames(level.decode(frames_to_batch(out), skips, emb), frames)
 
+    def _past_forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
+        past: torch.Tensor | None,
+        past_given: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``forward`` of the autoregressive U-Net: one frame given the ones before it."""
+        n, frames, c, h, w = x.shape
+        p = self.config.past_frames
+        if frames != 1:
+            raise GenlabError(
+                f"this video U-Net draws one frame at a time given the {p} before it; got {frames} frames"
+            )
+        if past is None or past_given is None:
+            past = x.new_zeros(n, p, c, h, w)
+            past_given = torch.zeros(n, p, dtype=torch.bool, device=x.device)
+        if tuple(past.shape) != (n, p, c, h, w) or tuple(past_given.shape) != (n, p):
+            raise GenlabError(
+                f"`past` must be (N, {p}, C, H, W) = {(n, p, c, h, w)} and `past_given` ({n}, {p}); got "
+                f"{tuple(past.shape)} and {tuple(past_given.shape)}"
+            )
+        given = past_given.to(x) * float(self.config.temporal)  # the ablation never sees the past
+        frames_in = (past.to(x) * given[:, :, None, None, None]).flatten(1, 2)  # absent frames are zeros
+        planes = given[:, :, None, None].expand(n, p, h, w)
+        clip_t = t.reshape(-1).expand(n) if t.ndim < 2 else t[:, -1]
+        inp = torch.cat([x[:, 0], frames_in, planes], dim=1)
+        return self.stacked(inp, clip_t, class_labels, context, context_mask)[:, None]
+
     def _keep(self, temporal: bool | torch.Tensor, n: int) -> torch.Tensor | bool:
         """True (all frames see each other), False (none do), or an (N,) bool mask."""
         if isinstance(temporal, bool):
@@ -393,17 +442,24 @@ class VideoUNet(PretrainedMixin, nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         temporal: bool | torch.Tensor = True,
+        past: torch.Tensor | None = None,
+        past_given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x`` (N, T, C, H, W) noisy clips; ``t`` a scalar, (N,) one timestep per clip, or (N, T) one per
         frame; ``class_labels`` (N,), None for the "no class" of guidance; ``context`` (N, S, context_dim)
         and ``context_mask`` (N, S): a text-conditional U-Net's prompt tokens; ``temporal``: False, or an
-        (N,) bool mask False on some clips, makes those clips' frames independent images."""
+        (N,) bool mask False on some clips, makes those clips' frames independent images. An autoregressive
+        U-Net (``past_frames`` P) takes one noisy frame (T = 1), the ``past`` (N, P, C, H, W) frames before
+        it, clean in model space, the nearest last, and ``past_given`` (N, P) bool, False where a clip has
+        no such frame yet (both None: no past at all, the first frame of a clip)."""
         if x.ndim != 5:
             raise GenlabError(
                 f"a video U-Net takes clips (N, T, C, H, W), got a tensor of shape {tuple(x.shape)}"
             )
         n, frames = x.shape[:2]
         check_range("the number of frames", frames, 1, self.config.max_frames)
+        if self.config.past_frames:
+            return self._past_forward(x, t, class_labels, context, context_mask, past, past_given)
         if self.config.stack_frames:
             if frames != self.config.stack_frames:
                 raise GenlabError(

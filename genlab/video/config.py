@@ -20,9 +20,12 @@ class VideoConfig:
     guidance can push toward. ``noise_correlation``: the noise of every two frames of a clip correlates by
     this much (PYoCo's mixed noise, genlab.video.mixed_noise), which gives motion a larger share of the
     signal; it needs every frame at one noise level, so no ``image_share`` or ``frame_cond``.
-    ``factorized``: text-to-video in two stages (Emu Video, Girdhar et al. 2023, section 3.1): a clip is
-    drawn from the prompt only for its first frame, which the network then continues (image-to-video),
-    so where the object starts is fixed before its motion is drawn; it needs ``frame_cond`` > 0.
+    For an autoregressive U-Net (``past_frames``, MCVD) ``frame_cond`` is the share of clips scored on a
+    later frame given the frames before it; the rest are scored on their first frame, drawn from the
+    condition alone. ``factorized``: text-to-video in two stages (Emu Video, Girdhar et al. 2023, section
+    3.1): a clip is drawn from the prompt only for its first frame, which the network then continues
+    (image-to-video), so where the object starts is fixed before its motion is drawn; it needs
+    ``frame_cond`` > 0.
     ``sample_frames``: the frames of the clips drawn while training.
     """
 

@@ -31,6 +31,7 @@ from genlab.errors import GenlabError
 from genlab.nn.pixels import to_images, to_model_space
 from genlab.nn.precision import resolve_precision
 from genlab.video.mixed_noise import MixedNoiseDenoiser, correlate
+from genlab.video.networks import past_frames
 
 
 def with_first_frame(
@@ -122,6 +123,17 @@ def generate_clips(
     check_sampling_args(sampler, steps, guidance_scale)
     if len(shape) != 5:
         raise GenlabError(f"clips are (N, T, C, H, W), got a shape of {len(shape)} numbers")
+    if past_frames(net):
+        if noise_correlation:
+            raise GenlabError(
+                "an autoregressive video U-Net draws one frame at a time: set `noise_correlation` to 0"
+            )
+        return _frame_by_frame(
+            net, schedule, parameterization, shape, class_labels=class_labels, cond=cond, uncond=uncond,
+            first_frame=first_frame, steps=steps, sampler=sampler, guidance_scale=guidance_scale,
+            generator=generator, callback=callback, sigmas_kind=sigmas_kind, clip_denoised=clip_denoised,
+            precision=precision, **sampler_kwargs,
+        )  # fmt: skip
     if factorized and first_frame is None:
         args = dict(
             class_labels=class_labels, cond=cond, uncond=uncond, steps=steps, sampler=sampler,
@@ -188,6 +200,105 @@ def generate_clips(
     if first_frame is not None:
         clips[:, 0] = first_frame.to(clips)
     return clips
+
+
+def past_window(
+    drawn: list[torch.Tensor], count: int, frame_shape: tuple[int, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` frames before the next one of a clip drawn so far (``drawn``: its frames in order,
+    each (N, C, H, W) in model space), the nearest last, as an autoregressive U-Net takes them: ``past``
+    (N, count, C, H, W), zeros where the clip has no such frame, and ``past_given`` (N, count) bool."""
+    past = torch.zeros((frame_shape[0], count, *frame_shape[1:]), device=device)
+    given = torch.zeros((frame_shape[0], count), dtype=torch.bool, device=device)
+    for i, frame in enumerate(drawn[-count:][::-1]):  # i = 0: the frame just before
+        past[:, count - 1 - i], given[:, count - 1 - i] = frame, True
+    return past, given
+
+
+def _frame_by_frame(
+    net: nn.Module,
+    schedule: NoiseSchedule,
+    parameterization: str,
+    shape: tuple[int, int, int, int, int],
+    *,
+    class_labels: torch.Tensor | None,
+    cond: dict[str, torch.Tensor] | None,
+    uncond: dict[str, torch.Tensor] | None,
+    first_frame: torch.Tensor | None,
+    steps: int,
+    sampler: str,
+    guidance_scale: float,
+    generator: torch.Generator | None,
+    callback: Callable[[dict[str, Any]], None] | None,
+    sigmas_kind: str | None,
+    clip_denoised: bool,
+    precision: str,
+    **sampler_kwargs: Any,
+) -> torch.Tensor:
+    """``generate_clips`` for an autoregressive U-Net (MCVD, Voleti et al. 2022, section 3): every frame
+    drawn by a sampler of its own given the frames before it (the first from the condition alone, or
+    ``first_frame``), which are part of both sides of guidance, as a super-resolution model's
+    low-resolution image is: guidance pushes toward the prompt or class only. The callback sees the clip
+    so far (frames not yet begun are zeros) and the steps counted on from frame to frame."""
+    device = next(net.parameters()).device
+    n, frames = shape[:2]
+    num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
+    check_class_labels(class_labels, num_classes)
+    precision = resolve_precision(precision, device)
+    cond, uncond, guidance_scale = conditions(
+        num_classes, n, device, class_labels, cond, uncond, None, guidance_scale
+    )
+    if uncond is None:
+        guidance_scale = 1.0  # nothing to guide toward but the past frames
+    drawn: list[torch.Tensor] = []
+    if first_frame is not None:
+        if tuple(first_frame.shape) != (n, *shape[2:]):
+            raise GenlabError(
+                f"the first frame must be (N, C, H, W) = {(n, *shape[2:])}, got {tuple(first_frame.shape)}"
+            )
+        drawn.append(to_model_space(first_frame.to(device)))
+    count = past_frames(net)
+    for k in range(len(drawn), frames):
+        past, given = past_window(drawn, count, (n, *shape[2:]), device)
+        extra = {"past": past, "past_given": given}
+        side = None if uncond is None else {**uncond, **extra}
+        denoiser = guided(
+            VPDenoiser(net, schedule, parameterization, precision), {**(cond or {}), **extra}, side,
+            guidance_scale,
+        )  # fmt: skip
+        if clip_denoised:
+            denoiser = ClampedDenoiser(denoiser, -1.0, 1.0)
+        report = None if callback is None else _clip_callback(callback, drawn, frames, k * steps)
+        x = run_sampler(
+            denoiser, schedule, (n, 1, *shape[2:]), device, sampler, steps, generator, report, precision,
+            sigmas_kind, **sampler_kwargs,
+        )  # fmt: skip
+        drawn.append(x[:, 0].clamp(-1.0, 1.0))
+    clips = to_images(torch.stack(drawn, dim=1))
+    if first_frame is not None:
+        clips[:, 0] = first_frame.to(clips)
+    return clips
+
+
+def _clip_callback(
+    callback: Callable[[dict[str, Any]], None], drawn: list[torch.Tensor], frames: int, offset: int
+) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback of one frame of an autoregressive clip that shows the callback the whole clip:
+    the frames drawn before it, this frame's state, zeros after it; its steps counted from ``offset``."""
+    done = list(drawn)
+
+    def report(info: dict[str, Any]) -> None:
+        if offset and info["i"] < 0:  # a later frame's start: its step number is the frame before's last
+            return
+        shown = {}
+        for key in ("x", "denoised"):
+            if info.get(key) is not None:
+                now = info[key][:, 0]
+                rest = [torch.zeros_like(now)] * (frames - len(done) - 1)
+                shown[key] = torch.stack([*done, now, *rest], dim=1)
+        callback({**info, **shown, "i": info["i"] + offset})
+
+    return report
 
 
 def _offset_callback(

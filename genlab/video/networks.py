@@ -42,14 +42,25 @@ def takes_frames(network: nn.Module) -> bool:
     """Whether the network takes a noise level per frame (image-to-video, joint image training): the
     video U-Net does; the DiT's tubelets mix frames under one noise level."""
     net = network.unet if isinstance(network, TextVideoNet) else network
-    return isinstance(net, VideoUNet) and not net.config.stack_frames
+    return isinstance(net, VideoUNet) and not net.config.stack_frames and not net.config.past_frames
+
+
+def past_frames(network: nn.Module) -> int:
+    """How many frames before it an autoregressive video U-Net draws each frame from (0: not one)."""
+    net = getattr(network, "unet", network)  # a text network's denoiser (the factorised one's 2-D U-Net: 0)
+    return int(getattr(getattr(net, "config", None), "past_frames", 0))
 
 
 def takes_first_frame(network: nn.Module) -> bool:
     """Whether the network can be given a clean first frame (image-to-video): the factorised U-Net at a
-    noise level of its own, the frame-stacking U-Net built with ``first_frame_input``."""
+    noise level of its own, the frame-stacking U-Net built with ``first_frame_input``, the autoregressive
+    one as the past of its second frame."""
     net = network.unet if isinstance(network, TextVideoNet) else network
-    return takes_frames(network) or (isinstance(net, VideoUNet) and net.config.first_frame_input)
+    return (
+        takes_frames(network)
+        or past_frames(network) > 0
+        or (isinstance(net, VideoUNet) and net.config.first_frame_input)
+    )
 
 
 def load_video_network(

@@ -28,7 +28,13 @@ from genlab.video.config import VideoConfig
 from genlab.video.evaluate import motion_adherence, opposite_direction, single_object_motion_prompts
 from genlab.video.generate import generate_clips, with_first_frame
 from genlab.video.mixed_noise import decorrelate
-from genlab.video.networks import clip_shape, takes_first_frame, takes_frames, video_network_class
+from genlab.video.networks import (
+    clip_shape,
+    past_frames,
+    takes_first_frame,
+    takes_frames,
+    video_network_class,
+)
 
 VIDEO_OPTIONS = (
     "temporal",
@@ -40,6 +46,7 @@ VIDEO_OPTIONS = (
     "temporal_head_dim",
     "max_distance",
     "max_frames",
+    "past_frames",
 )
 
 
@@ -97,6 +104,11 @@ class VideoDiffusionTask(DiffusionTask):
                 "`frame_cond` needs a network that takes a first frame: the factorised video U-Net or the "
                 "frame-stacking one (the DiT's tubelets mix frames under one noise level): use a U-Net or "
                 "set it to 0"
+            )
+        if past_frames(self.model) and not self.video.frame_cond:
+            raise GenlabError(
+                "an autoregressive video U-Net (`past_frames`) learns later frames from the clips given "
+                "frames before them: set `frame_cond` above 0 (the share of them; 0.75 is a good start)"
             )
         self.schedule = diffusion.noise_schedule()
         self.latents: dict[str, Any] = {}
@@ -204,6 +216,8 @@ class VideoDiffusionTask(DiffusionTask):
         if timestep is not None:
             t = torch.full((n,), timestep, dtype=torch.long)
             abar = self.schedule.abar(t)
+        if past_frames(model):
+            return self._next_frame_loss(model, x0, labels, captions, generator, train, t, abar, first_frame)
         t, abar = t[:, None].expand(n, frames).clone(), abar[:, None].expand(n, frames).clone()
         images = (
             torch.rand(n, generator=generator) < v.image_share if train else torch.zeros(n, dtype=torch.bool)
@@ -248,6 +262,50 @@ class VideoDiffusionTask(DiffusionTask):
         scored = scored.flatten().to(device)
         return (per_frame * scored).sum() / scored.sum()
 
+    def _next_frame_loss(
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        labels,
+        captions,
+        generator: torch.Generator,
+        train: bool,
+        t: torch.Tensor,
+        abar: torch.Tensor,
+        first_frame: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``_forward`` for an autoregressive U-Net (MCVD, Voleti et al. 2022): each clip is scored on one
+        frame given the ones before it: its first frame, from the condition alone, or, for the share
+        ``frame_cond``, a later one drawn uniformly; ``first_frame``: every clip is scored on frame 1 given
+        this frame as frame 0 (the frame probe)."""
+        d, v = self.diffusion, self.video
+        n, frames = x0.shape[:2]
+        device = x0.device
+        later = torch.rand(n, generator=generator) < v.frame_cond
+        k = torch.where(later, torch.randint(1, max(frames, 2), (n,), generator=generator), 0)
+        if first_frame is not None:
+            k = torch.ones(n, dtype=torch.long)
+        count = past_frames(model)
+        before = k[:, None] - count + torch.arange(count)  # (N, P): the frame each past slot holds
+        rows = torch.arange(n)[:, None]
+        past = x0[rows, before.clamp(min=0)]
+        if first_frame is not None:
+            past[:, -1] = first_frame
+        given = (before >= 0).to(device)
+        frame = x0[torch.arange(n), k]
+        noise = torch.randn(frame.shape, generator=generator).to(device)
+        abar = abar.to(device)
+        x_t = noised(frame, noise, abar)
+        inp = network_input(d.parameterization, x_t, abar)[:, None]
+        drop = torch.rand(n, generator=generator) < d.cond_dropout if train else None
+        cond = self._label_condition(labels, captions, drop)
+        out = model(inp, t.to(device), past=past, past_given=given, **cond)[:, 0]
+        p = get_parameterization(d.parameterization)
+        per_frame = (out.float() - p.target(frame, noise, abar).float()).square().flatten(1).mean(1)
+        if d.min_snr_gamma > 0:
+            per_frame = per_frame * p.min_snr_weight(abar.float(), d.min_snr_gamma, d.snr_floor)
+        return per_frame.mean()
+
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         x0 = to_model_space(batch.images)
         return self._forward(model, x0, batch.labels, batch.captions, generator, train=True), {}
@@ -288,7 +346,8 @@ class VideoDiffusionTask(DiffusionTask):
         x0 = to_model_space(data.clips[keep]).to(next(model.parameters()).device)
         captions = [data.captions[i] for i in keep]
         opposite = [opposite_direction(c) for c in captions]
-        return self._loss_ratio(model, x0, None, timestep, (captions, None), (opposite, None))
+        frame = x0[:, 0] if past_frames(model) else None  # the frame after the first, where words decide
+        return self._loss_ratio(model, x0, None, timestep, (captions, frame), (opposite, frame))
 
     @torch.no_grad()
     def frame_probe(self, model: nn.Module, n: int = 96, timestep: int = 400) -> float:
