@@ -117,6 +117,22 @@ def test_frame_by_frame_sampling_draws_the_walk_of_known_conditionals():
         generate_clips(net, schedule, "x0", (2, 3, 1, 4, 4), steps=2, noise_correlation=0.5)
 
 
+def test_past_guidance_leaves_the_past_out_of_the_unconditional_side_only():
+    schedule = NoiseSchedule()
+    net = RandomWalk(schedule, 0.1, 0.01)
+    seen, forward = [], net.forward
+    net.forward = lambda x, t, **kw: (seen.append(kw["past_given"]), forward(x, t, **kw))[1]
+    shape = (2, 3, 1, 4, 4)
+    generate_clips(
+        net, schedule, "x0", shape, steps=2, sampler="ddpm", guidance_scale=2.0, past_guidance=True
+    )
+    later = [given for given in seen if given.any()]  # frames 1 and 2: the joint batch [uncond; cond]
+    assert len(later) == 4 and all(not g[:2].any() and g[2:, -1].all() for g in later)
+    seen.clear()
+    generate_clips(net, schedule, "x0", shape, steps=2, sampler="ddpm", guidance_scale=2.0)
+    assert all(len(g) == 2 for g in seen)  # nothing to guide toward: the conditional prediction alone
+
+
 class PastRecorder(torch.nn.Module):
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
@@ -159,6 +175,14 @@ def test_each_clip_is_scored_on_one_frame_given_the_frames_before_it():
         if j >= 1:
             assert torch.equal(past[i, 0], x0[i, j - 1])
     assert 0 < firsts < 16
+    task.video.past_noise = 0.5  # GameNGen's augmentation: noised past frames in training only
+    rec.calls.clear()
+    task.loss(rec, batch, torch.Generator().manual_seed(0))
+    noisy = rec.calls[0]["past"]
+    assert not torch.allclose(noisy[given], past[given]) and (noisy - past).abs().max() < 3.0
+    rec.calls.clear()
+    task._forward(rec, x0, None, d.captions, torch.Generator().manual_seed(0), train=False)
+    assert any(torch.equal(rec.calls[0]["past"][i, 1], x0[i, j]) for i in range(16) for j in range(8))
     with pytest.raises(GenlabError, match="set `frame_cond` above 0"):
         VideoDiffusionTask(DataConfig("moving-shapes"), DiffusionConfig(cond="none"), VideoConfig(),
                            base_channels=8, channel_mults=(1, 2), attention_levels=(1,), head_dim=8,
@@ -188,11 +212,12 @@ def test_a_clip_clip_and_an_autoregressive_run_from_the_command_line(tmp_path):
     assert list((clip / "samples").glob("*.png"))
     run = tmp_path / "ar"
     result = _invoke("train", "video", *NET, "--past-frames", "2", "--frame-cond", "0.75", "--text-encoder",
-                     f"clip:{clip}", "--out", str(run), *SHORT)  # fmt: skip
+                     f"clip:{clip}", "--past-guidance", "--out", str(run), *SHORT)  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     video = config["model"]["video"]
     assert video["past_frames"] == 2 and video["unet"]["in_channels"] == 3
+    assert config["video"]["past_guidance"] is True
     out = tmp_path / "clip.gif"
     result = _invoke("sample", str(run), "a small red circle moving right", "--frames", "11", "--n", "2",
                      "--steps", "2", "--out", str(out),
@@ -202,7 +227,8 @@ def test_a_clip_clip_and_an_autoregressive_run_from_the_command_line(tmp_path):
     first = tmp_path / "first.png"
     Image.new("RGB", (32, 32), (200, 20, 20)).save(first)
     result = _invoke("sample", str(run), "a small red circle moving right", "--n", "1", "--steps", "2",
-                     "--first-frame", str(first), "--out", str(tmp_path / "i2v.png"))  # fmt: skip
+                     "--first-frame", str(first), "--no-past-guidance",
+                     "--out", str(tmp_path / "i2v.png"))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "set --frame-cond above 0" in _fail(
         "train", "video", *NET, "--past-frames", "2", "--out", str(tmp_path / "r"), *SHORT

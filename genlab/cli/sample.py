@@ -64,6 +64,11 @@ from genlab.cli.common import FINITE, load_guide, precision_option, sampling_opt
 @click.option(
     "--factorized/--one-stage", default=None, help="Video: a first frame, then the rest (Emu Video)."
 )
+@click.option(
+    "--past-guidance/--no-past-guidance",
+    default=None,
+    help="Video, autoregressive: guide toward continuing the frames before (default: the run's).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 def sample_cmd(
@@ -92,6 +97,7 @@ def sample_cmd(
     frames: int | None,
     first_frame: str | None,
     factorized: bool | None,
+    past_guidance: bool | None,
     device: str,
     precision: str,
 ) -> None:
@@ -148,12 +154,16 @@ def sample_cmd(
         from genlab.cli.sample_video import sample_video
 
         kwargs.update({} if factorized is None else {"factorized": factorized})
+        kwargs.update({} if past_guidance is None else {"past_guidance": past_guidance})
         video = dict(prompts=prompts, class_=class_, n=n, frames=frames, first_frame=first_frame, nrow=nrow)
         return sample_video(
             run, device, precision, steps, sampler, guidance, seed, out, trajectory, kwargs, **video
         )
-    if frames is not None or first_frame is not None or factorized is not None:
-        raise GenlabError(f"{run} makes images: --frames, --first-frame and --factorized are for video runs")
+    if any(v is not None for v in (frames, first_frame, factorized, past_guidance)):
+        raise GenlabError(
+            f"{run} makes images: --frames, --first-frame, --factorized and --past-guidance are for "
+            "video runs"
+        )
     gan = kind == "gan"
     if gan and (prompts or negative_prompt or attention_maps or trajectory or kwargs):
         raise GenlabError(f"{run} is a GAN: it takes --class, --n, --seed and --out, no prompts or sampler")

@@ -128,6 +128,20 @@ VIDEO_FLAGS = {
     "--frame-cond is the share of training clips scored on a later frame (0: a whole clip at once).",
 )
 @click.option(
+    "--past-noise",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="With --past-frames: train on past frames with Gaussian noise of a deviation up to this "
+    "(GameNGen's noise augmentation, against drift); sampling shows clean ones.",
+)
+@click.option(
+    "--past-guidance",
+    is_flag=True,
+    help="With --past-frames: guidance's unconditional side has no past frames either, so it also pushes "
+    "each frame to continue the ones before it (the run's default; genlab sample can override it).",
+)
+@click.option(
     "--frame-channels",
     default=0,
     type=int,
@@ -223,6 +237,8 @@ def train_video(ctx: click.Context, **params: Any) -> None:
             frame_cond=params["frame_cond"],
             noise_correlation=params["noise_correlation"],
             factorized=params["factorized"],
+            past_noise=params["past_noise"],
+            past_guidance=params["past_guidance"],
         )
         return VideoDiffusionTask(
             DataConfig(params["data"], params["split_seed"], params["val_fraction"]),

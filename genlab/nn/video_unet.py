@@ -112,7 +112,7 @@ class VideoUNetConfig:
                 "one takes a given first frame at its own noise level"
             )
         levels = len(self.unet.channel_mults)
-        for level in () if self.stack_frames else self.temporal_levels or ():
+        for level in () if self.stack_frames or self.past_frames else self.temporal_levels or ():
             check_range("every `temporal_levels` entry", level, 0, levels - 1)
         if self.temporal_head_dim is not None:
             check_range("temporal_head_dim", self.temporal_head_dim, 1, MAX_WIDTH)

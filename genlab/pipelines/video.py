@@ -18,7 +18,13 @@ from genlab.nn.precision import check_precision
 from genlab.pipelines.diffusion import checked_class_names, class_index, tensor_to_pil
 from genlab.train.distributed import pick_device
 from genlab.video.generate import generate_clips
-from genlab.video.networks import clip_shape, denoiser_config, load_video_network, takes_first_frame
+from genlab.video.networks import (
+    clip_shape,
+    denoiser_config,
+    load_video_network,
+    past_frames,
+    takes_first_frame,
+)
 
 
 @dataclass
@@ -98,6 +104,7 @@ class VideoPipeline:
         generator: torch.Generator | None = None,
         first_frame: torch.Tensor | None = None,
         factorized: bool | None = None,
+        past_guidance: bool | None = None,
         return_trajectory: bool = False,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         **sampler_kwargs: Any,
@@ -107,8 +114,10 @@ class VideoPipeline:
         clips start from it (image-to-video; the run must be trained with ``frame_cond``). Guidance pushes
         toward the prompt or class and the first frame together; 1 is plain conditional sampling.
         ``factorized`` (default: the run's ``VideoConfig.factorized``): without a first frame, draw one
-        from the prompt and continue it (Emu Video's two stages, twice the steps). ``on_step(i, steps,
-        clips)`` sees each step's estimate of the clips."""
+        from the prompt and continue it (Emu Video's two stages, twice the steps). ``past_guidance``
+        (default: the run's ``VideoConfig.past_guidance``; autoregressive runs): the unconditional side of
+        guidance has no past frames either. ``on_step(i, steps, clips)`` sees each step's estimate of the
+        clips."""
         frames = self.video.sample_frames if num_frames is None else num_frames
         check_range("num_frames", frames, 2, self.max_frames)
         check_range("num_clips", num_clips, 1, 1000)
@@ -155,6 +164,8 @@ class VideoPipeline:
                 )
             kwargs["first_frame"] = image.expand(n, *shape[2:]) if len(image) == 1 else image
         stages = 2 if factorized and first_frame is None else 1
+        if past_frames(self.model):  # a sampler run for every frame it draws
+            stages = frames - (first_frame is not None)
         trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
         record = step_recorder(None, stages * num_inference_steps, trajectory, on_step)
 
@@ -171,6 +182,7 @@ class VideoPipeline:
             precision=self.precision,
             noise_correlation=self.video.noise_correlation,
             factorized=factorized,
+            past_guidance=self.video.past_guidance if past_guidance is None else past_guidance,
             **kwargs,
             **sampler_kwargs,
         ).cpu()

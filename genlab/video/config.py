@@ -34,6 +34,15 @@ class VideoConfig:
     noise_correlation: float = 0.0
     factorized: bool = False
     sample_frames: int = 8
+    # Autoregressive runs: the past frames of a training clip get Gaussian noise of a standard deviation
+    # drawn uniformly up to this (in model space, [-1, 1]), so that the network learns to continue frames
+    # it drew itself, flaws and all (the noise augmentation of GameNGen, Valevski et al. 2024, section
+    # 3.2.1, against the drift of autoregressive sampling); sampling shows it clean frames
+    past_noise: float = 0.0
+    # Autoregressive runs: the unconditional side of classifier-free guidance has no past frames either, so
+    # guidance also pushes each frame toward continuing the ones before it (measured: 67.5% against 63.0%
+    # of clips right on 200 prompts, docs/video.md); False: the past is on both sides
+    past_guidance: bool = False
 
     def __post_init__(self) -> None:
         check_fraction("image_share", self.image_share)
@@ -50,3 +59,4 @@ class VideoConfig:
                 "to continue frames: set `frame_cond` above 0 (0.5 is a good start)"
             )
         check_range("sample_frames", self.sample_frames, 1, MAX_FRAMES)
+        check_range("past_noise", self.past_noise, 0.0, 2.0)

@@ -102,6 +102,7 @@ def generate_clips(
     precision: str = "fp32",
     noise_correlation: float = 0.0,
     factorized: bool = False,
+    past_guidance: bool = False,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """Sample ``shape`` = (N, T, C, H, W) clips in [0, 1] from a video network.
@@ -132,7 +133,7 @@ def generate_clips(
             net, schedule, parameterization, shape, class_labels=class_labels, cond=cond, uncond=uncond,
             first_frame=first_frame, steps=steps, sampler=sampler, guidance_scale=guidance_scale,
             generator=generator, callback=callback, sigmas_kind=sigmas_kind, clip_denoised=clip_denoised,
-            precision=precision, **sampler_kwargs,
+            precision=precision, past_guidance=past_guidance, **sampler_kwargs,
         )  # fmt: skip
     if factorized and first_frame is None:
         args = dict(
@@ -233,13 +234,16 @@ def _frame_by_frame(
     sigmas_kind: str | None,
     clip_denoised: bool,
     precision: str,
+    past_guidance: bool,
     **sampler_kwargs: Any,
 ) -> torch.Tensor:
     """``generate_clips`` for an autoregressive U-Net (MCVD, Voleti et al. 2022, section 3): every frame
     drawn by a sampler of its own given the frames before it (the first from the condition alone, or
     ``first_frame``), which are part of both sides of guidance, as a super-resolution model's
-    low-resolution image is: guidance pushes toward the prompt or class only. The callback sees the clip
-    so far (frames not yet begun are zeros) and the steps counted on from frame to frame."""
+    low-resolution image is: guidance pushes toward the prompt or class only; with ``past_guidance`` the
+    unconditional side has no past either, so guidance also pushes toward a frame that continues the
+    ones before it. The callback sees the clip so far (frames not yet begun are zeros) and the steps
+    counted on from frame to frame."""
     device = next(net.parameters()).device
     n, frames = shape[:2]
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
@@ -248,7 +252,7 @@ def _frame_by_frame(
     cond, uncond, guidance_scale = conditions(
         num_classes, n, device, class_labels, cond, uncond, None, guidance_scale
     )
-    if uncond is None:
+    if uncond is None and not past_guidance:
         guidance_scale = 1.0  # nothing to guide toward but the past frames
     drawn: list[torch.Tensor] = []
     if first_frame is not None:
@@ -261,7 +265,8 @@ def _frame_by_frame(
     for k in range(len(drawn), frames):
         past, given = past_window(drawn, count, (n, *shape[2:]), device)
         extra = {"past": past, "past_given": given}
-        side = None if uncond is None else {**uncond, **extra}
+        blind = {"past": past, "past_given": torch.zeros_like(given)} if past_guidance else extra
+        side = None if uncond is None and not past_guidance else {**(uncond or {}), **blind}
         denoiser = guided(
             VPDenoiser(net, schedule, parameterization, precision), {**(cond or {}), **extra}, side,
             guidance_scale,

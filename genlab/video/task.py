@@ -291,6 +291,10 @@ class VideoDiffusionTask(DiffusionTask):
         past = x0[rows, before.clamp(min=0)]
         if first_frame is not None:
             past[:, -1] = first_frame
+        if train and v.past_noise:  # GameNGen's noise augmentation: a level per clip
+            level = torch.rand(n, generator=generator) * v.past_noise
+            jitter = level[:, None, None, None, None] * torch.randn(past.shape, generator=generator)
+            past = past + jitter.to(device)
         given = (before >= 0).to(device)
         frame = x0[torch.arange(n), k]
         noise = torch.randn(frame.shape, generator=generator).to(device)
@@ -430,5 +434,6 @@ class VideoDiffusionTask(DiffusionTask):
             precision="auto",
             noise_correlation=self.video.noise_correlation,
             factorized=self.video.factorized,
+            past_guidance=self.video.past_guidance,
             **kwargs,
         )
