@@ -165,7 +165,8 @@ def _t2i_stage(result: DemoResult, cfg: DemoConfig, log: Callable[[str], None]) 
     log(
         f"5/5 text-to-image on shapes, {cfg.t2i_steps} steps: all attributes right (colour, shape, size, "
         f"position, one object) for {result.numbers['t2i_adherence']:.0%} of {cfg.prompts} held-out "
-        f"single-object prompts ({_took(result, 't2i')})"
+        f"single-object prompts, {result.numbers['t2i_paraphrase_adherence']:.0%} of the same scenes in "
+        f"phrasings held out of training ({_took(result, 't2i')})"
     )
 
 
@@ -351,13 +352,18 @@ def _text_to_image(result: DemoResult, cfg: DemoConfig) -> None:
         DataConfig("shapes"),
         diffusion,
         text_encoder=f"clip:{result.runs['clip']}",
-        monitor=MonitorConfig(samples=cfg.prompts, features="none"),
+        monitor=MonitorConfig(samples=cfg.prompts, features="none", paraphrases=True),
         **T2I_RECIPE["unet"],
     )
     run = _train(task, T2I_RECIPE["train"], cfg.t2i_steps, cfg, result.root / "t2i")
     result.runs["t2i"] = run.run_dir
-    adherence = {k.removeprefix("adherence_"): v for k, v in run.metrics.items() if k.startswith("adherence")}
-    result.numbers["t2i_adherence"] = adherence.pop("adherence")
+    metrics = run.metrics
+    adherence, paraphrased = (
+        {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+        for prefix in ("adherence_", "paraphrase_")
+    )
+    result.numbers["t2i_adherence"] = metrics["adherence"]
+    result.numbers["t2i_paraphrase_adherence"] = paraphrased.pop("adherence")
     pipe = TextToImagePipeline.from_pretrained(run.run_dir)
     g = torch.Generator().manual_seed(0)
     out = pipe(
@@ -384,6 +390,11 @@ def _text_to_image(result: DemoResult, cfg: DemoConfig) -> None:
             "per_attribute": adherence,
             "checked": cfg.prompts,
             "method": "scene read back from the pixels (genlab.data.shapes.read_scene)",
+        },
+        "adherence_paraphrase": {
+            "all": result.numbers["t2i_paraphrase_adherence"],
+            "per_attribute": paraphrased,
+            "checked": cfg.prompts,
         },
         "pictures": {"samples": "t2i_samples.png", "attention": "t2i_attention.png"},
     }

@@ -409,10 +409,14 @@ def test_eval_prompts_spread_cycle_and_refuse(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("x\n\ny\n")
     assert eval_prompts(str(path), val, 3) == ["x", "y", "x"]
-    with pytest.raises(GenlabError, match="^`prompts` 'nope' is neither 'val', 'single' nor a file"):
+    with pytest.raises(
+        GenlabError, match="^`prompts` 'nope' is neither 'val', 'single', 'paraphrase' nor a file"
+    ):
         eval_prompts("nope", val, 3)
     with pytest.raises(GenlabError, match="^`prompts` single: this dataset has no single-object captions"):
         eval_prompts("single", val, 3)
+    with pytest.raises(GenlabError, match="^`prompts` paraphrase: this dataset has no single-object"):
+        eval_prompts("paraphrase", val, 3)
     path.write_text("\n")
     with pytest.raises(GenlabError, match="has no prompts"):
         eval_prompts(str(path), val, 3)

@@ -259,6 +259,46 @@ def test_prompt_adherence_reads_real_shapes_right_and_random_pixels_wrong():
         prompt_adherence(images[:1], ["a blue square left of a green triangle"])
 
 
+def test_eval_with_paraphrase_prompts_scores_the_same_scenes_in_held_out_phrasings(text_run, tmp_path):
+    import json
+
+    from genlab.data.shapes_text import HELD_OUT_WORDS, SINGLE_HELD_OUT_FORMS, parse_caption
+
+    out = tmp_path / "p.json"
+    args = ["eval", str(text_run), "--n", "8", "--steps", "1", "--metrics", "adherence", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--prompts", "paraphrase"])
+    assert result.exit_code == 0, result.output
+    assert "the same scenes in held-out phrasings: all attributes right in" in result.output
+    report = json.loads(out.read_text())
+    assert len(report["prompts"]) == len(report["paraphrases"]) == 8
+    for prompt, paraphrase in zip(report["prompts"], report["paraphrases"], strict=True):
+        assert parse_caption(paraphrase) == parse_caption(prompt) and paraphrase != prompt
+    held = report["adherence_paraphrase"]
+    assert held["checked"] == 8 and held["all"] <= min(held["per_attribute"].values())
+    assert (tmp_path / report["pictures"]["paraphrases"]).is_file()
+    assert "held-out phrasings" in out.with_suffix(".html").read_text()
+    words = {w for p in report["paraphrases"] for w in p.lower().replace(",", " ").split()}
+    assert words & HELD_OUT_WORDS or any(":" in p for p in report["paraphrases"]), SINGLE_HELD_OUT_FORMS
+
+
+def test_the_monitor_scores_held_out_phrasings_beside_the_prompts_when_asked(text_run):
+    from genlab.evaluation.monitor import MonitorConfig
+    from genlab.pipelines import TextToImagePipeline
+
+    network = TextToImagePipeline.from_pretrained(text_run).network
+    task = DiffusionTask(
+        DataConfig("shapes"),
+        DiffusionConfig(cond="text", sample_steps=1),
+        model_config=network.config,
+        monitor=MonitorConfig(samples=4, features="none", paraphrases=True),
+    )
+    scores = task.sample_quality(network)
+    assert {"adherence", "paraphrase_adherence", "paraphrase_color", "paraphrase_count"} <= set(scores)
+    assert 0 <= scores["paraphrase_adherence"] <= scores["paraphrase_color"] <= 1
+    task.monitor = MonitorConfig(samples=4, features="none")
+    assert "paraphrase_adherence" not in task.sample_quality(network)
+
+
 def test_eval_of_a_text_run_reports_adherence_with_prompts_from_val_or_a_file(text_run, tmp_path):
     import json
 
@@ -281,7 +321,7 @@ def test_eval_of_a_text_run_reports_adherence_with_prompts_from_val_or_a_file(te
         "a small red circle at the top left",
     ]
     for extra, message in [
-        (["--prompts", str(tmp_path / "none.txt")], "neither 'val', 'single' nor a file"),
+        (["--prompts", str(tmp_path / "none.txt")], "neither 'val', 'single', 'paraphrase' nor a file"),
         (["--metrics", "clip"], "needs a CLIP run"),
     ]:
         bad = CliRunner().invoke(cli, [*args, *extra])  # the last --metrics counts

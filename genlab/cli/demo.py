@@ -95,6 +95,8 @@ def demo(out: str, parallel: bool, no_progress: bool, serve: bool, port: int, **
     click.echo(f"done in {total / 60:.1f} min")
     click.echo(f"  MNIST samples recognised as the digit asked for: {result.numbers['mnist_recognised']:.0%}")
     click.echo(f"  text-to-image prompt adherence:                  {result.numbers['t2i_adherence']:.0%}")
+    held_out = result.numbers["t2i_paraphrase_adherence"]
+    click.echo(f"  the same scenes in held-out phrasings:           {held_out:.0%}")
     click.echo("outputs:")
     p, r = result.pictures, result.runs
     click.echo(f"  data and noising pictures  {p['data_mnist']}, {p['data_shapes']}, {p['noising']}")

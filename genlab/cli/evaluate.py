@@ -53,8 +53,9 @@ EVAL_FLAGS = {
     "--prompts",
     default="val",
     show_default=True,
-    help="Text-to-image: 'val' (validation captions), 'single' (the single-object ones), or a file of "
-    "prompts, one per line.",
+    help="Text-to-image: 'val' (validation captions), 'single' (the single-object ones), 'paraphrase' (the "
+    "single-object ones, and the same scenes in phrasings held out of training: adherence of both), or a "
+    "file of prompts, one per line.",
 )
 @click.option("--clip", "clip_run", default=None, type=click.Path(), help="A CLIP run for the CLIP score.")
 @click.option("--sweep-steps", default="", help="Also FID at these step counts, e.g. 5,10,20,50 (plot).")
@@ -207,6 +208,13 @@ def _print_report(report: dict) -> None:
         click.echo(
             f"prompt adherence (scene read back from the pixels): all attributes right in {a['all']:.1%} of "
             f"{a['checked']} single-object samples ({parts})"
+        )
+    if "adherence_paraphrase" in report:
+        a = report["adherence_paraphrase"]
+        parts = ", ".join(f"{k} {v:.1%}" for k, v in a["per_attribute"].items())
+        click.echo(
+            f"the same scenes in held-out phrasings: all attributes right in {a['all']:.1%} of "
+            f"{a['checked']} samples ({parts})"
         )
     if "clip" in report:
         c = report["clip"]

@@ -28,6 +28,7 @@ DIFFUSION_REPORT = {
     "fid": "FID (evaluation features)",
     "recognised": "share of samples recognised as the class asked for",
     "adherence": "prompt adherence (all attributes right)",
+    "paraphrase_adherence": "the same in held-out phrasings",
 }
 
 
@@ -133,6 +134,11 @@ DIFFUSION_FLAGS = {  # the library's names of what options set under other names
     "--sample-steps", default=20, show_default=True, type=int, help="Sampling steps during training."
 )
 @monitor_options(samples=100)
+@click.option(
+    "--eval-paraphrases",
+    is_flag=True,
+    help="Text on shapes: every evaluation also scores the same scenes in phrasings held out of training.",
+)
 @train_options(**DIFFUSION_DEFAULTS)
 @click.pass_context
 def train_diffusion(ctx: click.Context, **params: Any) -> None:
@@ -183,7 +189,9 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
         return DiffusionTask(
             data,
             diffusion,
-            monitor=MonitorConfig(params["eval_samples"], params["features"]),
+            monitor=MonitorConfig(
+                params["eval_samples"], params["features"], paraphrases=params["eval_paraphrases"]
+            ),
             log=echo,
             base_channels=params["base_channels"],
             channel_mults=number_list(params["channel_mults"], "--channel-mults"),

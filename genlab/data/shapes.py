@@ -1,7 +1,9 @@
 """Procedural images of one or two coloured shapes with compositional captions and exact ground truth.
 
 "a small red circle at the top left", "a blue square left of a green triangle": every word of a caption
-is stored in the image's attributes, so prompt adherence of a generator can be checked exactly.
+is stored in the image's attributes, so prompt adherence of a generator can be checked exactly. Each
+caption is one of many phrasings of its scene ("top left: a little red disk", genlab.data.shapes_text),
+drawn from those the training phrasings allow.
 The images are the same on every run: they come from a fixed generation seed, not the split seed.
 
 Geometry: x runs right and y down in pixel units, pixel (row i, column j) covering [j, j+1] x [i, i+1].
@@ -11,8 +13,6 @@ A circle has radius r, a square half-side r, and a triangle (apex up) base 2r an
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import torch
@@ -159,8 +159,13 @@ def _render(scene: dict[str, np.ndarray], image_size: int) -> np.ndarray:
     return images
 
 
-def _describe(scene: dict[str, np.ndarray], image_size: int) -> tuple[list[str], list[dict]]:
-    """Captions and JSON-ready ground truth for every image."""
+def _describe(
+    scene: dict[str, np.ndarray], image_size: int, rng: np.random.Generator
+) -> tuple[list[str], list[dict]]:
+    """Captions (each a training phrasing drawn by ``rng``, genlab.data.shapes_text) and JSON-ready
+    ground truth for every image."""
+    from genlab.data.shapes_text import phrase  # it reads this module's vocabulary
+
     cx, cy, radius = _geometry(scene, image_size)
     color_names, size_names = list(COLORS), list(SIZES)
     captions, attributes = [], []
@@ -178,15 +183,8 @@ def _describe(scene: dict[str, np.ndarray], image_size: int) -> tuple[list[str],
             }
             for s in slots
         ]
-        first = shapes[0]
-        if len(shapes) == 1:
-            relation = None
-            phrase = POSITIONS[scene["cell"][i, 0]][1]
-            caption = f"a {first['size']} {first['color']} {first['shape']} {phrase}"
-        else:
-            relation = RELATIONS[scene["relation"][i]]
-            second = shapes[1]
-            caption = f"a {first['color']} {first['shape']} {relation} a {second['color']} {second['shape']}"
+        relation = RELATIONS[scene["relation"][i]] if len(shapes) == 2 else None
+        caption = phrase({"shapes": shapes, "relation": relation}, rng)
         captions.append(caption)
         level = round(float(scene["background"][i]), 4)
         attributes.append({"shapes": shapes, "relation": relation, "background": [level] * 3})
@@ -204,9 +202,10 @@ def load_shapes(
     size = SHAPES_SIZE if image_size is None else image_size
     if size < MIN_SHAPES_SIZE:
         raise GenlabError(f"shapes images must be at least {MIN_SHAPES_SIZE} px, got image_size={size}")
-    scene = _layout(count, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    scene = _layout(count, rng)
     images = torch.from_numpy(_render(scene, size))
-    captions, attributes = _describe(scene, size)
+    captions, attributes = _describe(scene, size, rng)
     return ImageDataset(
         name="shapes",
         images=images,
@@ -442,36 +441,3 @@ def matches(scene: list[dict] | torch.Tensor, attributes: dict) -> dict[str, boo
     result["count"] = len(scene) == 1
     result["all"] = all(result.values())
     return result
-
-
-_CAPTION = re.compile(
-    "a ({}) ({}) ({}) ({})".format(
-        "|".join(SIZES), "|".join(COLORS), "|".join(SHAPE_NAMES), "|".join(phrase for _, phrase in POSITIONS)
-    )
-)
-_TWO_CAPTION = re.compile(
-    "a ({0}) ({1}) ({2}) a ({0}) ({1})".format("|".join(COLORS), "|".join(SHAPE_NAMES), "|".join(RELATIONS))
-)
-
-
-def parse_caption(text: str) -> dict[str, str]:
-    """The attributes a single-object caption names: "a small red circle at the top left" gives
-    {'shape': 'circle', 'color': 'red', 'size': 'small', 'position': 'top left'}.
-
-    Case, surrounding spaces, repeated spaces and a final full stop are forgiven; anything else that is not
-    a single-object shapes caption raises GenlabError.
-    """
-    if not isinstance(text, str):
-        raise GenlabError(f"a caption must be text, got {type(text).__name__}")
-    words = " ".join(text.lower().split()).removesuffix(".").rstrip()
-    found = _CAPTION.fullmatch(words)
-    if found is None:
-        shown = repr(text if len(text) <= 60 else text[:57] + "...")
-        if _TWO_CAPTION.fullmatch(words):
-            why = "is a two-object caption; parse_caption reads single-object ones"
-        else:
-            why = "is not a shapes caption"
-        raise GenlabError(f"{shown} {why}, like 'a small red circle at the top left'")
-    size, color, shape, phrase = found.groups()
-    position = next(name for name, p in POSITIONS if p == phrase)
-    return {"shape": shape, "color": color, "size": size, "position": position}

@@ -342,8 +342,9 @@ class DiffusionTask(Task):
         """Scores of ``monitor.samples`` samples from fixed seeds (genlab.evaluation.monitor): FID, precision
         and recall on the monitor's features and, with a classifier's features, the classes it sees in
         them and (class runs) the share it recognises as asked; for text runs on shapes, the prompt
-        adherence of single-object validation prompts read back from the pixels."""
-        from genlab.metrics.adherence import prompt_adherence, single_object_prompts
+        adherence of single-object validation prompts read back from the pixels, and with
+        ``monitor.paraphrases`` that of the same scenes in held-out phrasings, from the same seeds."""
+        from genlab.metrics.adherence import paraphrase_prompts, prompt_adherence, single_object_prompts
 
         n = self.monitor.samples
         labels = prompts = None
@@ -359,6 +360,12 @@ class DiffusionTask(Task):
             adherence = prompt_adherence(images, prompts)
             out["adherence"] = adherence["all"]
             out.update({f"adherence_{a}": v for a, v in adherence["per_attribute"].items()})
+            if self.monitor.paraphrases:
+                said = paraphrase_prompts(prompts)
+                again = self.draw(model, torch.Generator().manual_seed(0), prompts=said, n=n)
+                held_out = prompt_adherence(again, said)
+                out["paraphrase_adherence"] = held_out["all"]
+                out.update({f"paraphrase_{a}": v for a, v in held_out["per_attribute"].items()})
         if self._extractor is None and self.monitor.features == "auto":
             self._extractor = self._monitor_extractor() or False  # False: tried, none to be had
         if self._extractor:

@@ -74,6 +74,7 @@ class EvalInputs:
     clip: torch.nn.Module | None = None  # a CLIP model: the CLIP score
     judge_name: str = "the classifier given"  # the judge's name in the report, unless the extractor's
     guide: torch.nn.Module | None = None  # a noise-aware classifier or a noised CLIP: guide_scales' guide
+    paraphrases: list[str] | None = None  # the prompts' scenes in held-out phrasings, sampled beside them
 
 
 class _CallCounter:
@@ -301,6 +302,10 @@ def evaluate_generator(
             from genlab.metrics.adherence import prompt_adherence
 
             report["adherence"] = prompt_adherence(images, prompts)
+            if inputs.paraphrases is not None:
+                grid = out_dir / f"{prefix}_paraphrases.png"
+                report.update(_paraphrased(pipe, cfg, inputs.paraphrases, grid))
+                pictures["paraphrases"] = report.pop("picture")
         if "clip" in wanted:
             from genlab.metrics.clip_score import clip_score
 
@@ -332,6 +337,19 @@ def evaluate_generator(
         pictures["sweep"] = plot_sweep(report["sweep"], out_dir / f"{prefix}_sweep.png", floor=floor).name
     counter.handle.remove()
     return report
+
+
+def _paraphrased(pipe: Any, cfg: EvalConfig, paraphrases: list[str], grid: Path) -> dict[str, Any]:
+    """Adherence of samples for the held-out ``paraphrases`` of the prompts, drawn from the same seeds as
+    the prompts' samples, so that only the wording differs; their grid goes to ``grid``."""
+    from genlab.metrics.adherence import prompt_adherence
+
+    images, _ = sample(pipe, cfg, cfg.steps, cfg.sampler, paraphrases)
+    return {
+        "paraphrases": list(paraphrases),
+        "adherence_paraphrase": prompt_adherence(images, paraphrases),
+        "picture": save_grid(grid, images[:64], paraphrases[:64], nrow=8).name,
+    }
 
 
 @torch.no_grad()

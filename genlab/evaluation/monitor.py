@@ -29,6 +29,7 @@ class MonitorConfig:
     features: str = (
         "auto"  # FID features: auto (the data's own classifier), inception, a classifier run, none
     )
+    paraphrases: bool = False  # text on shapes: also the prompts' scenes in held-out phrasings
 
     def __post_init__(self) -> None:
         if self.samples < 0:

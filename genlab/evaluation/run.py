@@ -113,23 +113,25 @@ def choose_extractors(
 
 
 def eval_prompts(prompts: str, val: ImageDataset, n: int) -> list[str]:
-    """``n`` prompts: ``val``'s captions spread over the split (``single``: the single-object ones only,
-    as far as the dataset can tell), or the lines of the file ``prompts``, cycled."""
-    if prompts in ("val", "single"):
+    """``n`` prompts: ``val``'s captions spread over the split (``single``, and ``paraphrase``, which adds
+    their held-out phrasings elsewhere: the single-object ones only, as far as the dataset can tell), or
+    the lines of the file ``prompts``, cycled."""
+    if prompts in ("val", "single", "paraphrase"):
         captions = val.captions
-        if prompts == "single":
+        if prompts != "val":
             from genlab.metrics.adherence import single_object_prompts
 
             captions = single_object_prompts(captions)
             if not captions:
                 raise GenlabError(
-                    f"{param('prompts')} single: this dataset has no single-object captions (shapes has)"
+                    f"{param('prompts')} {prompts}: this dataset has no single-object captions (shapes has)"
                 )
     else:
         path = Path(prompts)
         if not path.is_file():
             raise GenlabError(
-                f"{param('prompts')} {prompts!r} is neither 'val', 'single' nor a file of prompts"
+                f"{param('prompts')} {prompts!r} is neither 'val', 'single', 'paraphrase' "
+                "nor a file of prompts"
             )
         captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not captions:
@@ -146,7 +148,7 @@ class RunEvalOptions:
 
     classifier: str | None = None  # a classifier run: the judge (and the features unless `features`)
     features: str | None = None  # auto, inception or a classifier run (see choose_extractors)
-    prompts: str = "val"  # text-to-image: val, single or a file of prompts (see eval_prompts)
+    prompts: str = "val"  # text-to-image: val, single, paraphrase or a file of prompts (see eval_prompts)
     out: str | None = None  # the JSON report (default RUN/eval.json); pictures and HTML beside it
     precision: str = "auto"  # what the pipeline was loaded with, recorded in the report
     progress: bool = True  # a progress bar while an extractor trains
@@ -185,6 +187,11 @@ def evaluate_run(
     )
     log(f"sampling {cfg.n} images ({how}, seed {cfg.seed})")
     inputs = EvalInputs(train, val, extractor, judge, prompts, clip, options.judge_name, guide)
+    if options.prompts == "paraphrase" and prompts is not None:
+        from genlab.metrics.adherence import paraphrase_prompts
+
+        inputs.paraphrases = paraphrase_prompts(prompts)
+        log(f"and the same {len(prompts)} scenes in held-out phrasings (e.g. {inputs.paraphrases[0]!r})")
     report = {
         "run": info.run,
         "data": data.name,

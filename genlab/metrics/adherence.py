@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from genlab.data.shapes import ATTRIBUTE_NAMES, matches, parse_caption, read_scene
+from genlab.data.shapes import ATTRIBUTE_NAMES, matches, read_scene
+from genlab.data.shapes_text import parse_caption
 from genlab.errors import GenlabError
 
 
@@ -25,6 +26,23 @@ def _parse(prompt: str) -> dict[str, str] | None:
 def single_object_prompts(captions: list[str]) -> list[str]:
     """The captions that name one object with all its attributes ("a small red circle at the top left")."""
     return [c for c in captions if _parse(c) is not None]
+
+
+def paraphrase_prompts(prompts: list[str], seed: int = 0) -> list[str]:
+    """Each single-object prompt's scene written again in a held-out phrasing (a word or sentence form
+    no training caption uses, genlab.data.shapes_text), drawn with ``seed``: the same scenes, other words."""
+    import numpy as np
+
+    from genlab.data.shapes_text import phrase
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for prompt in prompts:
+        attributes = _parse(prompt)
+        if attributes is None:
+            raise GenlabError(f"only single-object shapes prompts can be paraphrased, not {prompt[:60]!r}")
+        out.append(phrase({"shapes": [attributes], "relation": None}, rng, held_out=True))
+    return out
 
 
 def prompt_adherence(images: torch.Tensor, prompts: list[str]) -> dict[str, Any]:

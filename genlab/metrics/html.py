@@ -28,6 +28,7 @@ _CAPTIONS = {
     "guidance": "Fidelity against diversity (recall, FID) per kind of guidance, points labelled by scale",
     "attention": "Cross-attention maps: where each token of the prompt acts (averaged over steps and layers)",
     "adherence": "Samples for held-out single-object prompts (adherence is read back from these pixels)",
+    "paraphrases": "The same scenes in phrasings held out of training, from the same seeds",
 }
 
 
@@ -47,6 +48,12 @@ def _metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(
             ("prompt adherence", value, "scene read back from the pixels", f"{a['checked']} generated")
         )
+    if "adherence_paraphrase" in report:
+        a = report["adherence_paraphrase"]
+        parts = ", ".join(f"{k} {v:.0%}" for k, v in a["per_attribute"].items())
+        value = f"{a['all']:.1%} all attributes right ({parts})"
+        checked = f"{a['checked']} generated"
+        rows.append(("adherence, held-out phrasings", value, "the same scenes, other words", checked))
     if "clip" in report:
         c = report["clip"]
         value = f"{c['value']:.2f} (mismatched prompts {c['mismatched']:.2f})"

@@ -155,11 +155,15 @@ def plot_diffusion_training(
     ax_loss.set_title("loss", fontsize=9)
     ax_loss.legend(fontsize=7)
     fid_panel(ax_fid, evals, "evaluated weights")
-    shares = [k for k in ("recognised", "adherence") if any(k in r for r in evals)]
+    labels = {
+        "recognised": "recognised as the class asked for",
+        "adherence": "prompt adherence (all)",
+        "paraphrase_adherence": "held-out phrasings (all)",
+    }
+    shares = [k for k in labels if any(k in r for r in evals)]
     for key in shares:
         pts = [(r["step"], r[key]) for r in evals if key in r]
-        label = "recognised as the class asked for" if key == "recognised" else "prompt adherence (all)"
-        ax_share.plot(*zip(*pts, strict=True), marker="o", lw=1.5, label=label)
+        ax_share.plot(*zip(*pts, strict=True), marker="o", lw=1.5, label=labels[key])
     parts = sorted({k for r in evals for k in r if k.startswith("adherence_")})
     for key in parts:
         pts = [(r["step"], r[key]) for r in evals if key in r]
