@@ -351,3 +351,25 @@ def test_clip_on_minilm_trains_and_its_tower_reads_prompts_for_text_to_image(tmp
         cli, ["clip", "classify", str(clip_run), str(out), "--labels", "a disc, a box"]
     )
     assert result.exit_code == 0, result.output
+
+
+@needs_minilm
+def test_minilm_hidden_states_end_in_its_output_and_feed_the_layers_backbone(tokenizer, encoder):
+    from genlab.nn.text import TextEncoder, TextEncoderConfig
+
+    encoded = tokenizer.encode(["a red circle at the lower left", "a big box"])
+    with torch.no_grad():
+        states = encoder.hidden_states(encoded.ids, encoded.mask)
+        last, _ = encoder(encoded.ids, encoded.mask)
+    assert len(states) == 7 and torch.equal(states[-1], last)
+    assert not torch.allclose(states[0], states[-1])
+    torch.manual_seed(0)
+    shape = dict(vocab_size=30522, max_length=32, width=32, layers=1, heads=2)
+    layers = TextEncoder(TextEncoderConfig(**shape, backbone="minilm-layers"))
+    torch.manual_seed(0)
+    top = TextEncoder(TextEncoderConfig(**shape, backbone="minilm"))
+    assert layers.state_dict().keys() == top.state_dict().keys()  # same head, other input
+    with torch.no_grad():
+        mean = torch.stack(states).mean(0)
+        torch.testing.assert_close(layers.token(mean), top.token(mean))
+        assert not torch.allclose(layers(encoded.ids, encoded.mask)[0], top(encoded.ids, encoded.mask)[0])

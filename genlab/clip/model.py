@@ -63,7 +63,7 @@ class CLIPConfig:
             raise GenlabError(f"mean and std need one value per image channel ({self.in_channels})")
         if self.text.max_length != self.tokenizer.max_length:
             raise GenlabError("the text encoder and the tokenizer disagree on the maximum prompt length")
-        if (self.text.backbone == "minilm") != (self.tokenizer.kind == "wordpiece"):
+        if (self.text.backbone.startswith("minilm")) != (self.tokenizer.kind == "wordpiece"):
             raise GenlabError("a MiniLM text backbone and the 'wordpiece' tokenizer go together")
         if self.embed_dim < 1:
             raise GenlabError(f"embed_dim must be at least 1 (got {self.embed_dim})")

@@ -129,7 +129,7 @@ class CLIPTask(Task):
     @staticmethod
     def _tokenizer(captions: list[str], kind: str, backbone: str) -> Any:
         """The tokenizer trained on ``captions``, or MiniLM's WordPiece under a MiniLM backbone."""
-        if backbone != "minilm":
+        if not backbone.startswith("minilm"):
             return Tokenizer.train(captions, kind)
         from genlab.nn.minilm import WordPieceTokenizer
 

@@ -315,12 +315,17 @@ class MiniLMEncoder(nn.Module):
         return super().train(False)  # frozen: always used as it was trained
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.hidden_states(ids, mask)[-1]
+        return x, masked_mean(x, mask)
+
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """The token states after the embedding and after each layer: ``layers + 1`` of (N, L, 384)."""
         length = ids.shape[1]
         if length > MAX_POSITIONS:
             raise GenlabError(f"{length} tokens exceed MiniLM's {MAX_POSITIONS} positions")
         positions = torch.arange(length, device=ids.device)
         x = self.word(ids) + self.position(positions) + self.token_type.weight[0]  # one segment: type 0
-        x = self.ln(x)
+        states = [self.ln(x)]
         for layer in self.layers:
-            x = layer(x, mask)
-        return x, masked_mean(x, mask)
+            states.append(layer(states[-1], mask))
+        return states

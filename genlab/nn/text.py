@@ -12,7 +12,10 @@ positions (Vaswani et al. 2017, section 3.5), blocks x + attn(ln(x)), x + mlp(ln
 it returns per-token states (for cross-attention) and a pooled vector (the state at EOS, as in CLIP).
 With ``backbone="minilm"`` the blocks read the frozen pretrained MiniLM's token states (projected to the
 width) in place of the token embedding: a small trained tower on top of a model that already knows that
-"big" means "large", as Imagen conditions on a frozen T5 (Saharia et al. 2022, section 2.1).
+"big" means "large", as Imagen conditions on a frozen T5 (Saharia et al. 2022, section 2.1). With
+"minilm-layers" they read the mean of MiniLM's hidden states over its embedding output and its six layers,
+as BERT's feature-based use combines several layers (Devlin et al. 2019, section 5.3): the lower layers
+keep word meaning ("lower" near "bottom") that the last one, trained for sentence similarity, blurs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from genlab.nn.pretrained import PretrainedMixin
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD, UNK, BOS, EOS = range(len(SPECIALS))
 TOKENIZERS = ("word", "byte", "wordpiece")  # wordpiece: a pretrained encoder's own (genlab.nn.minilm)
-BACKBONES = ("", "minilm")  # what a TextEncoder's blocks read: its own token embedding, or MiniLM's states
+# What a TextEncoder's blocks read: its own token embedding, MiniLM's last states ("minilm") or the mean of
+# all its hidden states, the embedding output and every layer's ("minilm-layers")
+BACKBONES = ("", "minilm", "minilm-layers")
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -122,13 +127,16 @@ class TextEncoderConfig:
     heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.0
-    # "": the blocks read the encoder's own token embedding; "minilm": the frozen MiniLM's token states
-    # (genlab.nn.minilm, whose WordPiece tokenizer the encoder then takes)
+    # "": the blocks read the encoder's own token embedding; "minilm": the frozen MiniLM's last token states
+    # (genlab.nn.minilm, whose WordPiece tokenizer the encoder then takes); "minilm-layers": the mean of
+    # MiniLM's hidden states over its layers
     backbone: str = ""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
-            raise GenlabError(f"unknown text backbone {self.backbone!r}; choose '' (none) or 'minilm'")
+            raise GenlabError(
+                f"unknown text backbone {self.backbone!r}; choose '' (none), 'minilm' or 'minilm-layers'"
+            )
         check_range("the text encoder's vocab_size", self.vocab_size, 1, MAX_VOCAB)
         check_range("the text encoder's max_length", self.max_length, 1, MAX_TOKENS)
         check_range("the text encoder's width", self.width, 1, MAX_WIDTH)
@@ -170,7 +178,7 @@ class TextEncoder(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = cfg = config
         self.backbone: nn.Module | None = None
-        if cfg.backbone == "minilm":
+        if cfg.backbone.startswith("minilm"):
             # imported here: genlab.nn.minilm builds on this module
             from genlab.nn.minilm import MiniLMEncoder, minilm_configs
 
@@ -204,7 +212,10 @@ class TextEncoder(PretrainedMixin, nn.Module):
             )
         if self.backbone is not None:
             with torch.no_grad():  # frozen
-                states, _ = self.backbone(ids, mask)
+                if self.config.backbone == "minilm-layers":
+                    states = torch.stack(self.backbone.hidden_states(ids, mask)).mean(0)
+                else:
+                    states, _ = self.backbone(ids, mask)
             x = self.token(states)
         else:
             x = self.token(ids) + self.positions[: ids.shape[1]]

@@ -54,7 +54,7 @@ class TextUNetConfig:
             raise GenlabError("give at most one of `dit`, `video` and `video_dit`: the network that denoises")
         if self.text_source == "minilm" and not (self.freeze_text and self.tokenizer.kind == "wordpiece"):
             raise GenlabError("text_source 'minilm' is a frozen encoder with a 'wordpiece' tokenizer")
-        wordpiece = self.text_source == "minilm" or self.text.backbone == "minilm"
+        wordpiece = self.text_source == "minilm" or self.text.backbone.startswith("minilm")
         if self.tokenizer.kind == "wordpiece" and not wordpiece:
             raise GenlabError(
                 f"a wordpiece tokenizer needs text_source 'minilm' or a MiniLM backbone, "
