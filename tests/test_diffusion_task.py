@@ -375,7 +375,11 @@ def test_every_evaluation_scores_fixed_seed_samples(tmp_path, digits_judge):
     judge = Classifier.from_pretrained(digits_judge)
     share = float((predict(judge, images).argmax(1) == labels).float().mean())
     assert evals[-1]["recognised"] == pytest.approx(share)
-    assert rundir.read_config(tmp_path / "r")["monitor"] == {"samples": 20, "features": str(digits_judge)}
+    assert rundir.read_config(tmp_path / "r")["monitor"] == {
+        "samples": 20,
+        "features": str(digits_judge),
+        "paraphrases": False,
+    }
 
 
 def test_text_runs_on_shapes_score_prompt_adherence(tmp_path):
