@@ -208,9 +208,9 @@ def train_video(ctx: click.Context, **params: Any) -> None:
       genlab train video --data moving-mnist --cond class
       genlab train video --data moving-shapes --frame-cond 0.3 --image-share 0.1
       genlab train video --backbone dit --tubelet 2 --patch-size 4
-      genlab train clip --data moving-shapes --steps 150 --out runs/clip-clips  # the recipe:
-      genlab train video --text-encoder clip:runs/clip-clips --past-frames 7 --frame-cond 0.75 \
-          --batch-size 32 --ema-decay 0 --minutes 18
+      genlab train clip --data moving-shapes --steps 150 --out runs/clip-clips  # the recipe, two commands:
+      genlab train video --text-encoder clip:runs/clip-clips --past-frames 2 --frame-cond 0.85 \\
+          --past-guidance --batch-size 32 --ema-decay 0 --steps 8000 --minutes 19.8 --eval-every 0
     """
     from genlab.data import DataConfig
     from genlab.diffusion.config import DiffusionConfig
