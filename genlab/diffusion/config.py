@@ -27,6 +27,9 @@ class DiffusionConfig:
     parameterization: str = "eps"
     cond: str = "none"
     cond_dropout: float = 0.1  # share of training examples shown without class / with the empty prompt
+    # A denoiser that reads CLIP embeddings (language-free, TextUNetConfig.context "embedding"): LAFITE's
+    # xi, how far each training image's embedding is pushed at random (genlab.nn.text_unet)
+    embedding_noise: float = 0.3
     min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (Hang et al. 2023); 0: the plain MSE
     # > 0 (with min_snr_gamma): the x0 loss weighted by SNR clamped to [snr_floor, min_snr_gamma]; 1 is
     # Salimans & Ho's (2022) truncated SNR, max(SNR, 1), capped (parameterization.min_snr_weight)
@@ -55,6 +58,8 @@ class DiffusionConfig:
             raise GenlabError(f"unknown conditioning '{self.cond}'; choose one of {', '.join(CONDITIONS)}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise GenlabError(f"`cond_dropout` must be in [0, 1) (got {self.cond_dropout})")
+        if not 0.0 <= self.embedding_noise <= 10.0:
+            raise GenlabError(f"`embedding_noise` must be in [0, 10] (got {self.embedding_noise})")
         if self.noise_levels not in NOISE_LEVELS:
             raise GenlabError(
                 f"unknown `noise_levels` '{self.noise_levels}'; choose one of {', '.join(NOISE_LEVELS)}"

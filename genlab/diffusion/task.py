@@ -30,7 +30,7 @@ from genlab.nn.dit import DiT, DiTConfig
 from genlab.nn.pixels import to_model_space
 from genlab.nn.pretrained import config_from_dict
 from genlab.nn.text import TextEncoderConfig, Tokenizer, TokenizerConfig
-from genlab.nn.text_unet import TextUNet, TextUNetConfig
+from genlab.nn.text_unet import TextUNet, TextUNetConfig, embedding_context, perturb_embeddings
 from genlab.nn.unet import UNet, UNetConfig
 from genlab.nn.vae import VAE, latent_statistics
 from genlab.train.engine import Batch, Task
@@ -108,6 +108,7 @@ class DiffusionTask(Task):
         dit_options: dict[str, Any] | None = None,
         monitor: MonitorConfig | None = None,
         log: Callable[[str], None] = print,
+        text_context: str = "tokens",
         **unet_options: Any,
     ):
         """Load the data and build a denoiser fitted to it (or exactly ``model_config``, for resume).
@@ -116,7 +117,10 @@ class DiffusionTask(Task):
         With ``cond="text"`` the network is a TextUNet: a transformer text encoder, trained jointly from
         scratch (``text_encoder="joint"``, shaped by ``text_options``: width, layers, heads, tokenizer),
         the frozen text tower of a CLIP run (``"clip:RUN"``) or the frozen pretrained MiniLM
-        (``"minilm"``, genlab.nn.minilm), and a U-Net cross-attending to its tokens.
+        (``"minilm"``, genlab.nn.minilm), and a U-Net cross-attending to its tokens; with
+        ``text_context="embedding"`` (a CLIP run's tower) to one token, the CLIP embedding: of each
+        training image in training (LAFITE's language-free training, noised by ``embedding_noise``), of
+        the prompt at sampling (genlab.nn.text_unet).
         With ``latent`` (an autoencoder run) the denoiser works on its scaled latents (Rombach et al. 2022).
 
         ``monitor`` says how every evaluation scores samples (FID, the share recognised as the class
@@ -134,8 +138,11 @@ class DiffusionTask(Task):
                 f"`cond` class needs class labels, and {data.name} has none; "
                 "use `cond` none or class sub-folders"
             )
+        self._image_clip: Any = None  # the CLIP whose image embeddings a language-free denoiser reads
         if model_config is None:
-            self.model = self._new_network(text_encoder, text_options or {}, dit_options or {}, unet_options)
+            self.model = self._new_network(
+                text_encoder, text_options or {}, dit_options or {}, unet_options, text_context
+            )
         else:
             self.model = network_class(diffusion)(model_config)
         self.schedule = diffusion.noise_schedule()
@@ -149,6 +156,7 @@ class DiffusionTask(Task):
         text_options: dict[str, Any],
         dit_options: dict[str, Any],
         unet_options: dict[str, Any],
+        text_context: str = "tokens",
     ) -> nn.Module:
         diffusion = self.diffusion
         channels, side = self.train_data.images.shape[1], self.train_data.images.shape[2]
@@ -177,9 +185,11 @@ class DiffusionTask(Task):
                 )
             )
         if diffusion.cond == "text":
-            text_config, text_weights = self._text_config(net.config, text_encoder, text_options)
+            text_config, text_weights = self._text_config(
+                net.config, text_encoder, text_options, text_context
+            )
             if dit_config is not None:  # the DiT cross-attends to the text; the U-Net section is unused
-                width = text_config.text.width
+                width = text_config.context_width
                 text_config = replace(
                     text_config,
                     unet=UNetConfig(in_channels=channels, image_size=side),
@@ -188,6 +198,8 @@ class DiffusionTask(Task):
             net = TextUNet(text_config)
             if text_weights is not None:
                 net.text_encoder.load_state_dict(text_weights)
+            if net.text_projection is not None:
+                net.text_projection.load_state_dict(self.image_clip(net).text_projection.state_dict())
         if vae is None:
             return net
         return LatentDiffusion.around(vae, net, self._scale(vae), diffusion.latent)
@@ -222,12 +234,70 @@ class DiffusionTask(Task):
             self.latents[name] = (mean * scale, std * scale)
 
     def _text_config(
-        self, unet: UNetConfig | DiTConfig, source: str, options: dict[str, Any]
+        self, unet: UNetConfig | DiTConfig, source: str, options: dict[str, Any], context: str = "tokens"
     ) -> tuple[TextUNetConfig, dict[str, torch.Tensor] | None]:
         """The TextUNet config for ``source``, and the encoder weights to start from (CLIP) or None."""
+        if context == "embedding" and not source.startswith("clip:"):
+            raise GenlabError(
+                f"language-free training reads a CLIP run's embeddings: give `text_encoder` 'clip:RUN', "
+                f"not {source!r}"
+            )
         text, tokens, weights = text_encoder_config(source, options, self.train_data.captions)
         frozen = source != "joint"
-        return TextUNetConfig(replace(unet, context_dim=text.width), text, tokens, frozen, source), weights
+        embed_dim = 0
+        if context == "embedding":
+            from genlab.clip.model import CLIP
+
+            self._image_clip = CLIP.from_pretrained(source[len("clip:") :]).eval().requires_grad_(False)
+            embed_dim = self._image_clip.config.embed_dim
+        config = TextUNetConfig(
+            replace(unet, context_dim=embed_dim or text.width),
+            text,
+            tokens,
+            frozen,
+            source,
+            context=context,
+            embed_dim=embed_dim,
+        )
+        return config, weights
+
+    def image_clip(self, model: TextUNet) -> Any:
+        """The CLIP whose image embeddings the language-free ``model`` learns from: its text source's run,
+        loaded once, which must still hold the text projection the model was built with."""
+        if self._image_clip is None:
+            from genlab.clip.model import CLIP
+
+            run = model.config.text_source[len("clip:") :]
+            try:
+                self._image_clip = CLIP.from_pretrained(run).eval().requires_grad_(False)
+            except GenlabError as e:
+                raise GenlabError(
+                    f"this language-free model learns from the image embeddings of the CLIP run {run}: {e}"
+                ) from None
+            if not torch.equal(
+                self._image_clip.text_projection.weight.cpu(), model.text_projection.weight.detach().cpu()
+            ):
+                raise GenlabError(
+                    f"the CLIP run {run} is not the one this model was built from (another text projection)"
+                )
+        return self._image_clip
+
+    def _embedding_condition(
+        self, images: torch.Tensor, drop: torch.Tensor | None, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """Language-free training (LAFITE): the CLIP image embedding of each training image, perturbed
+        (``embedding_noise``) when training, stands where the prompt's text embedding stands at sampling;
+        dropped rows get the null condition."""
+        model = self.model.net if isinstance(self.model, LatentDiffusion) else self.model
+        clip = self.image_clip(model)
+        device = next(model.parameters()).device
+        clip.to(device)
+        with torch.no_grad():
+            embeddings = clip.encode_images(images.to(device).float())
+        if generator is not None and self.diffusion.embedding_noise > 0:
+            embeddings = perturb_embeddings(embeddings, self.diffusion.embedding_noise, generator)
+        keep = torch.ones(len(embeddings), dtype=torch.bool) if drop is None else ~drop
+        return embedding_context(embeddings, keep.to(device))
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any], log: Callable[[str], None] = print) -> DiffusionTask:
@@ -253,6 +323,12 @@ class DiffusionTask(Task):
             sections["class_names"] = list(self.train_data.class_names)
         return sections
 
+    @property
+    def reads_embeddings(self) -> bool:
+        """Whether the denoiser reads CLIP embeddings, not token states (language-free training)."""
+        model = self.model.net if isinstance(self.model, LatentDiffusion) else self.model
+        return isinstance(model, TextUNet) and model.config.context == "embedding"
+
     def lowres(self, images: torch.Tensor) -> torch.Tensor:
         """What an upscaler is given for ``images`` in [0, 1]: the image ``upscale`` times smaller."""
         return resize_batch(images, images.shape[-1] // self.diffusion.upscale)
@@ -263,11 +339,17 @@ class DiffusionTask(Task):
         captions: list[str],
         drop: torch.Tensor | None,
         images: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """The network's condition keywords; where ``drop`` is True the class becomes "no class" and the
         caption the empty prompt (condition dropout, Ho & Salimans 2022, for classifier-free guidance).
-        An upscaler always sees the low-resolution version of ``images``."""
-        cond = self._label_condition(labels, captions, drop)
+        An upscaler always sees the low-resolution version of ``images``; a language-free denoiser their
+        CLIP embeddings (perturbed with ``generator``'s noise in training)."""
+        if self.reads_embeddings:
+            assert images is not None
+            cond = self._embedding_condition(images, drop, generator)
+        else:
+            cond = self._label_condition(labels, captions, drop)
         if self.diffusion.upscale:
             assert images is not None
             cond["lowres"] = to_model_space(self.lowres(images))
@@ -304,7 +386,7 @@ class DiffusionTask(Task):
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         x_t = noised(x0, noise, abar)
         drop = torch.rand(n, generator=generator) < self.diffusion.cond_dropout
-        cond = self._condition(batch.labels, batch.captions, drop, batch.images)
+        cond = self._condition(batch.labels, batch.captions, drop, batch.images, generator)
         out = model(network_input(param, x_t, abar), t, **cond)
         d = self.diffusion
         return diffusion_loss(param, out, x0, noise, abar, d.min_snr_gamma, d.snr_floor), {}

@@ -318,14 +318,17 @@ class MiniLMEncoder(nn.Module):
         x = self.hidden_states(ids, mask)[-1]
         return x, masked_mean(x, mask)
 
-    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """The token states after the embedding and after each layer: ``layers + 1`` of (N, L, 384)."""
+    def hidden_states(
+        self, ids: torch.Tensor, mask: torch.Tensor, layers: int | None = None
+    ) -> list[torch.Tensor]:
+        """The token states after the embedding and after each layer: ``layers + 1`` of (N, L, 384), of
+        the first ``layers`` layers (default: all)."""
         length = ids.shape[1]
         if length > MAX_POSITIONS:
             raise GenlabError(f"{length} tokens exceed MiniLM's {MAX_POSITIONS} positions")
         positions = torch.arange(length, device=ids.device)
         x = self.word(ids) + self.position(positions) + self.token_type.weight[0]  # one segment: type 0
         states = [self.ln(x)]
-        for layer in self.layers:
+        for layer in self.layers[:layers]:
             states.append(layer(states[-1], mask))
         return states

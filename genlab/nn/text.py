@@ -16,6 +16,7 @@ width) in place of the token embedding: a small trained tower on top of a model 
 "minilm-layers" they read the mean of MiniLM's hidden states over its embedding output and its six layers,
 as BERT's feature-based use combines several layers (Devlin et al. 2019, section 5.3): the lower layers
 keep word meaning ("lower" near "bottom") that the last one, trained for sentence similarity, blurs.
+"minilm-layerK" reads layer K alone (0: the embedding output), one of those lower layers.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from genlab.nn.pretrained import PretrainedMixin, keep_out_of_state_dict
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD, UNK, BOS, EOS = range(len(SPECIALS))
 TOKENIZERS = ("word", "byte", "wordpiece")  # wordpiece: a pretrained encoder's own (genlab.nn.minilm)
-# What a TextEncoder's blocks read: its own token embedding, MiniLM's last states ("minilm") or the mean of
-# all its hidden states, the embedding output and every layer's ("minilm-layers")
-BACKBONES = ("", "minilm", "minilm-layers")
+# What a TextEncoder's blocks read: its own token embedding, MiniLM's last states ("minilm"), the mean of
+# all its hidden states, the embedding output and every layer's ("minilm-layers"), or one lower layer's
+MINILM_LAYERS = tuple(f"minilm-layer{k}" for k in range(6))  # 0: the embedding output; 6 is "minilm"
+BACKBONES = ("", "minilm", "minilm-layers", *MINILM_LAYERS)
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -129,13 +131,14 @@ class TextEncoderConfig:
     dropout: float = 0.0
     # "": the blocks read the encoder's own token embedding; "minilm": the frozen MiniLM's last token states
     # (genlab.nn.minilm, whose WordPiece tokenizer the encoder then takes); "minilm-layers": the mean of
-    # MiniLM's hidden states over its layers
+    # MiniLM's hidden states over its layers; "minilm-layerK": its layer K
     backbone: str = ""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise GenlabError(
-                f"unknown text backbone {self.backbone!r}; choose '' (none), 'minilm' or 'minilm-layers'"
+                f"unknown text backbone {self.backbone!r}; choose '' (none), 'minilm', 'minilm-layers' "
+                "or 'minilm-layerK' (K from 0 to 5)"
             )
         check_range("the text encoder's vocab_size", self.vocab_size, 1, MAX_VOCAB)
         check_range("the text encoder's max_length", self.max_length, 1, MAX_TOKENS)
@@ -208,6 +211,9 @@ class TextEncoder(PretrainedMixin, nn.Module):
             with torch.no_grad():  # frozen
                 if self.config.backbone == "minilm-layers":
                     states = torch.stack(self.backbone.hidden_states(ids, mask)).mean(0)
+                elif self.config.backbone in MINILM_LAYERS:
+                    layer = int(self.config.backbone.removeprefix("minilm-layer"))
+                    states = self.backbone.hidden_states(ids, mask, layers=layer)[-1]
                 else:
                     states, _ = self.backbone(ids, mask)
             x = self.token(states)

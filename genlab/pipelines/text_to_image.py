@@ -130,6 +130,11 @@ class TextToImagePipeline:
         return self.model.net if isinstance(self.model, LatentDiffusion) else self.model  # type: ignore[return-value]
 
     @property
+    def reads_embeddings(self) -> bool:
+        """Whether the denoiser reads the prompt's CLIP embedding (language-free), not its tokens."""
+        return not isinstance(self.model, StableDiffusion) and self.text_unet.config.context == "embedding"
+
+    @property
     def max_tokens(self) -> int:
         """Tokens the text encoder reads, start and end included."""
         if isinstance(self.model, StableDiffusion):
@@ -204,6 +209,11 @@ class TextToImagePipeline:
         trajectory: list[torch.Tensor] | None = [] if return_trajectory else None
         record = step_recorder(self.model, num_inference_steps, trajectory, on_step)
 
+        if return_attention_maps and self.reads_embeddings:
+            raise GenlabError(
+                "this model reads one CLIP embedding per prompt, not its words: it has no per-word "
+                "attention maps"
+            )
         recorder = CrossAttentionRecorder(self.model, len(prompts), self.image_size)
         if return_attention_maps and not recorder.layers:
             raise GenlabError("this model has no cross-attention layers to draw maps of")
