@@ -173,7 +173,7 @@ def train_diffusion(ctx: click.Context, **params: Any) -> None:
       genlab train diffusion --data shapes --cond text --attention-levels 1,2 --minutes 20
       genlab train diffusion --data shapes --cond text --text-encoder clip:runs/clip-minilm --language-free
       genlab train diffusion --data mnist --cond class --backbone dit --patch-size 2
-      genlab train diffusion --data mnist --cond class --latent runs/vae-mnist --channel-mults 1 \
+      genlab train diffusion --data mnist --cond class --latent runs/vae-mnist --channel-mults 1 \\
           --attention-levels 0
       genlab train diffusion --data mnist --cond class --upscale 2     # 14x14 -> 28x28
       genlab train diffusion --out runs/diffusion-mnist --resume --steps 8000
