@@ -81,3 +81,24 @@ def sd_checkpoints(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sd")
     return {variant: write_checkpoint(root / variant, variant) for variant in ("sd15", "sd21")}
+
+
+@pytest.fixture(scope="session")
+def clip_run(tmp_path_factory):
+    """An untrained CLIP on shapes' vocabulary, saved as a run (weights matter, not quality)."""
+    import torch
+
+    from genlab.clip.model import CLIP, CLIPConfig
+    from genlab.data import load_dataset
+    from genlab.nn.text import TextEncoderConfig, Tokenizer
+
+    torch.manual_seed(0)
+    captions = load_dataset("shapes", "train").captions
+    tok = Tokenizer.train(captions, "word")
+    length = max(len(tok.tokens(c)) for c in captions) + 2
+    tok.config.max_length = length
+    text = TextEncoderConfig(vocab_size=tok.vocab_size, max_length=length, width=32, layers=1, heads=2)
+    model = CLIP(CLIPConfig(text=text, tokenizer=tok.config, widths=(8, 16), image_hidden=32, embed_dim=16))
+    run = tmp_path_factory.mktemp("clip") / "clip"
+    model.save_pretrained(run)
+    return run

@@ -10,31 +10,13 @@ import torch
 from click.testing import CliRunner
 
 from genlab.cli import cli
-from genlab.clip.model import CLIP, CLIPConfig
+from genlab.clip.model import CLIP
 from genlab.data import DataConfig
 from genlab.diffusion.task import DiffusionConfig, DiffusionTask
 from genlab.metrics.clip_score import clip_score
-from genlab.nn.text import TextEncoderConfig, Tokenizer
 from genlab.train import TrainConfig, Trainer, seed_step
 
 QUIET = dict(eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
-
-
-@pytest.fixture(scope="module")
-def clip_run(tmp_path_factory):
-    """An untrained CLIP on shapes' vocabulary, saved as a run (weights matter, not quality)."""
-    from genlab.data import load_dataset
-
-    torch.manual_seed(0)
-    captions = load_dataset("shapes", "train").captions
-    tok = Tokenizer.train(captions, "word")
-    length = max(len(tok.tokens(c)) for c in captions) + 2
-    tok.config.max_length = length
-    text = TextEncoderConfig(vocab_size=tok.vocab_size, max_length=length, width=32, layers=1, heads=2)
-    model = CLIP(CLIPConfig(text=text, tokenizer=tok.config, widths=(8, 16), image_hidden=32, embed_dim=16))
-    run = tmp_path_factory.mktemp("clip") / "clip"
-    model.save_pretrained(run)
-    return run
 
 
 def test_clip_score_is_100_times_the_clamped_cosine():
