@@ -402,3 +402,82 @@ def test_a_layer_backbone_reads_that_layer_alone(tokenizer, encoder):
     clip = cli.get_command(ctx, "train").get_command(ctx, "clip")
     option = next(p for p in clip.params if p.name == "text_backbone")
     assert set(option.type.choices) == {"none", *BACKBONES} - {""}
+
+
+def test_backbone_noise_is_each_states_rms_times_a_normal_draw():
+    from genlab.nn.text import perturb_states
+
+    torch.manual_seed(0)
+    states = torch.randn(4, 7, 64) * torch.linspace(0.1, 10.0, 7)[None, :, None]  # tokens of unlike scale
+    torch.manual_seed(1)
+    eps = torch.randn_like(states)
+    torch.manual_seed(1)
+    moved = perturb_states(states, 0.5)
+    rms = states.pow(2).mean(-1, keepdim=True).sqrt()
+    torch.testing.assert_close(moved, states + 0.5 * rms * eps)
+    relative = (moved - states) / rms  # the same spread whatever a token's scale
+    assert abs(float(relative[:, 0].std()) - 0.5) < 0.05 and abs(float(relative[:, -1].std()) - 0.5) < 0.05
+
+
+def test_backbone_noise_needs_a_backbone_and_a_sane_level():
+    from genlab.nn.text import TextEncoderConfig
+
+    shape = dict(vocab_size=30522, max_length=32, width=32, layers=1, heads=2)
+    with pytest.raises(GenlabError, match="`backbone_noise` perturbs a pretrained backbone"):
+        TextEncoderConfig(**{**shape, "vocab_size": 100}, backbone_noise=1.0)
+    for bad in (-0.1, 11.0, float("nan")):
+        with pytest.raises(GenlabError, match="backbone_noise"):
+            TextEncoderConfig(**shape, backbone="minilm-layer5", backbone_noise=bad)
+
+
+@needs_minilm
+def test_backbone_noise_perturbs_the_tower_in_training_only(tokenizer, tmp_path):
+    from genlab.nn.text import TextEncoder, TextEncoderConfig
+
+    encoded = tokenizer.encode(["a red circle at the upper left", "a tiny box"])
+    shape = dict(vocab_size=30522, max_length=32, width=32, layers=1, heads=2, backbone="minilm-layer5")
+    torch.manual_seed(0)
+    noisy = TextEncoder(TextEncoderConfig(**shape, backbone_noise=1.0))
+    torch.manual_seed(0)
+    clean = TextEncoder(TextEncoderConfig(**shape))
+    with torch.no_grad():
+        a, b = noisy(encoded.ids, encoded.mask)[0], noisy(encoded.ids, encoded.mask)[0]
+        assert not torch.allclose(a, b)  # a fresh draw each call
+        torch.testing.assert_close(clean(encoded.ids, encoded.mask)[0], clean(encoded.ids, encoded.mask)[0])
+        noisy.eval()
+        torch.testing.assert_close(noisy(encoded.ids, encoded.mask)[0], clean(encoded.ids, encoded.mask)[0])
+    # the CLI writes it into the CLIP run, whose tower a text-to-image model then reads clean (frozen: eval)
+    clip_run = tmp_path / "clip"
+    args = ["train", "clip", "--data", "shapes", "--val-fraction", "0.02", "--image-size", "16"]
+    args += ["--no-progress", "--text-backbone", "minilm-layer5", "--backbone-noise", "1", "--steps", "1"]
+    args += ["--batch-size", "8", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
+    result = CliRunner().invoke(
+        cli, [*args, "--widths", "8,8", "--image-hidden", "16", "--out", str(clip_run)]
+    )
+    assert result.exit_code == 0, result.output
+    assert rundir.read_config(clip_run)["model"]["text"]["backbone_noise"] == 1.0
+    text = TextUNet(
+        TextUNetConfig(
+            UNetConfig(**TINY_UNET, context_dim=32),
+            *_clip_text(clip_run),
+            freeze_text=True,
+            text_source=f"clip:{clip_run}",
+        )
+    ).train()
+    with torch.no_grad():
+        first, second = (
+            text.encode_prompts(["a red circle at the upper left"])[0]["context"] for _ in range(2)
+        )
+    torch.testing.assert_close(first, second)
+    result = CliRunner().invoke(
+        cli, [*args[:-2], "--backbone-noise", "-1", "--steps", "1", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code != 0 and "backbone_noise must be between 0 and 10" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
+def _clip_text(run):
+    from genlab.clip.model import CLIP
+
+    config = CLIP.from_pretrained(run).config
+    return config.text, config.tokenizer

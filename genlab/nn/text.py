@@ -17,6 +17,12 @@ width) in place of the token embedding: a small trained tower on top of a model 
 as BERT's feature-based use combines several layers (Devlin et al. 2019, section 5.3): the lower layers
 keep word meaning ("lower" near "bottom") that the last one, trained for sentence similarity, blurs.
 "minilm-layerK" reads layer K alone (0: the embedding output), one of those lower layers.
+``backbone_noise`` adds Gaussian noise to the backbone's states in training, in units of each state's
+RMS: the tower then learns from what a neighbourhood of each word's states shares, the directions along
+which words of like meaning lie together, not the ones that single out the training captions' words
+(training with noise as regularisation, Bishop 1995; StackGAN's conditioning augmentation, Zhang et al.
+2017, section 3.1, perturbs a text embedding the same way). On shapes it is what lets a tower trained
+without "upper" read it as "top" (docs/text-to-image.md, Phrasings).
 """
 
 from __future__ import annotations
@@ -133,12 +139,21 @@ class TextEncoderConfig:
     # (genlab.nn.minilm, whose WordPiece tokenizer the encoder then takes); "minilm-layers": the mean of
     # MiniLM's hidden states over its layers; "minilm-layerK": its layer K
     backbone: str = ""
+    # > 0 (with a backbone): Gaussian noise of this many times each state's RMS added to the backbone's
+    # states in training
+    backbone_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise GenlabError(
                 f"unknown text backbone {self.backbone!r}; choose '' (none), 'minilm', 'minilm-layers' "
                 "or 'minilm-layerK' (K from 0 to 5)"
+            )
+        check_range("the text encoder's backbone_noise", self.backbone_noise, 0.0, 10.0)
+        if self.backbone_noise and not self.backbone:
+            raise GenlabError(
+                "`backbone_noise` perturbs a pretrained backbone's states; give a MiniLM backbone "
+                "(e.g. 'minilm-layer5') or set it to 0"
             )
         check_range("the text encoder's vocab_size", self.vocab_size, 1, MAX_VOCAB)
         check_range("the text encoder's max_length", self.max_length, 1, MAX_TOKENS)
@@ -216,6 +231,8 @@ class TextEncoder(PretrainedMixin, nn.Module):
                     states = self.backbone.hidden_states(ids, mask, layers=layer)[-1]
                 else:
                     states, _ = self.backbone(ids, mask)
+            if self.training and self.config.backbone_noise > 0:
+                states = perturb_states(states, self.config.backbone_noise)
             x = self.token(states)
         else:
             x = self.token(ids) + self.positions[: ids.shape[1]]
@@ -224,6 +241,13 @@ class TextEncoder(PretrainedMixin, nn.Module):
         x = self.ln_final(x)
         eos = mask.long().sum(1) - 1  # the last real token of each prompt
         return x, x[torch.arange(x.shape[0], device=x.device), eos]
+
+
+def perturb_states(states: torch.Tensor, noise: float) -> torch.Tensor:
+    """Each token state h of (N, L, D) moved to h + noise * rms(h) * eps, eps ~ N(0, I) (drawn from the
+    global generator, as dropout's masks are): noise relative to each state's own scale."""
+    rms = states.pow(2).mean(-1, keepdim=True).sqrt()
+    return states + noise * rms * torch.randn_like(states)
 
 
 def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
