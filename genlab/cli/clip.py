@@ -43,7 +43,7 @@ from genlab.recipes import CLIP_DEFAULTS
     type=float,
     help="With --text-backbone: Gaussian noise of this many times each MiniLM state's RMS added to the "
     "states in training, so that the tower reads what words of like meaning share (on shapes, 1 lifts "
-    "'upper', never in the captions, from 21% to 66% of samples drawn right; docs/text-to-image.md).",
+    "'upper', never in the captions, from 21% to 88% of samples drawn right; docs/text-to-image.md).",
 )
 @click.option("--text-width", default=128, show_default=True, type=int, help="Text transformer width.")
 @click.option("--text-layers", default=2, show_default=True, type=int, help="Text transformer blocks.")
@@ -77,7 +77,7 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
       genlab train clip --data shapes --loss matched --steps 300     # watch image_cosine go to 1
       genlab train clip --data mnist --tokenizer byte --minutes 5
       genlab train clip --data shapes --text-backbone minilm --steps 100   # reads "a big disc" too
-      genlab train clip --data shapes --text-backbone minilm-layer5 --backbone-noise 1 --steps 600
+      genlab train clip --data shapes --text-backbone minilm-layer5 --backbone-noise 1 --steps 400
       genlab train clip --data shapes --noisy --minutes 8             # the guide of CLIP guidance
       genlab train clip --data moving-shapes --steps 150   # whole clips: video's text tower
       genlab clip classify runs/clip-shapes picture.png --labels "a red circle,a blue square"

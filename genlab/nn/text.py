@@ -22,8 +22,8 @@ RMS: the tower then learns from what a neighbourhood of each word's states share
 which words of like meaning lie together, not the ones that single out the training captions' words
 (training with noise as regularisation, Bishop 1995; StackGAN's conditioning augmentation, Zhang et al.
 2017, section 3.1, perturbs a text embedding the same way). On shapes, with "upper" never in the training
-captions, a text-to-image model on such a tower draws it right in 66% of samples, against 21% without the
-noise; "lower" it still does not read (docs/text-to-image.md, Phrasings).
+captions, a text-to-image model on such a tower draws it right in 88% of samples, against 21% without the
+noise, and "lower" in 44% (docs/text-to-image.md, Phrasings).
 """
 
 from __future__ import annotations
