@@ -13,7 +13,7 @@ from safetensors import safe_open
 from genlab import rundir
 from genlab.cli import cli
 from genlab.data import DataConfig
-from genlab.diffusion.task import DiffusionConfig, DiffusionTask
+from genlab.diffusion.task import DiffusionConfig, DiffusionTask, text_encoder_config
 from genlab.errors import GenlabError
 from genlab.nn import minilm
 from genlab.nn.minilm import MiniLMEncoder, WordPieceTokenizer, minilm_configs
@@ -459,7 +459,7 @@ def test_backbone_noise_perturbs_the_tower_in_training_only(tokenizer, tmp_path)
     text = TextUNet(
         TextUNetConfig(
             UNetConfig(**TINY_UNET, context_dim=32),
-            *_clip_text(clip_run),
+            *text_encoder_config(f"clip:{clip_run}", {}, [])[:2],
             freeze_text=True,
             text_source=f"clip:{clip_run}",
         )
@@ -474,10 +474,3 @@ def test_backbone_noise_perturbs_the_tower_in_training_only(tokenizer, tmp_path)
     )
     assert result.exit_code != 0 and "backbone_noise must be between 0 and 10" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x").exists()
-
-
-def _clip_text(run):
-    from genlab.clip.model import CLIP
-
-    config = CLIP.from_pretrained(run).config
-    return config.text, config.tokenizer
