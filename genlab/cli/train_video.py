@@ -61,8 +61,9 @@ VIDEO_FLAGS = {
     "--tokenizer",
     default="word",
     show_default=True,
-    type=click.Choice(["word", "byte"]),
-    help="With --text-encoder joint: whole words, or bytes (no word is unknown).",
+    type=click.Choice(["word", "word-minilm", "byte"]),
+    help="With --text-encoder joint: whole words, whole words with each unknown one read as the known word "
+    "MiniLM finds nearest in meaning, or bytes (no word is unknown).",
 )
 @click.option(
     "--cond-dropout", default=0.1, show_default=True, type=float, help="Share trained unconditional."

