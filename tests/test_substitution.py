@@ -133,6 +133,20 @@ def test_clip_trained_with_word_minilm_reads_unknown_words_in_text_to_image(tmp_
     result = CliRunner().invoke(cli, [*args, "--out", str(t2i_run)])
     assert result.exit_code == 0, result.output
     assert rundir.read_config(t2i_run)["model"]["tokenizer"]["kind"] == "word-minilm"
+    out = tmp_path / "s.png"
+    args = ["sample", str(t2i_run), "a tiny red disc", "a red circle", "--steps", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and out.is_file(), result.output
+    assert "read 'a tiny red disc' as 'a small red disk'" in result.output
+    assert "read 'a red circle'" not in result.output  # known words: nothing to say
+
+
+def test_read_as_shows_what_a_word_tokenizer_makes_of_words_it_never_saw():
+    words = Tokenizer.train(["a red circle at the top left"])
+    assert words.read_as("A tiny red circle at the top left.") == "a [UNK] red circle at the top left [UNK]"
+    assert words.read_as("A red circle, at the top left") == "a red circle [UNK] at the top left"
+    assert words.read_as("a red circle at the top left") is None
+    assert Tokenizer.train(["a red circle"], "byte").read_as("a tiny circle") is None
 
 
 def test_the_cli_offers_the_tokenizer_and_refuses_unknown_ones(tmp_path):

@@ -320,6 +320,10 @@ def _sample_text(
         + (f", negative prompt {negative_prompt!r}" if negative_prompt else "")
         + f", {seconds:.1f} s: {path}"
     )
+    for prompt in dict.fromkeys(prompts):  # words the model never saw, and what it made of them
+        read = pipe.read_as(prompt)
+        if read is not None:
+            click.echo(f"read {prompt!r} as {read!r}")
     if trajectory is not None:
         _write_trajectory(trajectory, result.trajectory, nrow or n)
     if maps_path is not None:

@@ -134,6 +134,15 @@ class Tokenizer:
             words = self.substitution(words[:room]) + words[room:]
         return [self.stoi.get(w, UNK) for w in words]
 
+    def read_as(self, text: str) -> str | None:
+        """``text`` as this word tokenizer reads it, where that differs from its own words: an unknown
+        word as [UNK] or, with word-minilm, as the known word put in its place; None for bytes and where
+        nothing differs."""
+        if self.config.kind == "byte":
+            return None
+        read = self.decode(self.tokens(text))
+        return None if read.split() == _WORD.findall(text.lower()) else read
+
     @property
     def substitution(self) -> Any:
         """word-minilm's lexical substitution (genlab.nn.substitution), loaded when first needed."""

@@ -23,7 +23,7 @@ from genlab.diffusion.schedules import NoiseSchedule
 from genlab.diffusion.stable_diffusion import StableDiffusion, is_checkpoint
 from genlab.errors import GenlabError
 from genlab.nn.precision import check_precision
-from genlab.nn.text import SPECIALS
+from genlab.nn.text import SPECIALS, Tokenizer
 from genlab.nn.text_unet import TextUNet
 from genlab.pipelines.diffusion import tensor_to_pil
 from genlab.train.distributed import pick_device
@@ -140,6 +140,12 @@ class TextToImagePipeline:
         if isinstance(self.model, StableDiffusion):
             return self.model.tokenizer.model_max_length
         return self.text_unet.config.tokenizer.max_length
+
+    def read_as(self, prompt: str) -> str | None:
+        """``prompt`` as the text encoder's word tokenizer reads it, where that differs from its words
+        (genlab.nn.text.Tokenizer.read_as: "tiny" as [UNK], or as "small" with word-minilm); else None."""
+        tokenizer = None if isinstance(self.model, StableDiffusion) else self.text_unet.tokenizer
+        return tokenizer.read_as(prompt) if isinstance(tokenizer, Tokenizer) else None
 
     def tokens(self, prompt: str) -> list[str]:
         """The tokens the text encoder sees for ``prompt``: [BOS], words (or bytes), [EOS]."""
