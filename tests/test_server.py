@@ -100,6 +100,13 @@ def test_generate(client, body):
     assert out["settings"]["model"] == body["model"]
     again = client.post("/api/generate", json=body).json()
     assert again["images"] == out["images"]  # the seed fixes the images
+    assert out.get("read_as", "absent") == (None if body["model"] == "t2i" else "absent")  # known words
+
+
+def test_generate_says_how_the_prompt_was_read(client):
+    r = client.post("/api/generate", json={"model": "t2i", "prompt": "a tiny red circle", "steps": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["read_as"] == "a [UNK] red circle"  # the fixture's word tokenizer never saw "tiny"
 
 
 def test_generate_stream_sends_progress_then_the_result(client):

@@ -188,14 +188,17 @@ def _generate(
         if entry.kind == "gan":
             settings.update(steps=1, sampler="generator", guidance=1.0)
         result = {"images": [png_data_url(x) for x in out.tensors], "settings": settings}
+        if entry.kind == "text-to-image":  # how a word tokenizer read words its captions never use
+            result["read_as"] = pipe.read_as(req.prompt)
     return {**result, "seconds": round(time.perf_counter() - start, 3)}
 
 
 @router.post("/api/generate", responses=error_responses(403, 404, 422, 429, 503))
 async def generate(req: GenerateRequest, request: Request, state: State) -> dict[str, Any]:
-    """Generate ``num_images`` images (base64 PNG data URLs) with their settings; of a video run,
-    ``num_images`` clips of ``num_frames`` frames: ``images`` holds each as an animated GIF data URL,
-    ``strips`` as a PNG of its frames in a row."""
+    """Generate ``num_images`` images (base64 PNG data URLs) with their settings (of a text-to-image
+    run, ``read_as``: the prompt as its word tokenizer read it, where that differs, else null); of a
+    video run, ``num_images`` clips of ``num_frames`` frames: ``images`` holds each as an animated GIF
+    data URL, ``strips`` as a PNG of its frames in a row."""
     entry = state.registry.get(req.model, GENERATORS)
     req, labels = _check_generate(req, entry, state.limits)
     job = state.admit(request)
