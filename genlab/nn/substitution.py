@@ -10,12 +10,13 @@ Each known word is put in the unknown word's place in turn and scored by the cos
 and the unknown word's own state at MiniLM's layer 5, the sentence otherwise unchanged: a substitute is
 good when it leaves the contextual representation where the original word put it (the validation score
 of Zhou et al. 2019, BERT-based Lexical Substitution, section 2.2, here on the replaced word alone).
-Context alone confuses a word with its neighbours in use: MiniLM puts "lower" in "the lower left" nearer
-"below" than "bottom". So, in the role of their proposal score, a substitute also earns ``FIT_BONUS`` for
-each of its two neighbours with which it forms a pair of words seen in the training captions: a bigram
-check of fluency, "bottom left" against "below left". On 300 held-out shapes captions every unknown word
-becomes its synonym (big -> large, tiny -> small, disc -> disk, box -> block, upper -> top, lower ->
-bottom, centre -> center); docs/text-to-image.md, Phrasings.
+Context alone confuses a word with its neighbours in use: MiniLM puts "lower" in "a red circle at the
+lower left" nearer "below" than "bottom". So, in the role of their proposal score, a substitute also
+earns ``FIT_BONUS`` for each of its two neighbours with which it forms a pair of words seen in the
+training captions: a bigram check of fluency, "bottom left" against "below left". On 300 held-out
+shapes captions every unknown word becomes its synonym (big -> large, tiny -> small, disc -> disk, box
+-> block, upper -> top, lower -> bottom, centre -> center); held out in their turn, "little", "disk" and
+"over" do too, but "block" and "under" mostly do not (docs/text-to-image.md, Phrasings).
 """
 
 from __future__ import annotations
