@@ -18,7 +18,7 @@ from genlab.data import load_dataset
 from genlab.data.shapes_text import read_caption
 from genlab.errors import GenlabError
 from genlab.nn import minilm
-from genlab.nn.substitution import FIT_BONUS, LAYER, MAX_PIECES, LexicalSubstitution, word_pairs
+from genlab.nn.substitution import FIT_BONUS, LAYER, MAX_PIECES, PROPOSALS, LexicalSubstitution, word_pairs
 from genlab.nn.text import UNK, Tokenizer, TokenizerConfig
 
 needs_minilm = pytest.mark.skipif(
@@ -95,18 +95,46 @@ def test_the_score_is_the_cosine_of_the_layer_states_plus_the_fit_bonus():
             [F.cosine_similarity(state(c), state("lower"), 0) for c in ("below", "bottom", "top")]
         )
     plain = LexicalSubstitution(["below", "bottom", "top"], pairs=[])
-    torch.testing.assert_close(plain.scores(words, 5), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain.scores(words, 5, ["below", "bottom", "top"]), want, atol=1e-5, rtol=0)
     assert plain(words)[5] == "below"  # context alone: "lower" reads like "below"
     fluent = LexicalSubstitution(["below", "bottom", "top"], pairs=["the bottom", "bottom left", "the top"])
-    torch.testing.assert_close(fluent.scores(words, 5), want + FIT_BONUS * torch.tensor([0.0, 2.0, 1.0]))
+    torch.testing.assert_close(
+        fluent.scores(words, 5, ["below", "bottom", "top"]), want + FIT_BONUS * torch.tensor([0.0, 2.0, 1.0])
+    )
     assert fluent(words)[5] == "bottom"  # "the bottom left" is how the captions say it
+
+
+@needs_minilm
+def test_only_the_known_words_nearest_in_minilms_word_embeddings_are_tried_in_context(
+    shapes_tokenizer, monkeypatch
+):
+    substitution = shapes_tokenizer.substitution
+    table = substitution.encoder.word.weight
+
+    def unit(word: str) -> torch.Tensor:
+        vector = table[substitution.pieces.tokens(word)].mean(0)
+        return vector / vector.norm()
+
+    by_hand = sorted(substitution.candidates, key=lambda c: -float(unit(c) @ unit("lower")))[:PROPOSALS]
+    assert substitution.propose("lower") == by_hand
+    assert {"bottom", "top"} <= set(by_hand)  # synonyms and antonyms alike: context decides
+    rows, hidden_states = [], substitution.encoder.hidden_states
+    monkeypatch.setattr(
+        substitution.encoder,
+        "hidden_states",
+        lambda ids, *a, **k: rows.append(len(ids)) or hidden_states(ids, *a, **k),
+    )
+    assert substitution("a red circle at the lower left".split())[5] == "bottom"
+    assert (
+        rows == [1 + PROPOSALS] and len(substitution.candidates) > PROPOSALS
+    )  # one pass, not the vocabulary
 
 
 @needs_minilm
 def test_work_stays_bounded_for_long_prompts(shapes_tokenizer):
     substitution = LexicalSubstitution(["left", "small"], pairs=[])
     far = ["left"] * MAX_PIECES + ["tiny"]
-    assert substitution.scores(far, len(far) - 1) is None and substitution(far)[-1] == "tiny"
+    assert substitution.scores(far, len(far) - 1, ["small"]) is None and substitution(far)[-1] == "tiny"
     long_prompt = " ".join(["left"] * 500 + ["tiny"])  # past max_length: never substituted, cut anyway
     assert shapes_tokenizer.tokens(long_prompt)[-1] == UNK
     assert (

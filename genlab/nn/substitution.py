@@ -6,10 +6,13 @@ at the lower left" asks for. The ``word-minilm`` tokenizer (genlab.nn.text) repl
 not know by the known word that the pretrained MiniLM finds nearest in meaning *in that place*, and the
 model then reads a sentence of words it was trained on: "a small red disk at the bottom left".
 
-Each known word is put in the unknown word's place in turn and scored by the cosine between its state
-and the unknown word's own state at MiniLM's layer 5, the sentence otherwise unchanged: a substitute is
-good when it leaves the contextual representation where the original word put it (the validation score
-of Zhou et al. 2019, BERT-based Lexical Substitution, section 2.2, here on the replaced word alone).
+As in Zhou et al. (2019, BERT-based Lexical Substitution, section 2), candidates are first proposed,
+then validated. The proposals are the ``PROPOSALS`` known words nearest the unknown one in MiniLM's word
+embeddings, context-free (they keep the synonyms, and antonyms too: "bottom" is among the nearest of
+"lower", and so is "top"). Each is put in the unknown word's place in turn and scored by the cosine
+between its state and the unknown word's own state at MiniLM's layer 5, the sentence otherwise
+unchanged: a substitute is good when it leaves the contextual representation where the original word
+put it (their validation score, section 2.2, here on the replaced word alone).
 Context alone confuses a word with its neighbours in use: MiniLM puts "lower" in "a red circle at the
 lower left" nearer "below" than "bottom". So, in the role of their proposal score, a substitute also
 earns ``FIT_BONUS`` for each of its two neighbours with which it forms a pair of words seen in the
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 LAYER = 5  # MiniLM's last layer but one: the last, trained for sentence similarity, blurs word meaning
 FIT_BONUS = 0.1  # per neighbour that the substitute forms a pair seen in training with
 MAX_PIECES = 128  # of MiniLM's 512 positions; a word beyond them keeps its [UNK]
+PROPOSALS = 10  # known words validated in context per unknown word, whatever the vocabulary's size
 BATCH = 256  # candidate sentences per MiniLM pass
 START, END = "<s>", "</s>"  # the ends of a caption, as neighbours in its word pairs
 
@@ -56,24 +60,36 @@ class LexicalSubstitution:
         self.pairs = set(pairs)
         self.pieces = WordPieceTokenizer.from_package(MAX_PIECES)
         self.encoder = MiniLMEncoder()
+        self.embedded = torch.stack([self.embedding(c) for c in self.candidates]) if self.candidates else None
 
     def __call__(self, words: Sequence[str]) -> list[str]:
         out = list(words)
         for i, word in enumerate(words):
             if word.isalpha() and word not in self.known and self.candidates:
-                scores = self.scores(out, i)
+                proposed = self.propose(word)
+                scores = self.scores(out, i, proposed)
                 if scores is not None:
-                    out[i] = self.candidates[int(scores.argmax())]
+                    out[i] = proposed[int(scores.argmax())]
         return out
 
-    def scores(self, words: Sequence[str], i: int) -> torch.Tensor | None:
-        """Each candidate's score in place of ``words[i]``: the cosine of its layer-5 state with that of
-        ``words[i]``, plus ``FIT_BONUS`` per neighbour it forms a training pair with; None when the word
-        lies beyond MiniLM's ``MAX_PIECES``."""
+    def embedding(self, word: str) -> torch.Tensor:
+        """``word``'s unit vector in MiniLM's word embeddings (the mean over its pieces)."""
+        return F.normalize(self.encoder.word.weight[self.pieces.tokens(word)].mean(0), dim=0)
+
+    def propose(self, word: str) -> list[str]:
+        """The ``PROPOSALS`` known words whose word embeddings are nearest ``word``'s (cosine)."""
+        similarity = self.embedded @ self.embedding(word)
+        nearest = similarity.topk(min(PROPOSALS, len(self.candidates))).indices.tolist()
+        return [self.candidates[j] for j in nearest]
+
+    def scores(self, words: Sequence[str], i: int, candidates: Sequence[str]) -> torch.Tensor | None:
+        """Each of ``candidates``' score in place of ``words[i]``: the cosine of its layer-5 state with
+        that of ``words[i]``, plus ``FIT_BONUS`` per neighbour it forms a training pair with; None when
+        the word lies beyond MiniLM's ``MAX_PIECES``."""
         pieces = [self.pieces.tokens(w) for w in words]
         left = [self.pieces.cls, *(p for word in pieces[:i] for p in word)]
         right = [*(p for word in pieces[i + 1 :] for p in word), self.pieces.sep]
-        options = [pieces[i]] + [self.pieces.tokens(c) for c in self.candidates]
+        options = [pieces[i]] + [self.pieces.tokens(c) for c in candidates]
         if len(left) + max(map(len, options)) + len(right) > MAX_PIECES:
             return None
         states = []
@@ -90,5 +106,5 @@ class LexicalSubstitution:
         similarity = F.cosine_similarity(stacked[1:], stacked[:1])
         before = words[i - 1] if i > 0 else START
         after = words[i + 1] if i + 1 < len(words) else END
-        fit = [(f"{before} {c}" in self.pairs) + (f"{c} {after}" in self.pairs) for c in self.candidates]
+        fit = [(f"{before} {c}" in self.pairs) + (f"{c} {after}" in self.pairs) for c in candidates]
         return similarity + FIT_BONUS * torch.tensor(fit, dtype=similarity.dtype)
