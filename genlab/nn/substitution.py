@@ -33,7 +33,6 @@ LAYER = 5  # MiniLM's last layer but one: the last, trained for sentence similar
 FIT_BONUS = 0.1  # per neighbour that the substitute forms a pair seen in training with
 MAX_PIECES = 128  # of MiniLM's 512 positions; a word beyond them keeps its [UNK]
 PROPOSALS = 10  # known words validated in context per unknown word, whatever the vocabulary's size
-BATCH = 256  # candidate sentences per MiniLM pass
 START, END = "<s>", "</s>"  # the ends of a caption, as neighbours in its word pairs
 
 
@@ -92,18 +91,14 @@ class LexicalSubstitution:
         options = [pieces[i]] + [self.pieces.tokens(c) for c in candidates]
         if len(left) + max(map(len, options)) + len(right) > MAX_PIECES:
             return None
-        states = []
-        for first in range(0, len(options), BATCH):
-            chunk = options[first : first + BATCH]
-            ids = torch.full((len(chunk), len(left) + max(map(len, chunk)) + len(right)), self.pieces.pad)
-            for r, option in enumerate(chunk):
-                row = left + option + right
-                ids[r, : len(row)] = torch.tensor(row)
-            with torch.no_grad():
-                hidden = self.encoder.hidden_states(ids, ids != self.pieces.pad, layers=LAYER)[-1]
-            states += [hidden[r, len(left) : len(left) + len(o)].mean(0) for r, o in enumerate(chunk)]
-        stacked = torch.stack(states)
-        similarity = F.cosine_similarity(stacked[1:], stacked[:1])
+        ids = torch.full((len(options), len(left) + max(map(len, options)) + len(right)), self.pieces.pad)
+        for r, option in enumerate(options):  # the sentence as written, then with each candidate
+            ids[r, : len(left) + len(option) + len(right)] = torch.tensor(left + option + right)
+        with torch.no_grad():
+            hidden = self.encoder.hidden_states(ids, ids != self.pieces.pad, layers=LAYER)[-1]
+        start = len(left)
+        states = torch.stack([hidden[r, start : start + len(o)].mean(0) for r, o in enumerate(options)])
+        similarity = F.cosine_similarity(states[1:], states[:1])
         before = words[i - 1] if i > 0 else START
         after = words[i + 1] if i + 1 < len(words) else END
         fit = [(f"{before} {c}" in self.pairs) + (f"{c} {after}" in self.pairs) for c in candidates]
