@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
+from tiny_runs import clip_args, t2i_args
 
 from genlab import rundir
 from genlab.cli import cli
@@ -327,18 +328,12 @@ def test_a_text_tower_on_minilm_trains_only_its_head_and_keeps_minilm_out_of_its
 @needs_minilm
 def test_clip_on_minilm_trains_and_its_tower_reads_prompts_for_text_to_image(tmp_path):
     clip_run, t2i_run = tmp_path / "clip", tmp_path / "t2i"
-    data = ["--data", "shapes", "--val-fraction", "0.02", "--image-size", "16", "--no-progress"]
-    args = ["train", "clip", *data, "--text-backbone", "minilm", "--steps", "2", "--batch-size", "8"]
-    args += ["--text-width", "32", "--text-layers", "1", "--text-heads", "2", "--widths", "8,8"]
-    result = CliRunner().invoke(cli, [*args, "--image-hidden", "16", "--out", str(clip_run)])
+    result = CliRunner().invoke(cli, clip_args(clip_run, "--text-backbone", "minilm"))
     assert result.exit_code == 0, result.output
     model = rundir.read_config(clip_run)["model"]
     assert model["text"]["backbone"] == "minilm" and model["tokenizer"]["kind"] == "wordpiece"
     assert (clip_run / rundir.MODEL_FILE).stat().st_size < 5_000_000  # MiniLM alone is 90 MB
-    args = ["train", "diffusion", *data, "--eval-samples", "0", "--cond", "text", "--steps", "1"]
-    args += ["--text-encoder", f"clip:{clip_run}", "--batch-size", "2"]
-    args += ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1"]
-    result = CliRunner().invoke(cli, [*args, "--out", str(t2i_run)])
+    result = CliRunner().invoke(cli, t2i_args(t2i_run, clip_run))
     assert result.exit_code == 0, result.output
     assert (t2i_run / rundir.MODEL_FILE).stat().st_size < 5_000_000
     assert not any("text_encoder.backbone" in k for k in _keys(t2i_run / rundir.MODEL_FILE))

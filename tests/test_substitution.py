@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from tiny_runs import clip_args, t2i_args
 
 from genlab import rundir
 from genlab.checks import MAX_VOCAB
@@ -145,20 +146,14 @@ def test_work_stays_bounded_for_long_prompts(shapes_tokenizer):
 @needs_minilm
 def test_clip_trained_with_word_minilm_reads_unknown_words_in_text_to_image(tmp_path):
     clip_run, t2i_run = tmp_path / "clip", tmp_path / "t2i"
-    data = ["--data", "shapes", "--val-fraction", "0.02", "--image-size", "16", "--no-progress"]
-    args = ["train", "clip", *data, "--tokenizer", "word-minilm", "--steps", "2", "--batch-size", "8"]
-    args += ["--text-width", "32", "--text-layers", "1", "--text-heads", "2", "--widths", "8,8"]
-    result = CliRunner().invoke(cli, [*args, "--image-hidden", "16", "--out", str(clip_run)])
+    result = CliRunner().invoke(cli, clip_args(clip_run, "--tokenizer", "word-minilm"))
     assert result.exit_code == 0, result.output
     tokenizer = rundir.read_config(clip_run)["model"]["tokenizer"]
     assert tokenizer["kind"] == "word-minilm" and "bottom left" in tokenizer["pairs"]
     clip = CLIP.from_pretrained(clip_run)
     said, meant = clip.tokenizer.encode(["a tiny red disc", "a small red disk"]).ids
     assert torch.equal(said, meant)
-    args = ["train", "diffusion", *data, "--eval-samples", "0", "--cond", "text", "--steps", "1"]
-    args += ["--text-encoder", f"clip:{clip_run}", "--batch-size", "2"]
-    args += ["--base-channels", "16", "--channel-mults", "1,2", "--attention-levels", "1"]
-    result = CliRunner().invoke(cli, [*args, "--out", str(t2i_run)])
+    result = CliRunner().invoke(cli, t2i_args(t2i_run, clip_run))
     assert result.exit_code == 0, result.output
     assert rundir.read_config(t2i_run)["model"]["tokenizer"]["kind"] == "word-minilm"
     out = tmp_path / "s.png"

