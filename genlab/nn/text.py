@@ -1,6 +1,6 @@
 """Text for text-to-image models: tokenizers and a transformer text encoder.
 
-Two tokenizers, both total on UTF-8 text:
+Three tokenizers, all total on UTF-8 text:
 - ``word``: lower-cased words and punctuation, with a vocabulary learned from the training captions and
   an unknown token for everything else (small vocabularies train fast on small data, e.g. ``shapes``);
 - ``word-minilm``: the same words, but a word outside the vocabulary becomes the known word that the
