@@ -101,9 +101,10 @@ def sample_cmd(
     device: str,
     precision: str,
 ) -> None:
-    """Sample images from the diffusion model or GAN in RUN; a text-to-image run takes one or more PROMPTS.
-    RUN may also be a Stable Diffusion checkpoint folder (diffusers' layout, or its Hugging Face cache
-    entry).
+    """Sample images from the diffusion model or GAN in RUN; a text-to-image run takes one or more PROMPTS
+    and says how it read words its captions never used (as [UNK], or with a word-minilm tokenizer as the
+    known word MiniLM finds nearest in meaning). RUN may also be a Stable Diffusion checkpoint folder
+    (diffusers' layout, or its Hugging Face cache entry).
 
     \b
     Examples:
